@@ -1,0 +1,1 @@
+"""Prefect flows composing the stage functions (coming with the Prefect issue)."""

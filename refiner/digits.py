@@ -1,0 +1,144 @@
+"""The digits task: a font renderer that mimics UCI optdigits, and the real digits reader.
+
+optdigits preprocessing (which produced scikit-learn's bundled digits): a handwritten
+digit is scanned to a 32x32 binary bitmap, cut into 4x4 blocks, and each block's count of
+on pixels becomes one pixel of an 8x8 image with values 0..16. The renderer draws a digit
+with a font shipped by matplotlib (so every machine draws the same glyphs), jitters it
+like handwriting would, and applies the same preprocessing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+NUM_CLASSES = 10
+MAX_VALUE = 16  # an 8x8 pixel counts the on pixels of a 4x4 block
+
+# Fonts with plain-shaped digits that ship inside matplotlib's wheel.
+FONT_FILES = (
+    "DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSans-Oblique.ttf", "DejaVuSans-BoldOblique.ttf",
+    "DejaVuSansMono.ttf", "DejaVuSansMono-Bold.ttf", "DejaVuSansMono-Oblique.ttf",
+    "DejaVuSansMono-BoldOblique.ttf", "DejaVuSerif.ttf", "DejaVuSerif-Bold.ttf",
+    "DejaVuSerif-Italic.ttf", "DejaVuSerif-BoldItalic.ttf",
+    "STIXGeneral.ttf", "STIXGeneralBol.ttf", "STIXGeneralItalic.ttf",
+    "STIXGeneralBolIta.ttf", "cmr10.ttf", "cmb10.ttf", "cmss10.ttf", "cmtt10.ttf", "cmti10.ttf",
+)
+CANVAS = 96
+FONT_SIZE = 64
+
+
+@dataclass(frozen=True)
+class RenderJitter:
+    """How much each rendered digit varies; 0 everywhere gives clean font digits."""
+    max_rotation_deg: float = 12.0
+    max_shear: float = 0.35
+    max_stroke: int = 4          # extra stroke width in canvas pixels (handwriting is thick)
+    aspect_range: tuple[float, float] = (0.7, 1.25)  # width/height stretch
+    fill_range: tuple[float, float] = (0.8, 1.0)     # glyph height as a fraction of 32
+    max_shift: float = 2.0       # translation in 32x32 pixels
+    elastic_alpha: float = 3.0   # elastic distortion strength, canvas pixels
+    threshold_range: tuple[float, float] = (0.35, 0.65)
+
+
+@lru_cache(maxsize=None)
+def _font(name: str) -> ImageFont.FreeTypeFont:
+    import matplotlib
+    path = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / name
+    return ImageFont.truetype(str(path), FONT_SIZE)
+
+
+def _glyph(digit: int, font_name: str, stroke: int) -> Image.Image:
+    canvas = Image.new("L", (CANVAS, CANVAS), 0)
+    draw = ImageDraw.Draw(canvas)
+    draw.text((CANVAS / 2, CANVAS / 2), str(digit), fill=255, font=_font(font_name), anchor="mm",
+              stroke_width=stroke, stroke_fill=255)
+    return canvas
+
+
+def _affine(image: Image.Image, rng: np.random.Generator, jitter: RenderJitter) -> Image.Image:
+    angle = np.deg2rad(rng.uniform(-jitter.max_rotation_deg, jitter.max_rotation_deg))
+    shear = rng.uniform(-jitter.max_shear, jitter.max_shear)
+    aspect = rng.uniform(*jitter.aspect_range)
+    cos, sin = np.cos(angle), np.sin(angle)
+    # output -> input mapping about the canvas centre: rotate, shear along x, stretch x
+    forward = np.array([[cos, -sin], [sin, cos]]) @ np.array([[1, shear], [0, 1]]) @ np.diag([aspect, 1])
+    inverse = np.linalg.inv(forward)
+    c = CANVAS / 2
+    offset = np.array([c, c]) - inverse @ np.array([c, c])
+    coeffs = (inverse[0, 0], inverse[0, 1], offset[0], inverse[1, 0], inverse[1, 1], offset[1])
+    return image.transform(image.size, Image.Transform.AFFINE, coeffs, resample=Image.Resampling.BILINEAR)
+
+
+def _elastic(pixels: np.ndarray, rng: np.random.Generator, alpha: float) -> np.ndarray:
+    """A smooth random displacement field (coarse noise, upsampled) warps the strokes."""
+    if alpha <= 0:
+        return pixels
+    coarse = rng.normal(0, alpha, size=(2, 4, 4)).astype(np.float32)
+    fields = [np.asarray(Image.fromarray(f).resize((CANVAS, CANVAS), Image.Resampling.BICUBIC)) for f in coarse]
+    rows, cols = np.mgrid[0:CANVAS, 0:CANVAS].astype(np.float32)
+    src_r = np.clip(np.rint(rows + fields[0]), 0, CANVAS - 1).astype(int)
+    src_c = np.clip(np.rint(cols + fields[1]), 0, CANVAS - 1).astype(int)
+    return pixels[src_r, src_c]
+
+
+def _to_32x32(pixels: np.ndarray, rng: np.random.Generator, jitter: RenderJitter) -> np.ndarray:
+    """Crop to the glyph, size-normalise into 32x32 keeping aspect (as NIST did), binarise."""
+    on = pixels > 127
+    if not on.any():
+        return np.zeros((32, 32), dtype=bool)
+    rows, cols = np.flatnonzero(on.any(1)), np.flatnonzero(on.any(0))
+    crop = Image.fromarray(pixels[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1])
+    height = 32 * rng.uniform(*jitter.fill_range)
+    scale = min(height / crop.height, 32 / crop.width)
+    new_w, new_h = max(1, round(crop.width * scale)), max(1, round(crop.height * scale))
+    small = np.asarray(crop.resize((new_w, new_h), Image.Resampling.BILINEAR), dtype=np.float32) / 255
+    out = np.zeros((32, 32), dtype=np.float32)
+    top = int(np.clip(round((32 - new_h) / 2 + rng.uniform(-jitter.max_shift, jitter.max_shift)), 0, 32 - new_h))
+    left = int(np.clip(round((32 - new_w) / 2 + rng.uniform(-jitter.max_shift, jitter.max_shift)), 0, 32 - new_w))
+    out[top:top + new_h, left:left + new_w] = small
+    return out > rng.uniform(*jitter.threshold_range)
+
+
+def optdigits_downsample(bitmap32: np.ndarray) -> np.ndarray:
+    """32x32 binary -> 8x8 counts of on pixels per 4x4 block (values 0..16)."""
+    return bitmap32.reshape(8, 4, 8, 4).sum(axis=(1, 3)).astype(np.uint8)
+
+
+def render_digit(digit: int, rng: np.random.Generator, jitter: RenderJitter = RenderJitter(),
+                 fonts: tuple[str, ...] = FONT_FILES) -> np.ndarray:
+    """One synthetic digit as an 8x8 uint8 array with values 0..16."""
+    font = fonts[rng.integers(len(fonts))]
+    glyph = _glyph(digit, font, int(rng.integers(0, jitter.max_stroke + 1)))
+    warped = _elastic(np.asarray(_affine(glyph, rng, jitter)), rng, jitter.elastic_alpha)
+    return optdigits_downsample(_to_32x32(warped, rng, jitter))
+
+
+def render_digits(num_images: int, seed: int, jitter: RenderJitter = RenderJitter(),
+                  fonts: tuple[str, ...] = FONT_FILES, progress: bool = True):
+    """Balanced labels 0..9; each image seeded by (seed, index) so any slice is reproducible."""
+    from tqdm import tqdm
+    labels = np.arange(num_images, dtype=np.int64) % NUM_CLASSES
+    images = np.zeros((num_images, 8, 8), dtype=np.uint8)
+    for index in tqdm(range(num_images), desc="render digits", disable=not progress, mininterval=1):
+        images[index] = render_digit(int(labels[index]), np.random.default_rng([seed, index]), jitter, fonts)
+    ids = np.array([f"syn-{seed}-{index:07d}" for index in range(num_images)], dtype=object)
+    return ids, images, labels
+
+
+def load_real_digits():
+    """scikit-learn's bundled UCI handwritten digits (1797 x 8x8, values 0..16): ids, images, labels."""
+    from sklearn.datasets import load_digits
+    bunch = load_digits()
+    images = bunch.images.astype(np.uint8)
+    ids = np.array([f"real-{index:04d}" for index in range(len(images))], dtype=object)
+    return ids, images, bunch.target.astype(np.int64)
+
+
+def counts_to_unit(images: np.ndarray) -> np.ndarray:
+    """0..16 counts -> [0, 1] floats (16 maps to exactly 255 when stored as PNG)."""
+    return np.asarray(images, dtype=np.float32) / MAX_VALUE

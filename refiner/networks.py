@@ -1,0 +1,76 @@
+"""The SimGAN networks (Shrivastava et al. 2017, Sec. 3 and Appendix).
+
+Refiner: 3x3 conv -> N ResNet blocks (two 3x3 convs each) -> 1x1 conv -> tanh.
+Fully convolutional with no striding, so it works on any image size and keeps every pixel
+aligned with its input (which is what makes the self-regularization loss meaningful).
+
+Discriminator: a small conv net whose output is a grid of logits, one per local patch
+(the paper's local adversarial loss). Images in and out are in [-1, 1].
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ResnetBlock(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 3, padding=1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x + self.body(x))
+
+
+class Refiner(nn.Module):
+    def __init__(self, in_channels: int = 1, channels: int = 64, num_blocks: int = 4):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels, channels, 3, padding=1), nn.ReLU(inplace=True),
+            *[ResnetBlock(channels) for _ in range(num_blocks)],
+            nn.Conv2d(channels, in_channels, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.net(x))
+
+
+class Discriminator(nn.Module):
+    """Conv layers given as (channels, stride) pairs, then a 1x1 conv to one logit per patch."""
+
+    def __init__(self, in_channels: int = 1, layers: tuple[tuple[int, int], ...] = ((32, 1), (64, 2), (64, 1))):
+        super().__init__()
+        modules: list[nn.Module] = []
+        previous = in_channels
+        for channels, stride in layers:
+            modules += [nn.Conv2d(previous, channels, 3, stride=stride, padding=1), nn.LeakyReLU(0.2, inplace=True)]
+            previous = channels
+        modules.append(nn.Conv2d(previous, 1, 1))
+        self.net = nn.Sequential(*modules)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).flatten(1)  # N x patches
+
+
+def count_macs(model: nn.Module, image_shape: tuple[int, int], in_channels: int = 1) -> int:
+    """Multiply-accumulates of one forward pass on one image (convolutions only)."""
+    total = 0
+
+    def hook(module, inputs, output):
+        nonlocal total
+        kernel = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
+        total += output.numel() * kernel
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        model(torch.zeros(1, in_channels, *image_shape))
+    model.train(was_training)
+    for handle in handles:
+        handle.remove()
+    return total

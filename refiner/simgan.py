@@ -1,0 +1,165 @@
+"""The SimGAN training schedule (Shrivastava et al. 2017, Algorithm 1).
+
+1. pretrain the refiner on self-regularization only (it starts as the identity),
+2. pretrain the discriminator on real vs. (identity-)refined images,
+3. alternate: Kg refiner steps (adversarial + lambda * L1), then Kd discriminator steps
+   whose fake half comes from the history buffer.
+
+Everything is seeded from one config object; on CPU the same config and data give the
+same weights.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from refiner.history import HistoryBuffer
+from refiner.losses import discriminator_loss, refiner_loss, self_regularization_loss
+from refiner.networks import Discriminator, Refiner
+
+
+@dataclass
+class SimGANConfig:
+    channels: int = 32            # refiner width (the paper: 64)
+    num_blocks: int = 4           # ResNet blocks (the paper: 4)
+    disc_layers: list = field(default_factory=lambda: [[32, 1], [64, 2], [64, 1]])  # (channels, stride)
+    lam: float = 1.0              # self-regularization weight (the paper's lambda)
+    lr: float = 2e-4
+    batch_size: int = 128
+    pretrain_refiner_steps: int = 200
+    pretrain_disc_steps: int = 100
+    steps: int = 600              # adversarial rounds, each Kg refiner + Kd discriminator steps
+    kg: int = 2
+    kd: int = 1
+    history_size: int = 2048
+    seed: int = 0
+    log_every: int = 25
+
+
+def to_model(images01: np.ndarray) -> torch.Tensor:
+    """N x H x W floats in [0, 1] -> N x 1 x H x W in [-1, 1] (the networks' range)."""
+    return torch.from_numpy(np.asarray(images01, dtype=np.float32)[:, None] * 2 - 1)
+
+
+def from_model(batch: torch.Tensor) -> np.ndarray:
+    return ((batch[:, 0].detach().cpu().float().numpy() + 1) / 2).clip(0, 1)
+
+
+def build_refiner(config: SimGANConfig, in_channels: int = 1) -> Refiner:
+    return Refiner(in_channels, config.channels, config.num_blocks)
+
+
+class SimGANTrainer:
+    def __init__(self, synthetic01: np.ndarray, real01: np.ndarray, config: SimGANConfig, device: str = "cpu"):
+        self.config, self.device = config, device
+        torch.manual_seed(config.seed)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.synthetic, self.real = to_model(synthetic01), to_model(real01)
+        self.refiner = build_refiner(config).to(device)
+        self.discriminator = Discriminator(1, tuple(map(tuple, config.disc_layers))).to(device)
+        self.opt_r = torch.optim.Adam(self.refiner.parameters(), lr=config.lr, betas=(0.5, 0.999))
+        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr, betas=(0.5, 0.999))
+        self.history = HistoryBuffer(config.history_size, self.generator)
+        self.log: list[dict] = []
+
+    def batch(self, pool: torch.Tensor) -> torch.Tensor:
+        index = torch.randint(len(pool), (self.config.batch_size,), generator=self.generator)
+        return pool[index].to(self.device)
+
+    def pretrain_refiner_step(self) -> float:
+        synthetic = self.batch(self.synthetic)
+        loss = self_regularization_loss(self.refiner(synthetic), synthetic)
+        self._step(self.opt_r, loss)
+        return loss.item()
+
+    def refiner_step(self) -> tuple[float, float]:
+        synthetic = self.batch(self.synthetic)
+        refined = self.refiner(synthetic)
+        total, adversarial, regularization = refiner_loss(self.discriminator(refined), refined, synthetic,
+                                                          self.config.lam)
+        self._step(self.opt_r, total)
+        return adversarial.item(), regularization.item()
+
+    def discriminator_step(self) -> tuple[float, float, float]:
+        real = self.batch(self.real)
+        with torch.no_grad():
+            refined = self.refiner(self.batch(self.synthetic))
+        fake = self.history.mix(refined)
+        logits_real, logits_fake = self.discriminator(real), self.discriminator(fake)
+        loss = discriminator_loss(logits_real, logits_fake)
+        self._step(self.opt_d, loss)
+        acc_real = (logits_real > 0).float().mean().item()
+        acc_fake = (logits_fake < 0).float().mean().item()
+        return loss.item(), acc_real, acc_fake
+
+    @staticmethod
+    def _step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def train(self, progress: bool = True, on_checkpoint=None) -> list[dict]:
+        """Runs the whole schedule; ``on_checkpoint(step, trainer)`` is called at each log point."""
+        cfg, start = self.config, time.perf_counter()
+        bar = tqdm(total=cfg.pretrain_refiner_steps + cfg.pretrain_disc_steps + cfg.steps,
+                   desc="SimGAN", disable=not progress, mininterval=2)
+        for step in range(cfg.pretrain_refiner_steps):
+            l1 = self.pretrain_refiner_step()
+            bar.update()
+        self.log.append({"phase": "pretrain_refiner", "step": 0, "reg_loss": l1 if cfg.pretrain_refiner_steps else None})
+        for step in range(cfg.pretrain_disc_steps):
+            d_loss, acc_real, acc_fake = self.discriminator_step()
+            bar.update()
+        for step in range(1, cfg.steps + 1):
+            for _ in range(cfg.kg):
+                adversarial, regularization = self.refiner_step()
+            for _ in range(cfg.kd):
+                d_loss, acc_real, acc_fake = self.discriminator_step()
+            bar.update()
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                entry = {"phase": "adversarial", "step": step, "adv_loss": adversarial, "reg_loss": regularization,
+                         "d_loss": d_loss, "d_acc_real": acc_real, "d_acc_refined": acc_fake,
+                         "history_size": len(self.history), "seconds": time.perf_counter() - start}
+                self.log.append(entry)
+                bar.set_postfix(adv=f"{adversarial:.2f}", reg=f"{regularization:.3f}", d=f"{d_loss:.2f}")
+                if on_checkpoint:
+                    on_checkpoint(step, self)
+        bar.close()
+        return self.log
+
+    @torch.no_grad()
+    def refine(self, images01: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+        self.refiner.eval()
+        out = [from_model(self.refiner(to_model(images01[i:i + batch_size]).to(self.device)))
+               for i in range(0, len(images01), batch_size)]
+        self.refiner.train()
+        return np.concatenate(out) if out else np.zeros_like(images01)
+
+    def checkpoint(self, image_shape) -> dict:
+        """Plain tensors and JSON-able values only, so it loads with torch.load(weights_only=True)."""
+        return {"state_dict": {k: v.detach().cpu() for k, v in self.refiner.state_dict().items()},
+                "config": asdict(self.config), "in_channels": 1, "image_shape": list(image_shape)}
+
+
+class CheckpointError(ValueError):
+    """A refiner checkpoint is unreadable or does not fit the data."""
+
+
+def load_refiner(path, image_shape=None, device: str = "cpu") -> Refiner:
+    """Load a refiner checkpoint safely; check it fits images of ``image_shape`` before any work."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        config = SimGANConfig(**checkpoint["config"])
+        model = build_refiner(config, checkpoint["in_channels"])
+        model.load_state_dict(checkpoint["state_dict"])
+    except Exception as err:
+        raise CheckpointError(f"{path}: not a usable refiner checkpoint ({type(err).__name__}: {err})") from err
+    if image_shape is not None and list(image_shape) != list(checkpoint["image_shape"]):
+        raise CheckpointError(f"{path}: refiner trained on {checkpoint['image_shape']} images, "
+                              f"data has {list(image_shape)}")
+    return model.to(device).eval()

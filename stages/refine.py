@@ -1,0 +1,29 @@
+"""refine: data/synthetic + models/refiner -> data/refined (same ids, same labels)."""
+
+from __future__ import annotations
+
+from refiner import dataset
+from refiner.refine_job import refine_dataset
+from stages import common
+
+
+def main() -> None:
+    from refiner import tracking
+    params = common.load_params()
+    section = params["refine"]
+    synthetic = dataset.open_dataset(common.SYNTHETIC)
+    checkpoint_digest = dataset._sha256(common.REFINER_CHECKPOINT)
+    with tracking.stage_run("refine", section):
+        tracking.log_dataset(synthetic, "input", "synthetic")
+        refined = refine_dataset(
+            synthetic, common.REFINER_CHECKPOINT, common.REFINED, batch_size=section["batch_size"],
+            num_actors=section["num_actors"], actor_num_cpus=section["actor_num_cpus"],
+            rows_per_file=section["rows_per_file"], ray_address=section.get("ray_address"),
+            params={"refiner_sha256": checkpoint_digest},
+            upstream={"synthetic": synthetic.digest, "refiner": checkpoint_digest})
+        tracking.log_dataset(refined, "output", "refined")
+    print(f"refine: {refined.num_rows} images -> {common.REFINED} (digest {refined.digest[:12]})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""render: the simulator -> data/synthetic (labelled synthetic images)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from refiner import dataset, digits
+from refiner.dataset import ImageDataset
+from stages import common
+
+
+def render(num_images: int, seed: int, jitter: dict, out: Path, progress: bool = True) -> ImageDataset:
+    ids, images, labels = digits.render_digits(num_images, seed, digits.RenderJitter(**_tuples(jitter)),
+                                               progress=progress)
+    dataset.write_dataset(out, ids, dataset.to_uint8(digits.counts_to_unit(images)), {"label": labels},
+                          source="synthetic", producer="stages.render",
+                          params={"num_images": num_images, "seed": seed, "jitter": jitter})
+    return dataset.open_dataset(out)
+
+
+def _tuples(jitter: dict) -> dict:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in jitter.items()}
+
+
+def main() -> None:
+    from refiner import tracking
+    params = common.load_params()
+    section = params["render"]
+    with tracking.stage_run("render", {**section, "seed": params["seed"]}):
+        synthetic = render(section["num_images"], params["seed"], section["jitter"], common.SYNTHETIC)
+        tracking.log_dataset(synthetic, "output", "synthetic")
+        preview = synthetic.load()["image"][:32]
+        tracking_artifact(common.image_grid(common.PLOTS / "render" / "synthetic.png", {"synthetic": preview}))
+    print(f"render: {synthetic.num_rows} images -> {common.SYNTHETIC} (digest {synthetic.digest[:12]})")
+
+
+def tracking_artifact(path: Path) -> None:
+    import mlflow
+    mlflow.log_artifact(str(path))
+
+
+if __name__ == "__main__":
+    main()

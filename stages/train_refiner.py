@@ -1,0 +1,81 @@
+"""train_refiner: synthetic + real/unlabeled -> models/refiner (+ loss curves, sample grids)."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from refiner import dataset
+from refiner.simgan import SimGANConfig, SimGANTrainer
+from stages import common
+
+SAMPLES = 16
+
+
+def config_from_params(section: dict, seed: int) -> SimGANConfig:
+    """params.yaml spells the paper's lambda as ``lambda`` (a Python keyword, hence ``lam``)."""
+    values = {("lam" if key == "lambda" else key): value for key, value in section.items()}
+    return SimGANConfig(**values, seed=seed)
+
+
+def load_unlabeled(path: Path) -> dataset.ImageDataset:
+    """Real images for the refiner: refuse any dataset that carries labels."""
+    real = dataset.open_dataset(path)
+    if real.label_columns:
+        raise dataset.DatasetError(f"{path}: real data for refiner training must be unlabelled, "
+                                   f"has label columns {real.label_columns}")
+    return real
+
+
+def train_refiner(synthetic_path: Path, real_path: Path, config: SimGANConfig, out_dir: Path,
+                  plots_dir: Path, progress: bool = True, on_samples=None) -> tuple[SimGANTrainer, list[dict]]:
+    synthetic = dataset.open_dataset(synthetic_path).load()["image"]
+    real = load_unlabeled(real_path).load()["image"]
+    trainer = SimGANTrainer(synthetic, real, config)
+    fixed = np.random.default_rng(config.seed).choice(len(synthetic), SAMPLES, replace=False)
+    fixed_real = real[np.random.default_rng(config.seed).choice(len(real), SAMPLES, replace=False)]
+
+    def sample_grid(step: int, trainer: SimGANTrainer, path: Path) -> Path:
+        rows = {"synthetic": synthetic[fixed], "refined": trainer.refine(synthetic[fixed]), "real": fixed_real}
+        return common.image_grid(path, rows, columns=SAMPLES, title=f"step {step}")
+
+    def on_checkpoint(step: int, trainer: SimGANTrainer) -> None:
+        if on_samples and (step % (config.log_every * 8) == 0 or step == config.steps):
+            with tempfile.TemporaryDirectory() as tmp:
+                on_samples(sample_grid(step, trainer, Path(tmp) / f"samples-step{step:05d}.png"))
+
+    log = trainer.train(progress=progress, on_checkpoint=on_checkpoint)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.save(trainer.checkpoint(synthetic.shape[1:]), out_dir / "refiner.pt")
+    common.write_csv(plots_dir / "losses.csv", [e for e in log if e["phase"] == "adversarial"])
+    sample_grid(config.steps, trainer, plots_dir / "samples.png")
+    return trainer, log
+
+
+def main() -> None:
+    import mlflow
+    from refiner import tracking
+    params = common.load_params()
+    config = config_from_params(params["train_refiner"], params["seed"])
+    plots_dir = common.PLOTS / "refiner"
+    with tracking.stage_run("train_refiner", {**params["train_refiner"], "seed": params["seed"]}):
+        for name, path in (("synthetic", common.SYNTHETIC), ("real-unlabeled", common.REAL_UNLABELED)):
+            tracking.log_dataset(dataset.open_dataset(path), "input", name)
+        trainer, log = train_refiner(common.SYNTHETIC, common.REAL_UNLABELED, config, common.REFINER_DIR,
+                                     plots_dir, on_samples=lambda p: mlflow.log_artifact(str(p), "samples"))
+        for entry in log:
+            if entry["phase"] == "adversarial":
+                mlflow.log_metrics({k: v for k, v in entry.items() if k not in ("phase", "step")}, step=entry["step"])
+        final = {k: v for k, v in log[-1].items() if k != "phase"}
+        common.write_json(common.METRICS / "refiner.json", final)
+        mlflow.log_artifact(str(common.REFINER_CHECKPOINT), "model")
+        mlflow.log_artifact(str(plots_dir / "samples.png"))
+        mlflow.log_artifact(str(plots_dir / "losses.csv"))
+    print(f"train_refiner: {config.steps} steps, final {final}")
+
+
+if __name__ == "__main__":
+    main()

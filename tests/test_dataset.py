@@ -1,0 +1,133 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from refiner import dataset
+from refiner.dataset import DatasetError, DatasetWriter, make_table, open_dataset, validate, write_dataset
+from tests.conftest import uint8_images
+
+
+def write_small(path, n=25, rows_per_file=10, seed=0, **kwargs):
+    images = uint8_images(n, seed=seed)
+    ids = np.array([f"id-{i}" for i in range(n)], dtype=object)
+    labels = np.arange(n) % 10
+    write_dataset(path, ids, images, {"label": labels}, source="synthetic", producer="test",
+                  rows_per_file=rows_per_file, **kwargs)
+    return ids, images, labels
+
+
+def test_round_trip_keeps_ids_pixels_labels(tmp_path):
+    ids, images, labels = write_small(tmp_path / "ds")
+    loaded = validate(tmp_path / "ds").load()
+    assert list(loaded["id"]) == list(ids)
+    assert np.array_equal(loaded["label"], labels)
+    assert np.array_equal(dataset.to_uint8(loaded["image"]), images)
+
+
+def test_deterministic_file_names_manifest_and_digest(tmp_path):
+    write_small(tmp_path / "a")
+    write_small(tmp_path / "b")
+    a, b = open_dataset(tmp_path / "a"), open_dataset(tmp_path / "b")
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [
+        "_manifest.json", "part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+    assert a.num_rows == 25 and a.manifest["image_shape"] == [8, 8]
+    assert a.digest == b.digest
+    write_small(tmp_path / "c", seed=1)
+    assert open_dataset(tmp_path / "c").digest != a.digest
+
+
+def test_digest_covers_params_and_upstream(tmp_path):
+    write_small(tmp_path / "a", params={"x": 1})
+    write_small(tmp_path / "b", params={"x": 2})
+    assert open_dataset(tmp_path / "a").digest != open_dataset(tmp_path / "b").digest
+
+
+def test_readable_without_project_code(tmp_path):
+    ids, images, labels = write_small(tmp_path / "ds")
+    frame = pd.read_parquet(tmp_path / "ds" / "part-00000.parquet")
+    assert list(frame.columns) == ["id", "image", "label", "source"]
+    from io import BytesIO
+    from PIL import Image
+    first = np.asarray(Image.open(BytesIO(frame["image"][0]["bytes"])))
+    assert np.array_equal(first, images[0])
+    table = pq.read_table(tmp_path / "ds")  # the whole directory, as any Parquet reader would
+    assert table.num_rows == 25
+    features = json.loads(table.schema.metadata[b"huggingface"])["info"]["features"]
+    assert features["image"] == {"_type": "Image"}
+
+
+def test_unlabelled_dataset_has_no_label_column(tmp_path):
+    write_dataset(tmp_path / "u", np.array(["a", "b"], dtype=object), uint8_images(2), {},
+                  source="real", producer="test")
+    assert pq.read_schema(tmp_path / "u" / "part-00000.parquet").names == ["id", "image", "source"]
+
+
+def test_wrong_schema_is_refused_naming_the_file(tmp_path):
+    write_small(tmp_path / "ds")
+    part = tmp_path / "ds" / "part-00001.parquet"
+    table = pq.read_table(part)
+    table = table.set_column(2, "label", table.column("label").cast(pa.string()))
+    pq.write_table(table, part)
+    with pytest.raises(DatasetError, match="part-00001.parquet.*sha256"):
+        open_dataset(tmp_path / "ds")
+    with pytest.raises(DatasetError, match=r"part-00001.parquet: column 'label' has type string"):
+        list(open_dataset(tmp_path / "ds", verify_hashes=False).tables())
+
+
+def test_missing_column_is_refused(tmp_path):
+    write_small(tmp_path / "ds", rows_per_file=100)
+    part = tmp_path / "ds" / "part-00000.parquet"
+    pq.write_table(pq.read_table(part).drop_columns(["label"]), part)
+    with pytest.raises(DatasetError, match=r"part-00000.parquet: missing column 'label'"):
+        list(open_dataset(tmp_path / "ds", verify_hashes=False).tables())
+
+
+def test_corrupt_image_is_refused_naming_file_and_row(tmp_path):
+    table = make_table(["good", "bad"], uint8_images(2), {"label": np.array([1, 2])}, "synthetic")
+    images = table.column("image").to_pylist()
+    images[1]["bytes"] = images[1]["bytes"][:20]  # truncated PNG
+    table = table.set_column(1, "image", pa.array(images, dataset.IMAGE_TYPE))
+    with DatasetWriter(tmp_path / "ds", label_columns=("label",), producer="test") as writer:
+        writer.write(table)
+    with pytest.raises(DatasetError, match=r"part-00000.parquet: row id='bad': image is not a readable PNG"):
+        validate(tmp_path / "ds")
+
+
+def test_writer_refuses_tables_breaking_the_contract(tmp_path):
+    with pytest.raises(DatasetError, match="do not match contract"):
+        with DatasetWriter(tmp_path / "ds", label_columns=("label",), producer="test") as writer:
+            writer.write(pa.table({"id": ["a"], "pixels": [b"x"]}))
+    assert not (tmp_path / "ds").exists()
+
+
+def test_not_a_dataset(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="empty: no _manifest.json"):
+        open_dataset(tmp_path / "empty")
+
+
+def test_interrupted_write_leaves_no_dataset_and_keeps_the_old_one(tmp_path):
+    target = tmp_path / "ds"
+    write_small(target, n=5)
+    before = open_dataset(target).digest
+
+    with pytest.raises(RuntimeError):
+        with DatasetWriter(target, label_columns=("label",), producer="test", rows_per_file=2) as writer:
+            writer.write(make_table(["x", "y", "z"], uint8_images(3), {"label": np.array([1, 2, 3])}, "s"))
+            raise RuntimeError("killed mid-write")
+    assert open_dataset(target).digest == before
+    assert [p.name for p in tmp_path.iterdir()] == ["ds"]  # no temporary leftovers
+
+
+def test_stale_temporary_directory_from_a_killed_writer_is_swept(tmp_path):
+    stale = tmp_path / ".ds.tmp-deadbeef"
+    stale.mkdir()
+    (stale / "part-00000.parquet").write_bytes(b"half")
+    write_small(tmp_path / "ds")
+    assert not stale.exists()
+    with pytest.raises(DatasetError):
+        open_dataset(stale)  # a reader pointed at a half-written directory is refused too

@@ -1,0 +1,41 @@
+import numpy as np
+
+from refiner.digits import RenderJitter, load_real_digits, optdigits_downsample, render_digits
+
+
+def test_same_seed_same_images_other_seed_other_images():
+    _, a, labels = render_digits(30, seed=5, progress=False)
+    _, b, _ = render_digits(30, seed=5, progress=False)
+    _, c, _ = render_digits(30, seed=6, progress=False)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert list(labels[:12]) == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
+
+
+def test_any_slice_is_reproducible():
+    _, full, _ = render_digits(20, seed=1, progress=False)
+    _, head, _ = render_digits(10, seed=1, progress=False)
+    assert np.array_equal(full[:10], head)
+
+
+def test_values_are_optdigits_counts_like_the_real_data():
+    _, images, _ = render_digits(50, seed=0, progress=False)
+    _, real, _ = load_real_digits()
+    assert images.shape[1:] == real.shape[1:] == (8, 8)
+    assert images.min() >= 0 and images.max() <= 16 and images.max() == 16
+    assert real.min() == 0 and real.max() == 16
+    assert all(image.sum() > 0 for image in images)  # every digit drew something
+
+
+def test_clean_render_without_jitter_is_identical_across_digits_of_one_class():
+    no_jitter = RenderJitter(0, 0, 0, (1, 1), (1, 1), 0, 0, (0.5, 0.5))
+    _, images, _ = render_digits(20, seed=0, jitter=no_jitter, fonts=("DejaVuSans.ttf",), progress=False)
+    assert np.array_equal(images[1], images[11])
+
+
+def test_optdigits_downsample_counts_on_pixels_per_block():
+    bitmap = np.zeros((32, 32), dtype=bool)
+    bitmap[:4, :4] = True          # a full block -> 16
+    bitmap[4:6, 4:5] = True        # two pixels -> 2
+    out = optdigits_downsample(bitmap)
+    assert out[0, 0] == 16 and out[1, 1] == 2 and out.sum() == 18

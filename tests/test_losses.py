@@ -1,0 +1,49 @@
+import math
+
+import torch
+
+from refiner.losses import discriminator_loss, local_adversarial_loss, refiner_loss, self_regularization_loss
+
+
+def test_adversarial_loss_is_mean_patch_cross_entropy():
+    undecided = torch.zeros(4, 16)
+    assert math.isclose(local_adversarial_loss(undecided, True).item(), math.log(2), rel_tol=1e-6)
+    confident_real = torch.full((4, 16), 20.0)
+    assert local_adversarial_loss(confident_real, True).item() < 1e-6
+    assert local_adversarial_loss(confident_real, False).item() > 19
+
+
+def test_adversarial_loss_averages_over_patches():
+    logits = torch.zeros(2, 4)
+    logits[:, 0] = 20.0  # one confident patch of four
+    expected = 3 / 4 * math.log(2)
+    assert math.isclose(local_adversarial_loss(logits, True).item(), expected, rel_tol=1e-4)
+
+
+def test_self_regularization_is_l1():
+    synthetic = torch.zeros(2, 1, 8, 8)
+    refined = synthetic.clone()
+    assert self_regularization_loss(refined, synthetic).item() == 0
+    refined[0, 0, 0, 0] = 1.0
+    assert math.isclose(self_regularization_loss(refined, synthetic).item(), 1 / 128, rel_tol=1e-6)
+
+
+def test_refiner_loss_weights_self_regularization_by_lambda():
+    logits = torch.zeros(2, 4)
+    synthetic, refined = torch.zeros(2, 1, 8, 8), torch.full((2, 1, 8, 8), 0.5)
+    total, adversarial, reg = refiner_loss(logits, refined, synthetic, lam=3.0)
+    assert math.isclose(total.item(), adversarial.item() + 3.0 * reg.item(), rel_tol=1e-6)
+    assert math.isclose(reg.item(), 0.5, rel_tol=1e-6)
+
+
+def test_refiner_loss_gradient_pulls_towards_synthetic_and_realism():
+    refined = torch.full((1, 1, 8, 8), 0.5, requires_grad=True)
+    total, _, _ = refiner_loss(torch.zeros(1, 4), refined, torch.zeros(1, 1, 8, 8), lam=1.0)
+    total.backward()
+    assert (refined.grad > 0).all()  # decreasing refined moves it towards the synthetic zeros
+
+
+def test_discriminator_loss_low_when_right_high_when_wrong():
+    right = discriminator_loss(torch.full((2, 4), 10.0), torch.full((2, 4), -10.0))
+    wrong = discriminator_loss(torch.full((2, 4), -10.0), torch.full((2, 4), 10.0))
+    assert right.item() < 1e-3 < 5 < wrong.item()
