@@ -59,8 +59,8 @@ def refine_dataset(source: dataset.ImageDataset, checkpoint: Path, out: Path, *,
                    num_actors: int = 2, actor_num_cpus: float = 0.5, rows_per_file: int = 50_000,
                    ray_address: str | None = None, progress: bool = True, params: dict | None = None,
                    upstream: dict | None = None) -> dataset.ImageDataset:
+    load_refiner(checkpoint, source.manifest["image_shape"])  # fail before any work
     checkpoint_bytes = Path(checkpoint).read_bytes()
-    load_refiner(io.BytesIO(checkpoint_bytes), source.manifest["image_shape"])  # fail before any work
     import ray
 
     ensure_ray(ray_address)

@@ -43,11 +43,12 @@ def git_state(root: Path) -> dict[str, str]:
 def setup(root: Path) -> str:
     """Point MLflow at the project's store and experiment; returns the experiment id."""
     import mlflow
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / 'mlflow.db').resolve()}"
-    mlflow.set_tracking_uri(uri)
+    remote = os.environ.get("MLFLOW_TRACKING_URI")  # read first: set_tracking_uri sets it too
+    mlflow.set_tracking_uri(remote or f"sqlite:///{(root / 'mlflow.db').resolve()}")
     experiment = mlflow.get_experiment_by_name(EXPERIMENT)
     if experiment is None:
-        location = None if os.environ.get("MLFLOW_TRACKING_URI") else (root / "mlartifacts").resolve().as_uri()
+        # a server decides where artifacts go; locally, one absolute folder beside the store
+        location = None if remote else (root / "mlartifacts").resolve().as_uri()
         return mlflow.create_experiment(EXPERIMENT, artifact_location=location)
     return experiment.experiment_id
 

@@ -50,7 +50,8 @@ def train_refiner(synthetic_path: Path, real_path: Path, config: SimGANConfig, o
     log = trainer.train(progress=progress, on_checkpoint=on_checkpoint)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.save(trainer.checkpoint(synthetic.shape[1:]), out_dir / "refiner.pt")
-    common.write_csv(plots_dir / "losses.csv", [e for e in log if e["phase"] == "adversarial"])
+    curves = [{k: v for k, v in e.items() if k != "phase"} for e in log if e["phase"] == "adversarial"]
+    common.write_csv(plots_dir / "losses.csv", curves)
     sample_grid(config.steps, trainer, plots_dir / "samples.png")
     return trainer, log
 

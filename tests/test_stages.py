@@ -1,0 +1,84 @@
+"""Stage functions in-process: determinism, and that real labels never reach training."""
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from refiner import dataset
+from refiner.simgan import load_refiner
+from stages import common
+from stages.ingest import ingest
+from stages.render import render
+from stages.train_refiner import config_from_params, load_unlabeled, train_refiner
+from stages.train_task import load_training_set
+
+PARAMS = yaml.safe_load((common.PARAMS_FILE).read_text()) if common.PARAMS_FILE.exists() else None
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory):
+    root = tmp_path_factory.mktemp("real")
+    return ingest(0.5, 0, root / "unlabeled", root / "test")
+
+
+def test_render_same_params_same_digest(tmp_path):
+    jitter = {"max_rotation_deg": 10.0, "aspect_range": [0.8, 1.2]}
+    a = render(30, 7, jitter, tmp_path / "a", progress=False)
+    b = render(30, 7, jitter, tmp_path / "b", progress=False)
+    c = render(30, 8, jitter, tmp_path / "c", progress=False)
+    assert a.digest == b.digest != c.digest
+    assert a.manifest["params"]["seed"] == 7
+
+
+def test_ingest_split_is_stratified_and_unlabelled_pool_has_no_labels(real):
+    unlabeled, test = real
+    assert unlabeled.num_rows + test.num_rows == 1797
+    assert unlabeled.label_columns == [] and "label" not in unlabeled.manifest["schema"]
+    assert test.label_columns == ["label"]
+    counts = np.bincount(test.load()["label"])
+    assert counts.min() >= 85 and counts.max() <= 92  # ~half of each class
+    assert not set(unlabeled.load()["id"]) & set(test.load()["id"])
+
+
+def test_task_training_refuses_real_data(real):
+    _, test = real
+    with pytest.raises(dataset.DatasetError, match="real data must not train the task model"):
+        load_training_set(test.path)
+
+
+def test_refiner_training_refuses_labelled_real_data(real):
+    _, test = real
+    with pytest.raises(dataset.DatasetError, match="must be unlabelled"):
+        load_unlabeled(test.path)
+
+
+def test_no_training_stage_depends_on_real_labels():
+    pipeline = yaml.safe_load(open("dvc.yaml"))["stages"]
+    for name in ("train_refiner", "refine", "train_task"):
+        stage = pipeline[name].get("do", pipeline[name])
+        assert "data/real/test" not in stage["deps"], name
+    assert "data/real/test" in pipeline["evaluate"]["deps"]
+
+
+def test_params_lambda_maps_to_the_trainer():
+    config = config_from_params({"lambda": 0.25, "steps": 3}, seed=4)
+    assert config.lam == 0.25 and config.steps == 3 and config.seed == 4
+
+
+def test_train_refiner_writes_checkpoint_curves_and_samples(real, tmp_path):
+    unlabeled, _ = real
+    synthetic = render(64, 0, {}, tmp_path / "synthetic", progress=False)
+    config = config_from_params({"lambda": 1.0, "channels": 8, "num_blocks": 1, "disc_layers": [[8, 1]],
+                                 "batch_size": 16, "pretrain_refiner_steps": 3, "pretrain_disc_steps": 3,
+                                 "steps": 4, "history_size": 40, "log_every": 2}, seed=0)
+    samples = []
+    trainer, log = train_refiner(synthetic.path, unlabeled.path, config, tmp_path / "model", tmp_path / "plots",
+                                 progress=False, on_samples=samples.append)
+    model = load_refiner(tmp_path / "model" / "refiner.pt", (8, 8))
+    x = torch.rand(2, 1, 8, 8) * 2 - 1
+    assert torch.allclose(model(x), trainer.refiner.eval()(x))
+    assert [e["step"] for e in log if e["phase"] == "adversarial"] == [2, 4]
+    assert log[-1]["history_size"] == 40  # the history buffer filled
+    assert (tmp_path / "plots" / "samples.png").stat().st_size > 1000
+    assert (tmp_path / "plots" / "losses.csv").read_text().startswith("step,adv_loss")
