@@ -10,7 +10,7 @@ export RAY_AUTH_MODE := disabled
 export RAY_USAGE_STATS_ENABLED := 0
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install run test test-fast clean
+.PHONY: install run test test-fast ui clean
 
 install: $(VENV)/.installed
 
@@ -29,6 +29,9 @@ test: install
 
 test-fast: install
 	$(BIN)/python -m pytest -q -ra -m "not slow"
+
+ui: install  ## the MLflow UI on the project's store: http://127.0.0.1:5000
+	mlflow ui --backend-store-uri sqlite:///$(abspath mlflow.db) --host 127.0.0.1 --port 5000 --workers 1
 
 clean:
 	rm -rf data models mlruns mlartifacts mlflow.db

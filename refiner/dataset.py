@@ -104,7 +104,7 @@ def make_table(ids, images_uint8: np.ndarray, labels: dict[str, np.ndarray], sou
 
 # ---------------------------------------------------------------- writing
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -167,7 +167,7 @@ class DatasetWriter:
         part, rest = table.slice(0, max_rows), table.slice(max_rows)
         name = f"part-{len(self.files):05d}.parquet"
         pq.write_table(part, self.tmp / name, compression="zstd")
-        self.files.append({"name": name, "rows": part.num_rows, "sha256": _sha256(self.tmp / name)})
+        self.files.append({"name": name, "rows": part.num_rows, "sha256": file_sha256(self.tmp / name)})
         self.pending = [rest] if rest.num_rows else []
         self.pending_rows = rest.num_rows
 
@@ -293,7 +293,7 @@ def open_dataset(path: str | Path, *, verify_hashes: bool = True) -> ImageDatase
         file = path / entry["name"]
         if not file.is_file():
             raise DatasetError(f"{file}: listed in the manifest but missing")
-        if verify_hashes and _sha256(file) != entry["sha256"]:
+        if verify_hashes and file_sha256(file) != entry["sha256"]:
             raise DatasetError(f"{file}: content does not match the manifest's sha256 (modified or corrupt)")
     return ImageDataset(path, manifest)
 

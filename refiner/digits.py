@@ -39,7 +39,7 @@ class RenderJitter:
     max_shear: float = 0.35
     max_stroke: int = 4          # extra stroke width in canvas pixels (handwriting is thick)
     aspect_range: tuple[float, float] = (0.7, 1.25)  # width/height stretch
-    fill_range: tuple[float, float] = (0.8, 1.0)     # glyph height as a fraction of 32
+    fill_range: tuple[float, float] = (0.8, 1.0)     # glyph height / 32 (optdigits itself: always 1)
     max_shift: float = 2.0       # translation in 32x32 pixels
     elastic_alpha: float = 3.0   # elastic distortion strength, canvas pixels
     threshold_range: tuple[float, float] = (0.35, 0.65)

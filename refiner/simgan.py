@@ -27,13 +27,13 @@ from refiner.networks import Discriminator, Refiner
 class SimGANConfig:
     channels: int = 32            # refiner width (the paper: 64)
     num_blocks: int = 4           # ResNet blocks (the paper: 4)
-    disc_layers: list = field(default_factory=lambda: [[32, 1], [64, 2], [64, 1]])  # (channels, stride)
-    lam: float = 1.0              # self-regularization weight (the paper's lambda)
-    lr: float = 2e-4
+    disc_layers: list = field(default_factory=lambda: [[64, 1], [64, 1]])  # (channels, stride) per 3x3 conv
+    lam: float = 2.0              # self-regularization weight (the paper's lambda)
+    lr: float = 5e-4
     batch_size: int = 128
     pretrain_refiner_steps: int = 200
     pretrain_disc_steps: int = 100
-    steps: int = 600              # adversarial rounds, each Kg refiner + Kd discriminator steps
+    steps: int = 300              # adversarial rounds, each Kg refiner + Kd discriminator steps
     kg: int = 2
     kd: int = 1
     history_size: int = 2048

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -70,7 +71,9 @@ def log_dataset(dataset, context: str, name: str) -> None:
     import mlflow
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
-    source = resolve_dataset_source(_relative(dataset.path))
+    with warnings.catch_warnings():  # "can be interpreted in multiple ways": all of them local paths
+        warnings.simplefilter("ignore", UserWarning)
+        source = resolve_dataset_source(_relative(dataset.path))
     mlflow.log_input(MetaDataset(source=source, name=name, digest=dataset.digest[:36]),
                      context=context, tags={"simrefinery.digest": dataset.digest})
     mlflow.set_tag(f"simrefinery.{context}.{name}", dataset.digest)

@@ -12,15 +12,20 @@ import numpy as np
 
 from refiner import dataset
 from refiner.digits import NUM_CLASSES
-from refiner.task import TaskConfig, accuracy, confusion_matrix, load_classifier, predict, train_classifier
+from refiner.task import TaskConfig, accuracy, confusion_matrix, load_classifier, predict
 from stages import common
 from stages.ingest import pool_labels
+from stages.train_task import task_config, train_seeds
 
 
-def score(predicted: np.ndarray, labels: np.ndarray) -> dict:
-    matrix = confusion_matrix(predicted, labels, NUM_CLASSES)
+def score(models, images: np.ndarray, labels: np.ndarray) -> dict:
+    """Accuracy mean and sd over the models (one per seed); confusion pooled over them."""
+    predictions = [predict(model, images) for model in models]
+    per_seed = [accuracy(p, labels) for p in predictions]
+    matrix = sum(confusion_matrix(p, labels, NUM_CLASSES) for p in predictions)
     per_class = matrix.diagonal() / np.maximum(matrix.sum(1), 1)
-    return {"accuracy": accuracy(predicted, labels),
+    return {"accuracy": float(np.mean(per_seed)), "accuracy_sd": float(np.std(per_seed)),
+            "accuracy_per_seed": per_seed,
             "per_class_accuracy": {str(c): float(a) for c, a in enumerate(per_class)},
             "confusion": matrix.tolist()}
 
@@ -41,15 +46,16 @@ def plot_confusion(matrix: np.ndarray, title: str, path: Path) -> Path:
     return path
 
 
-def evaluate(model_paths: dict[str, Path], test_path: Path, pool_path: Path | None, oracle_config: TaskConfig | None,
+def evaluate(model_dirs: dict[str, Path], test_path: Path, pool_path: Path, oracle: tuple[TaskConfig, int] | None,
              plots_dir: Path, progress: bool = True) -> dict:
     test = dataset.open_dataset(test_path).load()
-    results = {name: score(predict(load_classifier(path), test["image"]), test["label"])
-               for name, path in model_paths.items()}
-    if oracle_config is not None:
+    results = {name: score([load_classifier(p) for p in sorted(directory.glob("model-seed*.pt"))],
+                           test["image"], test["label"])
+               for name, directory in model_dirs.items()}
+    if oracle is not None:
         pool = dataset.open_dataset(pool_path).load()
-        oracle, _ = train_classifier(pool["image"], pool_labels(pool["id"]), oracle_config, progress=progress)
-        results["oracle"] = score(predict(oracle, test["image"]), test["label"])
+        runs = train_seeds(pool["image"], pool_labels(pool["id"]), *oracle, progress=progress)
+        results["oracle"] = score([model for _, model, _ in runs], test["image"], test["label"])
     for name, result in results.items():
         plot_confusion(np.array(result["confusion"]), f"trained on {name}: {result['accuracy']:.1%} on real",
                        plots_dir / f"confusion-{name}.png")
@@ -57,8 +63,9 @@ def evaluate(model_paths: dict[str, Path], test_path: Path, pool_path: Path | No
 
 
 def table(results: dict) -> str:
-    lines = ["| trained on | accuracy on real test |", "|---|---|"]
-    lines += [f"| {name} | {result['accuracy']:.1%} |" for name, result in results.items()]
+    seeds = len(next(iter(results.values()))["accuracy_per_seed"])
+    lines = [f"| trained on | accuracy on real test (mean ± sd, {seeds} seeds) |", "|---|---|"]
+    lines += [f"| {name} | {r['accuracy']:.1%} ± {r['accuracy_sd']:.1%} |" for name, r in results.items()]
     return "\n".join(lines)
 
 
@@ -67,13 +74,13 @@ def main() -> None:
     from refiner import tracking
     params = common.load_params()
     section = params["evaluate"]
-    oracle_config = TaskConfig(**params["train_task"], seed=params["seed"]) if section["oracle"] else None
-    models = {name: common.task_model_dir(name) / "model.pt" for name in common.TRAINING_SETS}
+    oracle = task_config(params) if section["oracle"] else None
+    models = {name: common.task_model_dir(name) for name in common.TRAINING_SETS}
     plots_dir = common.PLOTS / "evaluate"
     with tracking.stage_run("evaluate", {**section, "seed": params["seed"]}):
         test = dataset.open_dataset(common.REAL_TEST)
         tracking.log_dataset(test, "input", "real-test")
-        results = evaluate(models, common.REAL_TEST, common.REAL_UNLABELED, oracle_config, plots_dir)
+        results = evaluate(models, common.REAL_TEST, common.REAL_UNLABELED, oracle, plots_dir)
         report = {name: {k: v for k, v in r.items() if k != "confusion"} for name, r in results.items()}
         report["gain"] = results["refined"]["accuracy"] - results["synthetic"]["accuracy"]
         common.write_json(common.METRICS / "eval.json", report)

@@ -12,7 +12,7 @@ def main() -> None:
     params = common.load_params()
     section = params["refine"]
     synthetic = dataset.open_dataset(common.SYNTHETIC)
-    checkpoint_digest = dataset._sha256(common.REFINER_CHECKPOINT)
+    checkpoint_digest = dataset.file_sha256(common.REFINER_CHECKPOINT)
     with tracking.stage_run("refine", section):
         tracking.log_dataset(synthetic, "input", "synthetic")
         refined = refine_dataset(
