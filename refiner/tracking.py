@@ -1,16 +1,28 @@
-"""MLflow tracking shared by every stage: one run per stage execution.
+"""MLflow tracking shared by every stage: one run per stage execution, grouped under one
+parent run per pipeline invocation, with the lineage of every dataset and model.
 
 Defaults to a SQLite store at the project root (``mlflow.db``) with artifacts in
 ``mlartifacts/`` beside it (an absolute location, so runs started from any directory put
 artifacts in one place). ``MLFLOW_TRACKING_URI`` points it at a server instead, with no
-code change. Datasets are logged with the dataset contract's digest: MLflow's automatic
-digest ignores binary (image) columns.
+code change.
+
+Lineage is recorded as data, not prose:
+- a dataset a run reads is a run input (``log_input``) named and digested by the dataset
+  contract (MLflow's automatic digest ignores binary image columns); the digest MLflow
+  stores is cut to 36 characters, the full one is the input tag ``simrefinery.digest``;
+- a dataset a run writes is the run tag ``simrefinery.output.<name> = <digest>``;
+- a model is an MLflow logged model (the run's output), registered under a name, and a
+  run that uses it lists it as a model input.
+``refiner.lineage`` walks these links back from any dataset, run or model.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import subprocess
+import sys
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +31,10 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 EXPERIMENT = "simrefinery"
+PIPELINE_ID_ENV = "SIMREFINERY_PIPELINE_ID"  # set by `make run` and the Prefect flow: one parent per invocation
+OUTPUT_TAG = "simrefinery.output."
+REFINER_MODEL = "simrefinery-refiner"
+TASK_MODEL = "simrefinery-task"
 
 
 def flatten(params: dict, prefix: str = "") -> dict[str, str]:
@@ -30,6 +46,10 @@ def flatten(params: dict, prefix: str = "") -> dict[str, str]:
         else:
             flat[name] = str(value)
     return flat
+
+
+def params_hash(params: dict) -> str:
+    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def git_state(root: Path) -> dict[str, str]:
@@ -54,29 +74,91 @@ def setup(root: Path) -> str:
     return experiment.experiment_id
 
 
+def pipeline_id(root: Path) -> str:
+    """The invocation this stage belongs to. `make run` and the Prefect flow set one per
+    invocation; a bare `dvc repro` groups by code version and params.yaml instead."""
+    if os.environ.get(PIPELINE_ID_ENV):
+        return os.environ[PIPELINE_ID_ENV]
+    state = git_state(root)
+    params = (root / "params.yaml").read_text() if (root / "params.yaml").exists() else ""
+    return hashlib.sha256(f"{state['git.commit']}{state['git.dirty']}{params}".encode()).hexdigest()[:16]
+
+
+def pipeline_parent(experiment_id: str, root: Path) -> str:
+    """Find or create the parent run of this pipeline invocation."""
+    import mlflow
+    client = mlflow.MlflowClient()
+    key = pipeline_id(root)
+    found = client.search_runs([experiment_id], max_results=1, filter_string=(
+        f"tags.`simrefinery.pipeline` = '{key}' and tags.`simrefinery.role` = 'pipeline'"))
+    if found:
+        return found[0].info.run_id
+    tags = {"simrefinery.pipeline": key, "simrefinery.role": "pipeline", **git_state(root)}
+    return client.create_run(experiment_id, run_name=f"pipeline-{key[:8]}", tags=tags).info.run_id
+
+
 @contextmanager
 def stage_run(stage: str, params: dict, root: Path | str = "."):
-    """An MLflow run for one stage execution, tagged with the code version."""
+    """An MLflow run for one stage execution, a child of its pipeline invocation's run."""
     import mlflow
     root = Path(root)
     experiment_id = setup(root)
-    tags = {"simrefinery.stage": stage, **git_state(root)}
-    with mlflow.start_run(experiment_id=experiment_id, run_name=stage, tags=tags) as run:
+    parent = pipeline_parent(experiment_id, root)
+    tags = {"simrefinery.stage": stage, "dvc.stage": stage, "simrefinery.role": "stage",
+            "simrefinery.params_hash": params_hash(params), **git_state(root),
+            "mlflow.source.name": _relative(Path(sys.argv[0]))}  # MLflow would record the absolute path
+    with mlflow.start_run(experiment_id=experiment_id, run_name=stage, tags=tags, parent_run_id=parent) as run:
         mlflow.log_params(flatten(params))
         yield run
+    mlflow.MlflowClient().set_terminated(parent)  # the parent shows the time of its latest stage
 
 
 def log_dataset(dataset, context: str, name: str) -> None:
-    """Record a contract dataset as a run input ("input") or output ("output") by digest and path."""
+    """Record a contract dataset the run reads ("input") or writes ("output")."""
     import mlflow
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
+    if context == "output":
+        mlflow.set_tag(f"{OUTPUT_TAG}{name}", dataset.digest)
     with warnings.catch_warnings():  # "can be interpreted in multiple ways": all of them local paths
         warnings.simplefilter("ignore", UserWarning)
         source = resolve_dataset_source(_relative(dataset.path))
     mlflow.log_input(MetaDataset(source=source, name=name, digest=dataset.digest[:36]),
                      context=context, tags={"simrefinery.digest": dataset.digest})
-    mlflow.set_tag(f"simrefinery.{context}.{name}", dataset.digest)
+
+
+def log_model(model, name: str, registered_name: str, example, training_data: dict[str, str],
+              out_dir: Path, params: dict | None = None) -> dict:
+    """Log and register a torch model; link it to its training data by digest. Writes
+    ``mlflow_model.json`` beside the checkpoint so later stages can name it as an input."""
+    import mlflow
+    import numpy as np
+    import torch
+    info = mlflow.pytorch.log_model(
+        model, name=name, registered_model_name=registered_name,
+        input_example=np.asarray(example), pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+        params={k: str(v) for k, v in (params or {}).items()},
+        tags={"registered_model": registered_name, **{f"training_data.{k}": v for k, v in training_data.items()}})
+    record = {"model_id": info.model_id, "model_uri": info.model_uri, "registered_model": registered_name,
+              "version": str(info.registered_model_version), "run_id": mlflow.active_run().info.run_id}
+    (out_dir / "mlflow_model.json").write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def log_model_input(model_dir: Path) -> dict | None:
+    """Name the model saved in ``model_dir`` as an input of the active run."""
+    import mlflow
+    from mlflow.entities import LoggedModelInput
+    record_path = model_dir / "mlflow_model.json"
+    if not record_path.exists():
+        return None
+    record = json.loads(record_path.read_text())
+    try:
+        mlflow.log_input(model=LoggedModelInput(record["model_id"]))
+    except mlflow.exceptions.MlflowException as err:  # a model from another tracking store
+        warnings.warn(f"{record_path}: model {record['model_id']} not in this tracking store ({err})")
+        return None
+    return record
 
 
 def _relative(path: Path) -> str:

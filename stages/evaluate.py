@@ -69,6 +69,33 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def promote_champion(models: dict[str, dict], results: dict) -> bool:
+    """Tag each task model version with its real-test accuracy; the model trained on refined
+    data becomes ``champion`` (and its refiner too) when it beats the current champion."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+    from refiner import tracking
+    client = MlflowClient()
+    for name, record in models.items():
+        if record and name in results:
+            client.set_model_version_tag(tracking.TASK_MODEL, record["version"], "real_test_accuracy",
+                                         f"{results[name]['accuracy']:.4f}")
+    candidate = models.get("refined")
+    if not candidate:
+        return False
+    try:
+        champion = client.get_model_version_by_alias(tracking.TASK_MODEL, "champion")
+        best = float(champion.tags.get("real_test_accuracy", "-1"))
+    except MlflowException:
+        best = -1.0
+    if results["refined"]["accuracy"] <= best:
+        return False
+    client.set_registered_model_alias(tracking.TASK_MODEL, "champion", candidate["version"])
+    if models.get("refiner"):
+        client.set_registered_model_alias(tracking.REFINER_MODEL, "champion", models["refiner"]["version"])
+    return True
+
+
 def main() -> None:
     import mlflow
     from refiner import tracking
@@ -80,6 +107,8 @@ def main() -> None:
     with tracking.stage_run("evaluate", {**section, "seed": params["seed"]}):
         test = dataset.open_dataset(common.REAL_TEST)
         tracking.log_dataset(test, "input", "real-test")
+        used = {name: tracking.log_model_input(directory) for name, directory in models.items()}
+        used["refiner"] = tracking.log_model_input(common.REFINER_DIR)
         results = evaluate(models, common.REAL_TEST, common.REAL_UNLABELED, oracle, plots_dir)
         report = {name: {k: v for k, v in r.items() if k != "confusion"} for name, r in results.items()}
         report["gain"] = results["refined"]["accuracy"] - results["synthetic"]["accuracy"]
@@ -87,6 +116,8 @@ def main() -> None:
         (common.METRICS / "eval.md").write_text(table(results) + "\n")
         mlflow.log_metrics({f"{name}_accuracy": r["accuracy"] for name, r in results.items()})
         mlflow.log_metric("gain", report["gain"])
+        if promote_champion(used, results):
+            print(f"evaluate: the task model trained on refined data is the new champion")
         for path in sorted(plots_dir.glob("confusion-*.png")) + [common.METRICS / "eval.md"]:
             mlflow.log_artifact(str(path))
     print(table(results))

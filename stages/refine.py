@@ -15,6 +15,7 @@ def main() -> None:
     checkpoint_digest = dataset.file_sha256(common.REFINER_CHECKPOINT)
     with tracking.stage_run("refine", section):
         tracking.log_dataset(synthetic, "input", "synthetic")
+        tracking.log_model_input(common.REFINER_DIR)
         refined = refine_dataset(
             synthetic, common.REFINER_CHECKPOINT, common.REFINED, batch_size=section["batch_size"],
             num_actors=section["num_actors"], actor_num_cpus=section["actor_num_cpus"],

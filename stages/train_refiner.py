@@ -63,8 +63,10 @@ def main() -> None:
     config = config_from_params(params["train_refiner"], params["seed"])
     plots_dir = common.PLOTS / "refiner"
     with tracking.stage_run("train_refiner", {**params["train_refiner"], "seed": params["seed"]}):
-        for name, path in (("synthetic", common.SYNTHETIC), ("real-unlabeled", common.REAL_UNLABELED)):
-            tracking.log_dataset(dataset.open_dataset(path), "input", name)
+        inputs = {"synthetic": dataset.open_dataset(common.SYNTHETIC),
+                  "real-unlabeled": dataset.open_dataset(common.REAL_UNLABELED)}
+        for name, data in inputs.items():
+            tracking.log_dataset(data, "input", name)
         trainer, log = train_refiner(common.SYNTHETIC, common.REAL_UNLABELED, config, common.REFINER_DIR,
                                      plots_dir, on_samples=lambda p: mlflow.log_artifact(str(p), "samples"))
         for entry in log:
@@ -72,7 +74,10 @@ def main() -> None:
                 mlflow.log_metrics({k: v for k, v in entry.items() if k not in ("phase", "step")}, step=entry["step"])
         final = {k: v for k, v in log[-1].items() if k != "phase"}
         common.write_json(common.METRICS / "refiner.json", final)
-        mlflow.log_artifact(str(common.REFINER_CHECKPOINT), "model")
+        example = (inputs["synthetic"].load()["image"][:2, None] * 2 - 1).astype("float32")
+        tracking.log_model(trainer.refiner.cpu().eval(), "refiner", tracking.REFINER_MODEL, example,
+                           {name: data.digest for name, data in inputs.items()}, common.REFINER_DIR,
+                           params={"lambda": config.lam, "steps": config.steps, "channels": config.channels})
         mlflow.log_artifact(str(plots_dir / "samples.png"))
         mlflow.log_artifact(str(plots_dir / "losses.csv"))
     print(f"train_refiner: {config.steps} steps, final {final}")

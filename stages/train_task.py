@@ -51,7 +51,7 @@ def mean_history(runs) -> list[dict]:
 
 
 def train_task(train_path: Path, config: TaskConfig, num_seeds: int, out_dir: Path, plots_dir: Path,
-               progress: bool = True) -> list[dict]:
+               progress: bool = True):
     rows = load_training_set(train_path)
     runs = train_seeds(rows["image"], rows["label"], config, num_seeds, progress)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -59,7 +59,7 @@ def train_task(train_path: Path, config: TaskConfig, num_seeds: int, out_dir: Pa
         save_classifier(model, seed_config, out_dir / f"model-seed{seed_config.seed}.pt")
     history = mean_history(runs)
     common.write_csv(plots_dir / "history.csv", history)
-    return history
+    return runs, history
 
 
 def main() -> None:
@@ -74,11 +74,16 @@ def main() -> None:
     out_dir = common.task_model_dir(trained_on)
     with tracking.stage_run(f"train_task@{trained_on}", {**params["train_task"], "seed": params["seed"],
                                                          "trained_on": trained_on}):
-        tracking.log_dataset(dataset.open_dataset(train_path), "input", trained_on)
-        history = train_task(train_path, config, num_seeds, out_dir, common.PLOTS / f"task-{trained_on}")
+        training_set = dataset.open_dataset(train_path)
+        tracking.log_dataset(training_set, "input", trained_on)
+        runs, history = train_task(train_path, config, num_seeds, out_dir, common.PLOTS / f"task-{trained_on}")
         for entry in history:
             mlflow.log_metrics({k: v for k, v in entry.items() if k != "step"}, step=entry["step"])
-        mlflow.log_artifacts(str(out_dir), "model")
+        first_config, first_model, _ = runs[0]  # the registry holds the first seed's model
+        example = training_set.load()["image"][:2, None].astype("float32")
+        tracking.log_model(first_model.eval(), f"task-{trained_on}", tracking.TASK_MODEL, example,
+                           {trained_on: training_set.digest}, out_dir,
+                           params={"trained_on": trained_on, "seed": first_config.seed})
     print(f"train_task@{trained_on}: {num_seeds} seeds, held-out {trained_on} accuracy "
           f"{history[-1]['val_accuracy']:.3f}")
 

@@ -4,9 +4,12 @@ import json
 import os
 import re
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -23,7 +26,7 @@ TINY = {
                       "pretrain_refiner_steps": 5, "pretrain_disc_steps": 5, "steps": 10, "history_size": 64,
                       "log_every": 5},
     "refine": {"batch_size": 64, "rows_per_file": 80},
-    "train_task": {"steps": 60, "eval_every": 30, "batch_size": 32, "num_seeds": 2},
+    "train_task": {"steps": 200, "eval_every": 100, "batch_size": 64, "num_seeds": 2},
 }
 
 
@@ -32,6 +35,10 @@ def sh(*args, cwd, env, check=True):
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result.stdout + result.stderr
+
+
+def lineage(repo, env, target: str) -> str:
+    return sh(sys.executable, "-m", "refiner.lineage", target, cwd=repo, env=env)
 
 
 def stages_run(output: str) -> list[str]:
@@ -65,6 +72,13 @@ def project(tmp_path_factory):
     return repo, env, first
 
 
+@pytest.fixture(scope="module")
+def first_refined(project):
+    """The refined dataset of the first repro, before any experiment changes it."""
+    repo, env, _ = project
+    return dataset.open_dataset(repo / "data/refined").digest, lineage(repo, env, "data/refined")
+
+
 @pytest.mark.slow
 def test_repro_runs_every_stage_and_writes_outputs(project):
     repo, _, first = project
@@ -80,7 +94,7 @@ def test_repro_runs_every_stage_and_writes_outputs(project):
         assert 0.0 <= report[name]["accuracy"] <= 1.0
         assert set(report[name]["per_class_accuracy"]) == {str(d) for d in range(10)}
         assert len(report[name]["accuracy_per_seed"]) == 2
-    assert report["oracle"]["accuracy"] > 0.5  # real labels, even 60 tiny steps: a working recipe
+    assert report["oracle"]["accuracy"] > 0.5  # real labels, even 200 tiny steps: a working recipe
     for png in ("refiner/samples.png", "evaluate/confusion-refined.png", "render/synthetic.png"):
         assert (repo / "plots" / png).stat().st_size > 1000
     assert "| refined |" in (repo / "metrics/eval.md").read_text()
@@ -105,6 +119,84 @@ def test_every_stage_logged_an_mlflow_run_with_dataset_digests(project):
 
 
 @pytest.mark.slow
+def test_stage_runs_are_children_of_one_pipeline_run(project):
+    repo, _, _ = project
+    with sqlite3.connect(repo / "mlflow.db") as db:
+        tags = db.execute("select r.name, t.key, t.value from runs r join tags t on r.run_uuid = t.run_uuid").fetchall()
+        params = db.execute("select key, value from params").fetchall()
+        sources = [row[0] for row in db.execute("select dataset_source from datasets").fetchall()]
+    by_run = {}
+    for name, key, value in tags:
+        by_run.setdefault(name, {})[key] = value
+    parents = {by_run[stage]["mlflow.parentRunId"] for stage in STAGES}
+    assert len(parents) == 1
+    pipelines = [name for name, t in by_run.items() if t.get("simrefinery.role") == "pipeline"]
+    assert len(pipelines) == 1
+    for stage in STAGES:
+        assert by_run[stage]["dvc.stage"] == stage and len(by_run[stage]["simrefinery.params_hash"]) == 16
+    # no absolute paths of the machine in run metadata: dataset sources are repo-relative
+    assert not [text for text in json.dumps([tags, params, sources]).split('"') if str(repo) in text]
+
+
+@pytest.mark.slow
+def test_lineage_of_refined_dataset_reaches_models_data_params_and_commit(project, first_refined):
+    repo, env, _ = project
+    _, tree = first_refined
+    commit = sh("git", "rev-parse", "HEAD", cwd=repo, env=env).strip()
+    for expected in ("run refine", "model refiner", "simrefinery-refiner v1", "run train_refiner", "lambda=2.0",
+                     "dataset synthetic", "dataset real-unlabeled", "run render", "num_images=200", "run ingest",
+                     f"commit {commit[:10]}"):
+        assert expected in tree, f"{expected!r} missing from:\n{tree}"
+    champion = lineage(repo, env, "models:/simrefinery-task@champion")
+    assert "simrefinery-task v" in champion and "@champion" in champion and "run train_task@refined" in champion
+    assert "run refine" in champion  # down through the refined data to the refiner
+
+
+@pytest.mark.slow
+def test_mlflow_server_rest_shows_refine_inputs_and_champion_alias(project):
+    repo, env, _ = project
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    mlflow_bin = str(Path(sys.executable).parent / "mlflow")
+    server = subprocess.Popen([mlflow_bin, "server", "--backend-store-uri", f"sqlite:///{repo / 'mlflow.db'}",
+                               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                              cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/health", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None, "mlflow server exited"
+                assert time.monotonic() < deadline, "mlflow server did not answer in 90 s"
+                time.sleep(1)
+
+        def call(path, body=None):
+            request = urllib.request.Request(f"{base}/api/2.0/mlflow/{path}", method="POST" if body else "GET",
+                                             data=json.dumps(body).encode() if body else None,
+                                             headers={"Content-Type": "application/json"})
+            return json.load(urllib.request.urlopen(request, timeout=10))
+
+        experiment = call("experiments/get-by-name?experiment_name=simrefinery")["experiment"]
+        found = call("runs/search", {"experiment_ids": [experiment["experiment_id"]],
+                                     "filter": "tags.`simrefinery.stage` = 'refine'"})["runs"]
+        run_id = found[0]["info"]["run_id"]
+        inputs = call(f"runs/get?run_id={run_id}")["run"]["inputs"]  # search results omit model inputs
+        assert "synthetic" in [i["dataset"]["name"] for i in inputs["dataset_inputs"]]
+        refiner = json.loads((repo / "models/refiner/mlflow_model.json").read_text())
+        assert refiner["model_id"] in [m["model_id"] for m in inputs.get("model_inputs", [])]
+        version = call("registered-models/alias?name=simrefinery-task&alias=champion")["model_version"]
+        assert version["name"] == "simrefinery-task" and "champion" in version["aliases"]
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
+
+
+@pytest.mark.slow
 def test_second_repro_does_nothing(project):
     repo, env, _ = project
     assert stages_run(sh("dvc", "repro", cwd=repo, env=env)) == []
@@ -112,7 +204,7 @@ def test_second_repro_does_nothing(project):
 
 
 @pytest.mark.slow
-def test_exp_run_with_changed_lambda_reruns_only_dependent_stages(project):
+def test_exp_run_with_changed_lambda_reruns_only_dependent_stages(project, first_refined):
     repo, env, _ = project
     before = dataset.open_dataset(repo / "data/synthetic").digest
     output = sh("dvc", "exp", "run", "-S", "train_refiner.lambda=0.5", cwd=repo, env=env)
@@ -122,3 +214,8 @@ def test_exp_run_with_changed_lambda_reruns_only_dependent_stages(project):
     assert "refined" in metrics and "accuracy" in metrics
     plots = sh("dvc", "plots", "show", "--json", cwd=repo, env=env)
     assert "losses.csv" in plots
+    # a changed param is a new branch of the lineage, not an overwrite
+    old_digest, _ = first_refined
+    new_tree, old_tree = lineage(repo, env, "data/refined"), lineage(repo, env, old_digest)
+    assert "lambda=0.5" in new_tree and "simrefinery-refiner v2" in new_tree
+    assert "lambda=2.0" in old_tree and "simrefinery-refiner v1" in old_tree and "lambda=0.5" not in old_tree
