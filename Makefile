@@ -20,8 +20,8 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
-run: install
-	dvc repro
+run: install  ## one MLflow parent run per invocation groups the stages it runs
+	SIMREFINERY_PIPELINE_ID=make-run-$$(date -u +%Y%m%dT%H%M%SZ) dvc repro
 	@cat metrics/eval.md
 
 test: install
