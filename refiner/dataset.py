@@ -9,9 +9,11 @@ The ``image`` column is the Hugging Face ``Image`` struct (``{bytes, path}``) ho
 8-bit grayscale PNG bytes: pyarrow, pandas, Ray Data and ``datasets`` read it without
 project code (schema metadata tells ``datasets`` to decode it as an image).
 
-Writes are atomic: files go to a hidden temporary directory beside the target, which is
+Writes are atomic: files go to a hidden staging directory beside the target, which is
 renamed into place only once complete, so a reader never sees a half-written dataset and
-an interrupted write leaves the previous dataset (if any) untouched.
+an interrupted write leaves the previous dataset (if any) untouched. A writer given a
+resume key keeps its finished parts across a crash, so a long job can pick up where it
+stopped.
 """
 
 from __future__ import annotations
@@ -121,40 +123,48 @@ def manifest_digest(manifest: dict) -> str:
 
 
 class DatasetWriter:
-    """Streams tables into ``part-NNNNN.parquet`` files; commits atomically on close.
+    """Writes numbered parts into a hidden staging directory; commits atomically on close.
 
-    Use as a context manager: on an exception nothing is committed and the temporary
-    directory is removed; if the process is killed the hidden temporary directory is
-    swept by the next writer of the same target.
+    Use as a context manager: on an exception nothing is committed (finished parts stay
+    staged when a ``resume_key`` is given, else the staging directory is removed). With a
+    ``resume_key`` the staging directory is named by it, so a rerun of the same job after a
+    crash or kill finds the parts already written (``has_part``) and only writes the rest.
+    Each part file is itself written to a temporary name and renamed, so a staged part is
+    always complete.
     """
 
     def __init__(self, path: str | Path, *, label_columns: tuple[str, ...], producer: str,
                  params: dict | None = None, upstream: dict[str, str] | None = None,
-                 rows_per_file: int = 50_000):
+                 resume_key: str | None = None):
         self.path = Path(path)
         self.schema = schema_for(tuple(label_columns))
         self.label_columns = tuple(label_columns)
         self.producer, self.params, self.upstream = producer, params or {}, upstream or {}
-        self.rows_per_file = rows_per_file
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        for stale in self.path.parent.glob(f".{self.path.name}.tmp-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        self.tmp = self.path.parent / f".{self.path.name}.tmp-{uuid.uuid4().hex[:8]}"
-        self.tmp.mkdir()
-        self.files: list[dict] = []
-        self.pending: list[pa.Table] = []
-        self.pending_rows = 0
-        self.image_shape: list[int] | None = None
+        name = f".{self.path.name}.partial-{resume_key}" if resume_key else f".{self.path.name}.tmp-{uuid.uuid4().hex[:8]}"
+        self.tmp = self.path.parent / name
+        for stale in self.path.parent.glob(f".{self.path.name}.*"):
+            if stale != self.tmp and (".tmp-" in stale.name or ".partial-" in stale.name):
+                shutil.rmtree(stale, ignore_errors=True)
+        self.tmp.mkdir(exist_ok=True)
+        for half_written in self.tmp.glob(".*.writing"):
+            half_written.unlink()
+        self.resume_key = resume_key
         self.manifest: dict | None = None
 
-    def write(self, table: pa.Table) -> None:
+    @staticmethod
+    def part_name(index: int) -> str:
+        return f"part-{index:05d}.parquet"
+
+    def has_part(self, index: int) -> bool:
+        return (self.tmp / self.part_name(index)).is_file()
+
+    def write_part(self, index: int, table: pa.Table) -> None:
         table = self._conform(table)
-        if self.image_shape is None and table.num_rows:
-            self.image_shape = list(decode_png(table.column("image")[0]["bytes"].as_py()).shape)
-        self.pending.append(table)
-        self.pending_rows += table.num_rows
-        while self.pending_rows >= self.rows_per_file:
-            self._flush(self.rows_per_file)
+        target = self.tmp / self.part_name(index)
+        writing = self.tmp / f".{target.name}.writing"
+        pq.write_table(table, writing, compression="zstd", row_group_size=8192)
+        os.replace(writing, target)
 
     def _conform(self, table: pa.Table) -> pa.Table:
         expected = [f.name for f in self.schema]
@@ -162,25 +172,23 @@ class DatasetWriter:
             raise DatasetError(f"{self.path}: columns {table.column_names} do not match contract {expected}")
         return table.select(expected).cast(self.schema)
 
-    def _flush(self, max_rows: int) -> None:
-        table = pa.concat_tables(self.pending) if self.pending else self.schema.empty_table()
-        part, rest = table.slice(0, max_rows), table.slice(max_rows)
-        name = f"part-{len(self.files):05d}.parquet"
-        pq.write_table(part, self.tmp / name, compression="zstd")
-        self.files.append({"name": name, "rows": part.num_rows, "sha256": file_sha256(self.tmp / name)})
-        self.pending = [rest] if rest.num_rows else []
-        self.pending_rows = rest.num_rows
-
     def commit(self) -> dict:
-        if self.pending_rows or not self.files:
-            self._flush(self.pending_rows)
+        parts = sorted(self.tmp.glob("part-*.parquet"))
+        if not parts:
+            self.write_part(0, self.schema.empty_table())
+            parts = sorted(self.tmp.glob("part-*.parquet"))
+        if [p.name for p in parts] != [self.part_name(i) for i in range(len(parts))]:
+            raise DatasetError(f"{self.path}: parts are not numbered 0..{len(parts) - 1}: {[p.name for p in parts]}")
+        files = [{"name": p.name, "rows": pq.ParquetFile(p).metadata.num_rows, "sha256": file_sha256(p)} for p in parts]
+        first = next((p for p, f in zip(parts, files) if f["rows"]), None)
+        image_shape = list(decode_png(pq.read_table(first, columns=["image"]).column("image")[0]["bytes"].as_py()).shape) if first else None
         self.manifest = {
             "format": FORMAT,
-            "num_rows": sum(f["rows"] for f in self.files),
-            "image_shape": self.image_shape,
+            "num_rows": sum(f["rows"] for f in files),
+            "image_shape": image_shape,
             "label_columns": list(self.label_columns),
             "schema": {f.name: str(f.type) for f in self.schema},
-            "files": self.files,
+            "files": files,
             "producer": self.producer,
             "params": self.params,
             "upstream": dict(sorted(self.upstream.items())),
@@ -190,7 +198,8 @@ class DatasetWriter:
         return self.manifest
 
     def abort(self) -> None:
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        if self.resume_key is None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
 
     def __enter__(self) -> "DatasetWriter":
         return self
@@ -214,13 +223,13 @@ def _replace_dir(src: Path, dst: Path) -> None:
 def write_dataset(path, ids, images_uint8, labels: dict[str, np.ndarray], *, source: str,
                   producer: str, params: dict | None = None, upstream: dict | None = None,
                   rows_per_file: int = 50_000) -> dict:
-    """Write a whole in-memory dataset; returns the manifest."""
+    """Write a whole in-memory dataset in parts of ``rows_per_file`` rows; returns the manifest."""
     with DatasetWriter(path, label_columns=tuple(labels), producer=producer, params=params,
-                       upstream=upstream, rows_per_file=rows_per_file) as writer:
-        for start in range(0, len(ids), rows_per_file):
+                       upstream=upstream) as writer:
+        for index, start in enumerate(range(0, len(ids), rows_per_file)):
             stop = start + rows_per_file
-            writer.write(make_table(ids[start:stop], images_uint8[start:stop],
-                                    {k: v[start:stop] for k, v in labels.items()}, source))
+            writer.write_part(index, make_table(ids[start:stop], images_uint8[start:stop],
+                                                {k: v[start:stop] for k, v in labels.items()}, source))
     return writer.manifest
 
 

@@ -1,16 +1,23 @@
 """Refine a synthetic dataset with Ray Data: read Parquet -> refiner actors -> contract writer.
 
 The refiner runs in a pool of actors (``ActorPoolStrategy``), each loading the checkpoint
-once; the driver streams finished batches, in input order, into the dataset writer, which
-commits atomically. Rows keep their id, labels and order; only ``image`` and ``source``
-change. Works on a local Ray or, given an address (or ``RAY_ADDRESS``), on a cluster: the
-checkpoint travels as bytes, so workers need no shared filesystem.
+once: one actor per GPU when the cluster has GPUs, fractional-CPU actors otherwise. The
+driver streams finished batches, in input order, into the dataset writer: output part i
+holds exactly the rows of input file i, so memory stays bounded by one part however many
+images pass, and a killed job rerun with the same inputs refines only the parts it had not
+finished (the staging directory is keyed by source digest, checkpoint and params). Rows
+keep their id, labels and order; only ``image`` and ``source`` change.
+
+Works on a local Ray or, given an address (or ``RAY_ADDRESS``), on a cluster: the
+checkpoint travels as bytes, so workers need no shared filesystem for it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -21,29 +28,41 @@ from refiner import dataset
 from refiner.simgan import from_model, load_refiner, to_model
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+PRECISIONS = ("fp32", "bf16")
 
 
 class RefinerPredictor:
-    """One per actor: holds the refiner, refines pyarrow batches."""
+    """One per actor: holds the refiner on its device, refines pyarrow batches."""
 
-    def __init__(self, checkpoint: bytes, image_shape: list[int], num_threads: int = 1):
-        torch.set_num_threads(num_threads)
-        self.model = load_refiner(io.BytesIO(checkpoint), image_shape)
+    def __init__(self, checkpoint: bytes, image_shape: list[int], precision: str = "fp32", cpu_threads: int = 1):
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        if self.device == "cpu":
+            torch.set_num_threads(cpu_threads)
+        self.model = load_refiner(io.BytesIO(checkpoint), image_shape, self.device)
+        if self.device == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.precision = precision
 
-    @torch.no_grad()
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return refine_table(self.model, batch)
+        return refine_table(self.model, batch, self.device, self.precision)
 
 
-def refine_table(model: torch.nn.Module, table: pa.Table) -> pa.Table:
-    images = dataset.decode_image_column(table)
-    refined = dataset.to_uint8(from_model(model(to_model(images))))
+@torch.no_grad()
+def refine_pixels(model: torch.nn.Module, images01: np.ndarray, device: str = "cpu", precision: str = "fp32") -> np.ndarray:
+    x = to_model(images01).to(device, non_blocking=True)
+    autocast = torch.autocast(device, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+    with autocast:
+        return from_model(model(x).float())
+
+
+def refine_table(model: torch.nn.Module, table: pa.Table, device: str = "cpu", precision: str = "fp32") -> pa.Table:
+    refined = dataset.to_uint8(refine_pixels(model, dataset.decode_image_column(table), device, precision))
     table = table.set_column(table.schema.get_field_index("image"), "image", dataset.image_column(refined))
     return table.set_column(table.schema.get_field_index("source"), "source",
                             pa.array(["refined"] * table.num_rows, pa.string()))
 
 
-def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+def ensure_ray(address: str | None = None) -> None:
     import ray
     if ray.is_initialized():
         return
@@ -51,38 +70,87 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
-        ray.init(num_cpus=num_cpus or os.cpu_count(), object_store_memory=512 * 2**20,
-                 include_dashboard=False, log_to_driver=False)
+        ray.init(num_cpus=os.cpu_count(), object_store_memory=512 * 2**20, include_dashboard=False,
+                 log_to_driver=False)
+
+
+def actor_resources(num_actors: int, actor_num_cpus: float) -> dict:
+    """One GPU per actor where the cluster has GPUs; else fractional CPUs (whole CPUs per
+    actor on a small machine starve the read and write steps). ``num_gpus`` is left unset
+    on CPU clusters: a 0 there keeps actors from scheduling."""
+    import ray
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    if gpus:
+        return {"compute": ray.data.ActorPoolStrategy(size=min(num_actors, gpus)), "num_gpus": 1}
+    return {"compute": ray.data.ActorPoolStrategy(size=num_actors), "num_cpus": actor_num_cpus}
+
+
+def job_key(source: dataset.ImageDataset, checkpoint_bytes: bytes, params: dict | None) -> str:
+    """Names the staging directory: a rerun of the same job resumes, another job starts clean."""
+    material = source.digest + hashlib.sha256(checkpoint_bytes).hexdigest() + dataset.canonical_json(params or {})
+    return hashlib.sha256(material.encode()).hexdigest()[:16]
 
 
 def refine_dataset(source: dataset.ImageDataset, checkpoint: Path, out: Path, *, batch_size: int = 1024,
-                   num_actors: int = 2, actor_num_cpus: float = 0.5, rows_per_file: int = 50_000,
+                   num_actors: int = 2, actor_num_cpus: float = 0.5, precision: str = "fp32",
                    ray_address: str | None = None, progress: bool = True, params: dict | None = None,
                    upstream: dict | None = None) -> dataset.ImageDataset:
-    load_refiner(checkpoint, source.manifest["image_shape"])  # fail before any work
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    load_refiner(checkpoint, source.manifest["image_shape"])  # a mismatch fails before any work
     checkpoint_bytes = Path(checkpoint).read_bytes()
-    import ray
+    with dataset.DatasetWriter(out, label_columns=tuple(source.label_columns), producer="stages.refine",
+                               params=params, upstream=upstream,
+                               resume_key=job_key(source, checkpoint_bytes, params)) as writer:
+        todo = [i for i in range(len(source.files)) if not writer.has_part(i)]
+        if len(todo) < len(source.files):
+            print(f"refine: resuming, {len(source.files) - len(todo)} of {len(source.files)} parts already refined")
+        if todo:
+            batches = _refined_batches(source, todo, checkpoint_bytes, batch_size, num_actors, actor_num_cpus,
+                                       precision, ray_address, progress)
+            _write_parts(writer, batches, todo, [source.manifest["files"][i]["rows"] for i in todo])
+    return dataset.open_dataset(out)
 
+
+def _refined_batches(source, todo, checkpoint_bytes, batch_size, num_actors, actor_num_cpus, precision,
+                     ray_address, progress):
+    import ray
     ensure_ray(ray_address)
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # same order in, same order (and digest) out
     context.enable_progress_bars = progress
-    rows = ray.data.read_parquet([str(f) for f in source.files],
-                                 override_num_blocks=max(num_actors * 4, len(source.files)))
+    # The reader merges small files into one block, which would feed one actor: cut the
+    # stream into batch-sized blocks (a streaming repartition, no shuffle) for the pool.
+    rows = ray.data.read_parquet([str(source.files[i]) for i in todo]).repartition(
+        target_num_rows_per_block=batch_size)
     refined = rows.map_batches(
-        RefinerPredictor, fn_constructor_kwargs={"checkpoint": checkpoint_bytes,
+        RefinerPredictor, fn_constructor_kwargs={"checkpoint": checkpoint_bytes, "precision": precision,
                                                  "image_shape": source.manifest["image_shape"]},
-        batch_size=batch_size, batch_format="pyarrow", num_cpus=actor_num_cpus,
-        compute=ray.data.ActorPoolStrategy(size=num_actors))
-    with dataset.DatasetWriter(out, label_columns=tuple(source.label_columns), producer="stages.refine",
-                               params=params, upstream=upstream, rows_per_file=rows_per_file) as writer:
-        for batch in refined.iter_batches(batch_size=None, batch_format="pyarrow"):
-            writer.write(batch)
-    return dataset.open_dataset(out)
+        batch_size=batch_size, batch_format="pyarrow", **actor_resources(num_actors, actor_num_cpus))
+    return refined.iter_batches(batch_size=None, batch_format="pyarrow")
+
+
+def _write_parts(writer: dataset.DatasetWriter, batches, part_indices: list[int], part_rows: list[int]) -> None:
+    """Cut the ordered stream of refined rows back into the input's parts."""
+    pending: list[pa.Table] = []
+    pending_rows, position = 0, 0
+    for batch in batches:
+        pending.append(batch)
+        pending_rows += batch.num_rows
+        while position < len(part_indices) and pending_rows >= part_rows[position]:
+            table = pa.concat_tables(pending)
+            writer.write_part(part_indices[position], table.slice(0, part_rows[position]))
+            rest = table.slice(part_rows[position])
+            pending, pending_rows = [rest], rest.num_rows
+            position += 1
+    while position < len(part_indices) and part_rows[position] == 0:  # empty input parts
+        writer.write_part(part_indices[position], writer.schema.empty_table())
+        position += 1
+    if position != len(part_indices) or pending_rows:
+        raise RuntimeError(f"refine: expected {sum(part_rows)} rows, the job returned a different number")
 
 
 def refine_in_process(model: torch.nn.Module, images01: np.ndarray, batch_size: int = 1024) -> np.ndarray:
     """The plain torch loop the Ray job must agree with (tests, benchmarks)."""
-    with torch.no_grad():
-        return np.concatenate([from_model(model(to_model(images01[i:i + batch_size])))
-                               for i in range(0, len(images01), batch_size)])
+    return np.concatenate([refine_pixels(model, images01[i:i + batch_size])
+                           for i in range(0, len(images01), batch_size)])

@@ -19,7 +19,7 @@ def main() -> None:
         refined = refine_dataset(
             synthetic, common.REFINER_CHECKPOINT, common.REFINED, batch_size=section["batch_size"],
             num_actors=section["num_actors"], actor_num_cpus=section["actor_num_cpus"],
-            rows_per_file=section["rows_per_file"], ray_address=section.get("ray_address"),
+            precision=section["precision"], ray_address=section.get("ray_address"),
             params={"refiner_sha256": checkpoint_digest},
             upstream={"synthetic": synthetic.digest, "refiner": checkpoint_digest})
         tracking.log_dataset(refined, "output", "refined")

@@ -92,7 +92,7 @@ def test_corrupt_image_is_refused_naming_file_and_row(tmp_path):
     images[1]["bytes"] = images[1]["bytes"][:20]  # truncated PNG
     table = table.set_column(1, "image", pa.array(images, dataset.IMAGE_TYPE))
     with DatasetWriter(tmp_path / "ds", label_columns=("label",), producer="test") as writer:
-        writer.write(table)
+        writer.write_part(0, table)
     with pytest.raises(DatasetError, match=r"part-00000.parquet: row id='bad': image is not a readable PNG"):
         validate(tmp_path / "ds")
 
@@ -100,7 +100,7 @@ def test_corrupt_image_is_refused_naming_file_and_row(tmp_path):
 def test_writer_refuses_tables_breaking_the_contract(tmp_path):
     with pytest.raises(DatasetError, match="do not match contract"):
         with DatasetWriter(tmp_path / "ds", label_columns=("label",), producer="test") as writer:
-            writer.write(pa.table({"id": ["a"], "pixels": [b"x"]}))
+            writer.write_part(0, pa.table({"id": ["a"], "pixels": [b"x"]}))
     assert not (tmp_path / "ds").exists()
 
 
@@ -116,8 +116,8 @@ def test_interrupted_write_leaves_no_dataset_and_keeps_the_old_one(tmp_path):
     before = open_dataset(target).digest
 
     with pytest.raises(RuntimeError):
-        with DatasetWriter(target, label_columns=("label",), producer="test", rows_per_file=2) as writer:
-            writer.write(make_table(["x", "y", "z"], uint8_images(3), {"label": np.array([1, 2, 3])}, "s"))
+        with DatasetWriter(target, label_columns=("label",), producer="test") as writer:
+            writer.write_part(0, make_table(["x", "y", "z"], uint8_images(3), {"label": np.array([1, 2, 3])}, "s"))
             raise RuntimeError("killed mid-write")
     assert open_dataset(target).digest == before
     assert [p.name for p in tmp_path.iterdir()] == ["ds"]  # no temporary leftovers
@@ -131,3 +131,26 @@ def test_stale_temporary_directory_from_a_killed_writer_is_swept(tmp_path):
     assert not stale.exists()
     with pytest.raises(DatasetError):
         open_dataset(stale)  # a reader pointed at a half-written directory is refused too
+
+
+def test_resumable_writer_keeps_finished_parts_for_the_same_job(tmp_path):
+    table = make_table(["a", "b"], uint8_images(2), {"label": np.array([1, 2])}, "s")
+    with pytest.raises(RuntimeError):
+        with DatasetWriter(tmp_path / "ds", label_columns=("label",), producer="t", resume_key="job1") as writer:
+            writer.write_part(0, table)
+            raise RuntimeError("crash")
+    assert not (tmp_path / "ds").exists()
+    again = DatasetWriter(tmp_path / "ds", label_columns=("label",), producer="t", resume_key="job1")
+    assert again.has_part(0) and not again.has_part(1)
+    other = DatasetWriter(tmp_path / "ds", label_columns=("label",), producer="t", resume_key="job2")
+    assert not other.has_part(0)  # another job starts clean (and swept job1's parts)
+    other.write_part(0, table)
+    other.write_part(1, table)
+    assert other.commit()["num_rows"] == 4
+
+
+def test_parts_must_be_numbered_without_gaps(tmp_path):
+    writer = DatasetWriter(tmp_path / "ds", label_columns=("label",), producer="t")
+    writer.write_part(1, make_table(["a"], uint8_images(1), {"label": np.array([1])}, "s"))
+    with pytest.raises(DatasetError, match="not numbered"):
+        writer.commit()

@@ -25,7 +25,7 @@ TINY = {
     "train_refiner": {"channels": 8, "num_blocks": 2, "disc_layers": [[8, 1], [8, 1]], "batch_size": 32,
                       "pretrain_refiner_steps": 5, "pretrain_disc_steps": 5, "steps": 10, "history_size": 64,
                       "log_every": 5},
-    "refine": {"batch_size": 64, "rows_per_file": 80},
+    "refine": {"batch_size": 64},
     "train_task": {"steps": 200, "eval_every": 100, "batch_size": 64, "num_seeds": 2},
 }
 

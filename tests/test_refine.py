@@ -1,6 +1,13 @@
 """The Ray Data refine job against a plain torch loop, on a real local Ray."""
 
+import contextlib
 import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -36,10 +43,22 @@ def synthetic(tmp_path_factory):
     return dataset.open_dataset(path)
 
 
+@pytest.fixture(scope="module")
+def synthetic_many(tmp_path_factory):
+    """Eight small parts, so a job can be killed between parts."""
+    path = tmp_path_factory.mktemp("data") / "synthetic_many"
+    n = 8 * 20
+    images = np.random.default_rng(2).integers(0, 256, (n, 8, 8), dtype=np.uint8)
+    ids = np.array([f"syn-{i:04d}" for i in range(n)], dtype=object)
+    dataset.write_dataset(path, ids, images, {"label": np.arange(n) % 10}, source="synthetic",
+                          producer="test", rows_per_file=20)
+    return dataset.open_dataset(path)
+
+
 def test_ray_refine_matches_plain_torch_loop(local_ray, synthetic, checkpoint, tmp_path):
     refined = refine_dataset(synthetic, checkpoint, tmp_path / "refined", batch_size=32, num_actors=2,
-                             actor_num_cpus=0.5, rows_per_file=100, progress=False)
-    assert len(refined.files) == 3
+                             actor_num_cpus=0.5, progress=False)
+    assert [f["rows"] for f in refined.manifest["files"]] == [60, 60, 60, 50]  # the input's parts
     source, out = synthetic.load(), dataset.validate(tmp_path / "refined").load()
     assert list(out["id"]) == list(source["id"])  # every id once, in order
     assert np.array_equal(out["label"], source["label"])
@@ -62,6 +81,49 @@ def test_mismatched_checkpoint_fails_before_any_work(local_ray, checkpoint, tmp_
     with pytest.raises(CheckpointError, match=r"refiner.pt: refiner trained on \[8, 8\] images, data has \[35, 55\]"):
         refine_dataset(dataset.open_dataset(wide), checkpoint, tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
+
+
+KILLED_JOB = """
+import sys, time
+from refiner import dataset, refine_job
+write_part = dataset.DatasetWriter.write_part
+def slow_write_part(self, index, table):  # injected fault: a slow writer, so the kill lands mid-job
+    write_part(self, index, table)
+    time.sleep(1.0)
+dataset.DatasetWriter.write_part = slow_write_part
+refine_job.refine_dataset(dataset.open_dataset(sys.argv[1]), sys.argv[2], sys.argv[3], batch_size=16,
+                          num_actors=1, progress=False)
+"""
+
+
+def test_killed_refine_resumes_and_completes_without_duplicates(local_ray, synthetic_many, checkpoint, tmp_path):
+    out = tmp_path / "refined"
+    job = subprocess.Popen([sys.executable, "-c", KILLED_JOB, str(synthetic_many.path), str(checkpoint), str(out)],
+                           env={**os.environ, "PYTHONPATH": str(Path.cwd())}, start_new_session=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    staged = []
+    while len(staged) < 2:
+        assert job.poll() is None, "the job ended before it could be killed"
+        assert time.monotonic() < deadline, "no parts written in 120 s"
+        time.sleep(0.1)
+        staged = list(tmp_path.glob(".refined.partial-*/part-*.parquet"))
+    os.killpg(job.pid, signal.SIGKILL)
+    job.wait()
+    with pytest.raises(dataset.DatasetError):
+        dataset.open_dataset(out)  # a reader never sees the partial dataset
+    done_before = len(list(tmp_path.glob(".refined.partial-*/part-*.parquet")))
+    assert 2 <= done_before < len(synthetic_many.files)
+
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output):
+        refined = refine_dataset(synthetic_many, checkpoint, out, batch_size=16, num_actors=1, progress=False)
+    assert f"resuming, {done_before} of {len(synthetic_many.files)} parts already refined" in output.getvalue()
+    ids = list(refined.load()["id"])
+    assert ids == list(synthetic_many.load()["id"]) and len(set(ids)) == len(ids)
+    fresh = refine_dataset(synthetic_many, checkpoint, tmp_path / "uninterrupted", batch_size=16, num_actors=1,
+                           progress=False)
+    assert refined.digest == fresh.digest  # resumed output is byte-identical to an uninterrupted run
 
 
 def test_corrupt_checkpoint_is_refused(tmp_path):
