@@ -117,7 +117,7 @@ def main() -> None:
         mlflow.log_metrics({f"{name}_accuracy": r["accuracy"] for name, r in results.items()})
         mlflow.log_metric("gain", report["gain"])
         if promote_champion(used, results):
-            print(f"evaluate: the task model trained on refined data is the new champion")
+            print("evaluate: the task model trained on refined data is the new champion")
         for path in sorted(plots_dir.glob("confusion-*.png")) + [common.METRICS / "eval.md"]:
             mlflow.log_artifact(str(path))
     print(table(results))
