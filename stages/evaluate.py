@@ -96,15 +96,14 @@ def promote_champion(models: dict[str, dict], results: dict) -> bool:
     return True
 
 
-def main() -> None:
+def run(params: dict) -> dict:
     import mlflow
     from refiner import tracking
-    params = common.load_params()
     section = params["evaluate"]
     oracle = task_config(params) if section["oracle"] else None
     models = {name: common.task_model_dir(name) for name in common.TRAINING_SETS}
     plots_dir = common.PLOTS / "evaluate"
-    with tracking.stage_run("evaluate", {**section, "seed": params["seed"]}):
+    with tracking.stage_run("evaluate", {**section, "seed": params["seed"]}) as mlflow_run:
         test = dataset.open_dataset(common.REAL_TEST)
         tracking.log_dataset(test, "input", "real-test")
         used = {name: tracking.log_model_input(directory) for name, directory in models.items()}
@@ -122,6 +121,11 @@ def main() -> None:
             mlflow.log_artifact(str(path))
     print(table(results))
     print(f"refined - synthetic: {report['gain']:+.1%}")
+    return {"table": table(results), "report": report, "mlflow_run_id": mlflow_run.info.run_id}
+
+
+def main() -> None:
+    run(common.load_params())
 
 
 if __name__ == "__main__":

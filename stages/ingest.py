@@ -42,15 +42,19 @@ def pool_labels(pool_ids: np.ndarray) -> np.ndarray:
     return np.array([by_id[i] for i in pool_ids], dtype=np.int64)
 
 
-def main() -> None:
+def run(params: dict) -> dict:
     from refiner import tracking
-    params = common.load_params()
     section = {**params["ingest"], "seed": params["seed"]}
-    with tracking.stage_run("ingest", section):
+    with tracking.stage_run("ingest", section) as mlflow_run:
         unlabeled, test = ingest(section["test_fraction"], section["seed"], common.REAL_UNLABELED, common.REAL_TEST)
         tracking.log_dataset(unlabeled, "output", "real-unlabeled")
         tracking.log_dataset(test, "output", "real-test")
     print(f"ingest: {unlabeled.num_rows} unlabelled + {test.num_rows} labelled test real images")
+    return {"real-unlabeled": unlabeled.digest, "real-test": test.digest, "mlflow_run_id": mlflow_run.info.run_id}
+
+
+def main() -> None:
+    run(common.load_params())
 
 
 if __name__ == "__main__":

@@ -7,13 +7,12 @@ from refiner.refine_job import refine_dataset
 from stages import common
 
 
-def main() -> None:
+def run(params: dict) -> dict:
     from refiner import tracking
-    params = common.load_params()
     section = params["refine"]
     synthetic = dataset.open_dataset(common.SYNTHETIC)
     checkpoint_digest = dataset.file_sha256(common.REFINER_CHECKPOINT)
-    with tracking.stage_run("refine", section):
+    with tracking.stage_run("refine", section) as mlflow_run:
         tracking.log_dataset(synthetic, "input", "synthetic")
         tracking.log_model_input(common.REFINER_DIR)
         refined = refine_dataset(
@@ -24,6 +23,11 @@ def main() -> None:
             upstream={"synthetic": synthetic.digest, "refiner": checkpoint_digest})
         tracking.log_dataset(refined, "output", "refined")
     print(f"refine: {refined.num_rows} images -> {common.REFINED} (digest {refined.digest[:12]})")
+    return {"refined": refined.digest, "mlflow_run_id": mlflow_run.info.run_id}
+
+
+def main() -> None:
+    run(common.load_params())
 
 
 if __name__ == "__main__":

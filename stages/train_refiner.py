@@ -56,13 +56,12 @@ def train_refiner(synthetic_path: Path, real_path: Path, config: SimGANConfig, o
     return trainer, log
 
 
-def main() -> None:
+def run(params: dict) -> dict:
     import mlflow
     from refiner import tracking
-    params = common.load_params()
     config = config_from_params(params["train_refiner"], params["seed"])
     plots_dir = common.PLOTS / "refiner"
-    with tracking.stage_run("train_refiner", {**params["train_refiner"], "seed": params["seed"]}):
+    with tracking.stage_run("train_refiner", {**params["train_refiner"], "seed": params["seed"]}) as mlflow_run:
         inputs = {"synthetic": dataset.open_dataset(common.SYNTHETIC),
                   "real-unlabeled": dataset.open_dataset(common.REAL_UNLABELED)}
         for name, data in inputs.items():
@@ -81,6 +80,11 @@ def main() -> None:
         mlflow.log_artifact(str(plots_dir / "samples.png"))
         mlflow.log_artifact(str(plots_dir / "losses.csv"))
     print(f"train_refiner: {config.steps} steps, final {final}")
+    return {"refiner": dataset.file_sha256(common.REFINER_CHECKPOINT), "mlflow_run_id": mlflow_run.info.run_id}
+
+
+def main() -> None:
+    run(common.load_params())
 
 
 if __name__ == "__main__":

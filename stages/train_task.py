@@ -62,18 +62,14 @@ def train_task(train_path: Path, config: TaskConfig, num_seeds: int, out_dir: Pa
     return runs, history
 
 
-def main() -> None:
+def run(params: dict, trained_on: str) -> dict:
     import mlflow
     from refiner import tracking
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("trained_on", choices=sorted(common.TRAINING_SETS))
-    trained_on = parser.parse_args().trained_on
-    params = common.load_params()
     config, num_seeds = task_config(params)
     train_path = common.TRAINING_SETS[trained_on]
     out_dir = common.task_model_dir(trained_on)
     with tracking.stage_run(f"train_task@{trained_on}", {**params["train_task"], "seed": params["seed"],
-                                                         "trained_on": trained_on}):
+                                                         "trained_on": trained_on}) as mlflow_run:
         training_set = dataset.open_dataset(train_path)
         tracking.log_dataset(training_set, "input", trained_on)
         runs, history = train_task(train_path, config, num_seeds, out_dir, common.PLOTS / f"task-{trained_on}")
@@ -86,6 +82,14 @@ def main() -> None:
                            params={"trained_on": trained_on, "seed": first_config.seed})
     print(f"train_task@{trained_on}: {num_seeds} seeds, held-out {trained_on} accuracy "
           f"{history[-1]['val_accuracy']:.3f}")
+    return {f"task-{trained_on}": dataset.file_sha256(out_dir / f"model-seed{config.seed}.pt"),
+            "mlflow_run_id": mlflow_run.info.run_id}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("trained_on", choices=sorted(common.TRAINING_SETS))
+    run(common.load_params(), parser.parse_args().trained_on)
 
 
 if __name__ == "__main__":

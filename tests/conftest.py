@@ -4,11 +4,23 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+# Prefect: a throwaway home, no analytics (else a 'database is locked' traceback), slow CI
+import tempfile  # noqa: E402
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="prefect-home-"))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
+DEFAULT_TORCH_THREADS = torch.get_num_threads()  # what a stage process uses
 torch.set_num_threads(1)
 
 
@@ -30,3 +42,48 @@ def local_ray():
 
 def uint8_images(n, shape=(8, 8), seed=0):
     return np.random.default_rng(seed).integers(0, 256, size=(n, *shape), dtype=np.uint8)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Params small enough for a whole pipeline run in about a minute on 2 cores.
+TINY = {
+    "render": {"num_images": 200},
+    "train_refiner": {"channels": 8, "num_blocks": 2, "disc_layers": [[8, 1], [8, 1]], "batch_size": 32,
+                      "pretrain_refiner_steps": 5, "pretrain_disc_steps": 5, "steps": 10, "history_size": 64,
+                      "log_every": 5},
+    "refine": {"batch_size": 64},
+    "train_task": {"steps": 200, "eval_every": 100, "batch_size": 64, "num_seeds": 2},
+}
+
+
+def sh(*args, cwd, env, check=True):
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result.stdout + result.stderr
+
+
+def make_project(repo: Path, params_update: dict) -> dict:
+    """Copy the project's tracked files into ``repo`` (a new git repo) with updated params;
+    returns the environment to run its commands in."""
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split()
+    for name in files:
+        if (ROOT / name).is_file() and not name.startswith(("metrics/", "plots/", "dvc.lock", "benchmarks/results/")):
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, repo / name)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    for section, values in params_update.items():
+        params[section].update(values)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "RAY_AUTH_MODE": "disabled"}
+    for leaked in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS", "SIMREFINERY_PIPELINE_ID"):
+        env.pop(leaked, None)
+    sh("git", "init", "-q", cwd=repo, env=env)
+    sh("git", "config", "user.email", "ci@example.com", cwd=repo, env=env)
+    sh("git", "config", "user.name", "ci", cwd=repo, env=env)
+    sh("git", "add", "-A", cwd=repo, env=env)
+    sh("git", "commit", "-qm", "tiny", cwd=repo, env=env)
+    return env

@@ -3,7 +3,6 @@
 import json
 import os
 import re
-import shutil
 import socket
 import sqlite3
 import subprocess
@@ -13,29 +12,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import yaml
 
 from refiner import dataset
+from tests.conftest import TINY, make_project, sh
 
-ROOT = Path(__file__).resolve().parents[1]
 STAGES = ["render", "ingest", "train_refiner", "refine", "train_task@synthetic", "train_task@refined", "evaluate"]
-
-TINY = {
-    "render": {"num_images": 200},
-    "train_refiner": {"channels": 8, "num_blocks": 2, "disc_layers": [[8, 1], [8, 1]], "batch_size": 32,
-                      "pretrain_refiner_steps": 5, "pretrain_disc_steps": 5, "steps": 10, "history_size": 64,
-                      "log_every": 5},
-    "refine": {"batch_size": 64},
-    "train_task": {"steps": 200, "eval_every": 100, "batch_size": 64, "num_seeds": 2},
-}
-
-
-def sh(*args, cwd, env, check=True):
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return result.stdout + result.stderr
-
 
 def lineage(repo, env, target: str) -> str:
     return sh(sys.executable, "-m", "refiner.lineage", target, cwd=repo, env=env)
@@ -47,27 +28,9 @@ def stages_run(output: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    """A fresh git + DVC repo holding the project's tracked files and tiny params."""
+    """A fresh git + DVC repo holding the project's tracked files and tiny params, reproduced."""
     repo = tmp_path_factory.mktemp("project")
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.split()
-    for name in files:
-        if (ROOT / name).is_file() and not name.startswith(("metrics/", "plots/", "dvc.lock")):
-            (repo / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, repo / name)
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    for section, values in TINY.items():
-        params[section].update(values)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "RAY_AUTH_MODE": "disabled"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    env.pop("RAY_ADDRESS", None)
-    sh("git", "init", "-q", cwd=repo, env=env)
-    sh("git", "config", "user.email", "ci@example.com", cwd=repo, env=env)
-    sh("git", "config", "user.name", "ci", cwd=repo, env=env)
-    sh("git", "add", "-A", cwd=repo, env=env)
-    sh("git", "commit", "-qm", "tiny", cwd=repo, env=env)
+    env = make_project(repo, TINY)
     first = sh("dvc", "repro", cwd=repo, env=env)
     return repo, env, first
 

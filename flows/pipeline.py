@@ -1,0 +1,146 @@
+"""The pipeline as a Prefect 3 flow: the same stage functions DVC runs, in dvc.yaml's order.
+
+    python -m flows.pipeline                                  # local, Prefect's temporary server
+    python -m flows.pipeline --set train_refiner.lambda=0.5   # override params.yaml values
+    python -m flows.pipeline --ray-address ray://head:10001   # refine on a Ray cluster
+
+The stage list, each stage's deps and params keys come from dvc.yaml, so both ways of
+running agree on what a stage depends on. A stage task's cache key is its name, the values
+of its params keys and a fingerprint of each dep (a dataset's contract digest, a file's
+SHA-256, a directory's hash): a rerun with nothing changed is served from Prefect's cache,
+as `dvc repro` skips up-to-date stages, and a changed param reruns only what depends on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.context import TaskRunContext
+from prefect.runtime import flow_run
+
+from refiner import tracking
+from refiner.dataset import MANIFEST, file_sha256, manifest_digest
+from stages import common, evaluate, ingest, refine, render, train_refiner, train_task
+
+STAGE_FUNCTIONS = {"render": render.run, "ingest": ingest.run, "train_refiner": train_refiner.run,
+                   "refine": refine.run, "train_task": train_task.run, "evaluate": evaluate.run}
+# Stages that can fail for reasons a second try fixes: a Ray cluster losing a node, a
+# tracking server or shared filesystem hiccup during a long training run.
+RETRIES = {"train_refiner": 1, "refine": 2, "train_task": 1, "evaluate": 1}
+RETRY_DELAY_SECONDS = 5
+
+
+def stage_specs(dvc_file: Path = Path("dvc.yaml")) -> dict[str, dict]:
+    """dvc.yaml's stages in order, `foreach` expanded to name@item: {deps, params, item}."""
+    specs = {}
+    for name, stage in yaml.safe_load(dvc_file.read_text())["stages"].items():
+        for item in stage.get("foreach", [None]):
+            body = stage.get("do", stage)
+            expand = (lambda text: text.replace("${item}", item)) if item else (lambda text: text)
+            specs[f"{name}@{item}" if item else name] = {
+                "function": name, "item": item,
+                "deps": [expand(dep) for dep in body.get("deps", [])],
+                "params": [p if isinstance(p, str) else next(iter(p)) for p in body.get("params", [])]}
+    return specs
+
+
+def apply_overrides(params: dict, overrides: dict[str, Any]) -> dict:
+    """Dotted keys of params.yaml -> new values, checked against the existing value's type."""
+    params = json.loads(json.dumps(params))
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split(".")
+        node = params
+        for key in parents:
+            if not isinstance(node.get(key), dict):
+                raise ValueError(f"override {dotted!r}: params.yaml has no section {key!r}")
+            node = node[key]
+        if leaf not in node:
+            raise ValueError(f"override {dotted!r}: params.yaml has no key {leaf!r} (known: {sorted(node)})")
+        node[leaf] = _typed(dotted, node[leaf], value)
+    return params
+
+
+def _typed(dotted: str, old: Any, new: Any) -> Any:
+    if old is None or isinstance(new, type(old)) and not (isinstance(new, bool) and not isinstance(old, bool)):
+        return new
+    if isinstance(old, float) and isinstance(new, int) and not isinstance(new, bool):
+        return float(new)
+    raise ValueError(f"override {dotted!r}: expected {type(old).__name__} like {old!r}, got {new!r}")
+
+
+def fingerprint(path: Path) -> str:
+    """What a dep is, by content: the contract digest of a dataset, else a hash of the bytes."""
+    if (path / MANIFEST).is_file():
+        return manifest_digest(json.loads((path / MANIFEST).read_text()))
+    if path.is_file():
+        return file_sha256(path)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        return hashlib.sha256("".join(f"{p.relative_to(path)}:{file_sha256(p)}" for p in files).encode()).hexdigest()
+    return "missing"
+
+
+def stage_cache_key(context: TaskRunContext, parameters: dict) -> str:
+    spec = stage_specs()[parameters["stage"]]
+    params = parameters["params"]
+    material = {"stage": parameters["stage"], "params": {key: params.get(key) for key in spec["params"]},
+                "deps": {dep: fingerprint(Path(dep)) for dep in spec["deps"]}}
+    return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@task(persist_result=True, cache_key_fn=stage_cache_key, log_prints=True)
+def run_stage(stage: str, params: dict) -> dict:
+    spec = stage_specs()[stage]
+    function = STAGE_FUNCTIONS[spec["function"]]
+    return function(params, spec["item"]) if spec["item"] else function(params)
+
+
+def report(results: dict[str, dict]) -> str:
+    links = [f"- `{stage}`: MLflow run `{result['mlflow_run_id']}`" for stage, result in results.items()
+             if result.get("mlflow_run_id")]
+    return "\n".join(["# simrefinery: accuracy on real test data", "", results["evaluate"]["table"], "",
+                      "## MLflow runs (open with `make ui`, http://127.0.0.1:5000)", *links])
+
+
+@flow(name="simrefinery-pipeline", log_prints=True)
+def pipeline(overrides: dict[str, Any] | None = None, ray_address: str | None = None,
+             force: bool = False) -> dict[str, dict]:
+    """Runs every stage of dvc.yaml in order with params.yaml plus ``overrides``."""
+    extra = {"refine.ray_address": ray_address} if ray_address else {}
+    params = apply_overrides(common.load_params(), {**(overrides or {}), **extra})  # refused before any work
+    os.environ[tracking.PIPELINE_ID_ENV] = f"prefect-{flow_run.get_id()}"
+    results = {}
+    for stage, spec in stage_specs().items():
+        configured = run_stage.with_options(task_run_name=stage, retries=RETRIES.get(spec["function"], 0),
+                                            retry_delay_seconds=RETRY_DELAY_SECONDS, refresh_cache=force)
+        results[stage] = configured(stage, params)
+    create_markdown_artifact(report(results), key="simrefinery-evaluation",
+                             description="Accuracy on real test data and the MLflow runs behind it")
+    return results
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    key, _, value = text.partition("=")
+    return key, yaml.safe_load(value)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a params.yaml value")
+    parser.add_argument("--ray-address", help="run the refine stage on this Ray cluster")
+    parser.add_argument("--force", action="store_true", help="ignore the cache, rerun every stage")
+    args = parser.parse_args()
+    results = pipeline(overrides=dict(map(parse_override, args.set)), ray_address=args.ray_address, force=args.force)
+    print(results["evaluate"]["table"])
+
+
+if __name__ == "__main__":
+    main()

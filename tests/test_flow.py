@@ -1,0 +1,111 @@
+"""The Prefect flow under Prefect's test harness: same stages, same digests as DVC, cached
+reruns, retries, and overrides refused before any work."""
+
+import os
+import sqlite3
+import sys
+
+import pytest
+
+from refiner import dataset
+from tests.conftest import DEFAULT_TORCH_THREADS, TINY, make_project, sh
+
+STAGES = ["render", "ingest", "train_refiner", "refine", "train_task@synthetic", "train_task@refined", "evaluate"]
+
+
+def stage_runs(repo) -> list[str]:
+    with sqlite3.connect(repo / "mlflow.db") as db:
+        return [name for (name,) in db.execute(
+            "select r.name from runs r join tags t on r.run_uuid = t.run_uuid "
+            "where t.key = 'simrefinery.role' and t.value = 'stage' order by r.start_time")]
+
+
+@pytest.fixture(scope="module")
+def flow_project(tmp_path_factory):
+    from prefect.testing.utilities import prefect_test_harness
+    from flows.pipeline import pipeline
+    repo = tmp_path_factory.mktemp("flow-project")
+    make_project(repo, TINY)
+    home = os.getcwd()
+    import torch
+    torch.set_num_threads(DEFAULT_TORCH_THREADS)  # float results depend on the thread count
+    with prefect_test_harness(server_startup_timeout=90):
+        os.chdir(repo)
+        try:
+            yield repo, pipeline, pipeline()
+        finally:
+            os.chdir(home)
+            torch.set_num_threads(1)
+            import ray
+            ray.shutdown()
+
+
+@pytest.mark.slow
+def test_flow_runs_every_stage_in_dvc_order_and_reports(flow_project):
+    repo, _, results = flow_project
+    assert list(results) == STAGES
+    assert stage_runs(repo) == STAGES
+    assert "| refined |" in results["evaluate"]["table"]
+    from prefect.artifacts import Artifact
+    artifact = Artifact.get("simrefinery-evaluation")
+    assert "| refined |" in artifact.data and results["refine"]["mlflow_run_id"] in artifact.data
+
+
+@pytest.mark.slow
+def test_flow_command_makes_the_same_datasets_as_dvc(tmp_path):
+    """`python -m flows.pipeline` (its own process, Prefect's temporary server) against `dvc
+    repro`. Both in processes of their own: trained weights depend on the float reductions
+    of the thread they train in, so an in-process flow differs in the 8th decimal."""
+    by_flow, by_dvc = tmp_path / "flow", tmp_path / "dvc"
+    by_flow.mkdir(), by_dvc.mkdir()
+    env = make_project(by_flow, TINY)
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    output = sh(sys.executable, "-m", "flows.pipeline", cwd=by_flow, env=env)
+    assert "| refined |" in output
+    sh("dvc", "repro", "refine", cwd=by_dvc, env=make_project(by_dvc, TINY))  # render .. refine
+    for name in ("synthetic", "real/unlabeled", "real/test", "refined"):
+        assert dataset.open_dataset(by_flow / "data" / name).digest == dataset.open_dataset(by_dvc / "data" / name).digest
+
+
+@pytest.mark.slow
+def test_rerun_is_served_from_cache_and_a_changed_param_reruns_only_dependents(flow_project):
+    repo, pipeline, first = flow_project
+    before = stage_runs(repo)
+    again = pipeline()
+    assert stage_runs(repo) == before  # nothing ran: every stage came from the cache
+    assert again["refine"]["refined"] == first["refine"]["refined"]
+    pipeline(overrides={"train_task.steps": 150})
+    assert stage_runs(repo)[len(before):] == ["train_task@synthetic", "train_task@refined", "evaluate"]
+
+
+@pytest.mark.slow
+def test_a_stage_that_fails_once_is_retried(flow_project, monkeypatch):
+    repo, pipeline, _ = flow_project
+    import flows.pipeline as module
+    calls = []
+    real_evaluate = module.STAGE_FUNCTIONS["evaluate"]
+
+    def flaky_evaluate(params):  # injected fault: a transient failure on the first call
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionError("tracking server went away")
+        return real_evaluate(params)
+
+    monkeypatch.setitem(module.STAGE_FUNCTIONS, "evaluate", flaky_evaluate)
+    monkeypatch.setattr(module, "RETRY_DELAY_SECONDS", 0)
+    results = pipeline(overrides={"evaluate.oracle": False})
+    assert len(calls) == 2 and "| refined |" in results["evaluate"]["table"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("overrides, message", [
+    ({"train_refiner.lamda": 1.0}, "no key 'lamda'"),
+    ({"train_refiner.steps": "many"}, "expected int"),
+    ({"nosuchstage.x": 1}, "no section 'nosuchstage'"),
+])
+def test_bad_override_is_refused_before_anything_runs(flow_project, overrides, message):
+    repo, pipeline, _ = flow_project
+    before = stage_runs(repo)
+    with pytest.raises(ValueError, match=message):
+        pipeline(overrides=overrides)
+    assert stage_runs(repo) == before
