@@ -2,8 +2,14 @@
 reruns, retries, and overrides refused before any work."""
 
 import os
+import signal
+import socket
 import sqlite3
+import subprocess
 import sys
+import time
+import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -109,3 +115,52 @@ def test_bad_override_is_refused_before_anything_runs(flow_project, overrides, m
     with pytest.raises(ValueError, match=message):
         pipeline(overrides=overrides)
     assert stage_runs(repo) == before
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for(url: str, process, seconds: int) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            assert process.poll() is None, f"{process.args[:3]} exited"
+            assert time.monotonic() < deadline, f"{url} did not answer in {seconds} s"
+            time.sleep(1)
+
+
+@pytest.mark.slow
+def test_served_deployment_runs_to_completion(tmp_path):
+    """prefect server + a process worker, the real prefect.yaml deployed and run."""
+    repo = tmp_path / "project"
+    repo.mkdir()
+    env = make_project(repo, TINY)
+    port = free_port()
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
+               SIMREFINERY_HOME=str(repo))
+    prefect = str(Path(sys.executable).parent / "prefect")
+    server = subprocess.Popen([prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                              cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    worker = None
+    try:
+        wait_for(f"http://127.0.0.1:{port}/api/health", server, 120)
+        sh(prefect, "work-pool", "create", "simrefinery-process", "--type", "process", cwd=repo, env=env)
+        sh(prefect, "--no-prompt", "deploy", "--name", "nightly", cwd=repo, env=env)
+        worker = subprocess.Popen([prefect, "worker", "start", "--pool", "simrefinery-process"], cwd=repo, env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        output = sh(prefect, "deployment", "run", "simrefinery-pipeline/nightly", "--watch",
+                    "--watch-timeout", "400", cwd=repo, env=env)
+        assert "Completed" in output
+        assert dataset.open_dataset(repo / "data/refined").num_rows == TINY["render"]["num_images"]
+    finally:
+        for process in (worker, server):
+            if process is not None:
+                os.killpg(process.pid, signal.SIGTERM)
+                process.wait(timeout=60)
