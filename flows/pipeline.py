@@ -103,11 +103,24 @@ def run_stage(stage: str, params: dict) -> dict:
     return function(params, spec["item"]) if spec["item"] else function(params)
 
 
+def mlflow_ui_base() -> str:
+    """The tracking server's UI when there is one, else the local `make ui` address."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    return uri.rstrip("/") if uri.startswith("http") else "http://127.0.0.1:5000"
+
+
 def report(results: dict[str, dict]) -> str:
-    links = [f"- `{stage}`: MLflow run `{result['mlflow_run_id']}`" for stage, result in results.items()
-             if result.get("mlflow_run_id")]
+    import mlflow
+    tracking.setup(Path("."))  # all stages may have come from the cache, none set MLflow up
+    base = mlflow_ui_base()
+    links = []
+    for stage, result in results.items():
+        if result.get("mlflow_run_id"):
+            experiment = mlflow.get_run(result["mlflow_run_id"]).info.experiment_id
+            url = f"{base}/#/experiments/{experiment}/runs/{result['mlflow_run_id']}"
+            links.append(f"- [{stage}]({url}) `{result['mlflow_run_id']}`")
     return "\n".join(["# simrefinery: accuracy on real test data", "", results["evaluate"]["table"], "",
-                      "## MLflow runs (open with `make ui`, http://127.0.0.1:5000)", *links])
+                      f"## MLflow runs (local store: `make ui`, then {base})", *links])
 
 
 @flow(name="simrefinery-pipeline", log_prints=True)

@@ -54,7 +54,8 @@ def test_flow_runs_every_stage_in_dvc_order_and_reports(flow_project):
     assert "| refined |" in results["evaluate"]["table"]
     from prefect.artifacts import Artifact
     artifact = Artifact.get("simrefinery-evaluation")
-    assert "| refined |" in artifact.data and results["refine"]["mlflow_run_id"] in artifact.data
+    assert "| refined |" in artifact.data
+    assert f"/runs/{results['refine']['mlflow_run_id']})" in artifact.data  # a link to the refine run
 
 
 @pytest.mark.slow
