@@ -30,6 +30,20 @@ def score(models, images: np.ndarray, labels: np.ndarray) -> dict:
             "confusion": matrix.tolist()}
 
 
+def realism(fake01: np.ndarray, real01: np.ndarray, seed: int) -> float:
+    """Held-out accuracy of a fresh logistic regression telling fake from real by pixels:
+    0.5 means indistinguishable. Uses no labels; equal numbers of each, split in half."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import train_test_split
+    n = min(len(fake01), len(real01))
+    rng = np.random.default_rng(seed)
+    fake = fake01[rng.choice(len(fake01), n, replace=False)].reshape(n, -1)
+    real = real01[rng.choice(len(real01), n, replace=False)].reshape(n, -1)
+    x, y = np.concatenate([fake, real]), np.r_[np.zeros(n), np.ones(n)]
+    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.5, stratify=y, random_state=seed)
+    return float(LogisticRegression(max_iter=2000).fit(x_train, y_train).score(x_test, y_test))
+
+
 def plot_confusion(matrix: np.ndarray, title: str, path: Path) -> Path:
     import matplotlib
     matplotlib.use("Agg")
@@ -111,16 +125,22 @@ def run(params: dict) -> dict:
         results = evaluate(models, common.REAL_TEST, common.REAL_UNLABELED, oracle, plots_dir)
         report = {name: {k: v for k, v in r.items() if k != "confusion"} for name, r in results.items()}
         report["gain"] = results["refined"]["accuracy"] - results["synthetic"]["accuracy"]
+        real_pool = dataset.open_dataset(common.REAL_UNLABELED).load()["image"]
+        report["realism"] = {name: realism(dataset.open_dataset(path).load()["image"], real_pool, params["seed"])
+                             for name, path in common.TRAINING_SETS.items()}
         common.write_json(common.METRICS / "eval.json", report)
         (common.METRICS / "eval.md").write_text(table(results) + "\n")
         mlflow.log_metrics({f"{name}_accuracy": r["accuracy"] for name, r in results.items()})
         mlflow.log_metric("gain", report["gain"])
+        mlflow.log_metrics({f"realism_{name}": value for name, value in report["realism"].items()})
         if promote_champion(used, results):
             print("evaluate: the task model trained on refined data is the new champion")
         for path in sorted(plots_dir.glob("confusion-*.png")) + [common.METRICS / "eval.md"]:
             mlflow.log_artifact(str(path))
     print(table(results))
     print(f"refined - synthetic: {report['gain']:+.1%}")
+    print("realism (real-vs-fake logistic regression, 0.5 = indistinguishable): "
+          + ", ".join(f"{name} {value:.3f}" for name, value in report["realism"].items()))
     return {"table": table(results), "report": report, "mlflow_run_id": mlflow_run.info.run_id}
 
 

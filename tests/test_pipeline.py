@@ -57,6 +57,8 @@ def test_repro_runs_every_stage_and_writes_outputs(project):
         assert 0.0 <= report[name]["accuracy"] <= 1.0
         assert set(report[name]["per_class_accuracy"]) == {str(d) for d in range(10)}
         assert len(report[name]["accuracy_per_seed"]) == 2
+    assert set(report["realism"]) == {"synthetic", "refined"}
+    assert all(0.0 <= value <= 1.0 for value in report["realism"].values())
     assert report["oracle"]["accuracy"] > 0.5  # real labels, even 200 tiny steps: a working recipe
     for png in ("refiner/samples.png", "evaluate/confusion-refined.png", "render/synthetic.png"):
         assert (repo / "plots" / png).stat().st_size > 1000

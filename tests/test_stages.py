@@ -82,3 +82,13 @@ def test_train_refiner_writes_checkpoint_curves_and_samples(real, tmp_path):
     assert log[-1]["history_size"] == 40  # the history buffer filled
     assert (tmp_path / "plots" / "samples.png").stat().st_size > 1000
     assert (tmp_path / "plots" / "losses.csv").read_text().startswith("step,adv_loss")
+
+
+def test_realism_is_chance_for_the_same_distribution_and_high_for_a_different_one(real):
+    from stages.evaluate import realism
+    unlabeled, _ = real
+    pool = unlabeled.load()["image"]
+    shuffled = pool[np.random.default_rng(0).permutation(len(pool))]  # source order groups writers
+    half = len(pool) // 2
+    assert realism(shuffled[:half], shuffled[half:], seed=0) < 0.6
+    assert realism(1.0 - shuffled[:half], shuffled[half:], seed=0) > 0.95
