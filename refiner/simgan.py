@@ -50,6 +50,19 @@ def from_model(batch: torch.Tensor) -> np.ndarray:
     return ((batch[:, 0].detach().cpu().float().numpy() + 1) / 2).clip(0, 1)
 
 
+COLLAPSE_RATIO = 0.5  # refined outputs with under half their inputs' spread: flagged as mode collapse
+
+
+def diversity_ratio(refined01: np.ndarray, synthetic01: np.ndarray) -> float:
+    """Mean pairwise L1 distance among refined images over the same among their synthetic
+    inputs: about 1 keeps the inputs' variety, near 0 is mode collapse (every output alike,
+    as a lambda=0.1 prototype that turned every digit into a '4')."""
+    def spread(images):
+        flat = images.reshape(len(images), -1)
+        return np.abs(flat[:, None] - flat[None]).mean()
+    return float(spread(refined01) / max(spread(synthetic01), 1e-12))
+
+
 def build_refiner(config: SimGANConfig, in_channels: int = 1) -> Refiner:
     return Refiner(in_channels, config.channels, config.num_blocks)
 
@@ -66,6 +79,9 @@ class SimGANTrainer:
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr, betas=(0.5, 0.999))
         self.history = HistoryBuffer(config.history_size, self.generator)
         self.log: list[dict] = []
+        # a fixed probe for the diversity check, drawn with its own RNG so training is unchanged
+        probe = np.random.default_rng(config.seed).choice(len(synthetic01), min(256, len(synthetic01)), replace=False)
+        self.probe = np.asarray(synthetic01, dtype=np.float32)[probe]
 
     def batch(self, pool: torch.Tensor) -> torch.Tensor:
         index = torch.randint(len(pool), (self.config.batch_size,), generator=self.generator)
@@ -124,7 +140,9 @@ class SimGANTrainer:
             if step % cfg.log_every == 0 or step == cfg.steps:
                 entry = {"phase": "adversarial", "step": step, "adv_loss": adversarial, "reg_loss": regularization,
                          "d_loss": d_loss, "d_acc_real": acc_real, "d_acc_refined": acc_fake,
-                         "history_size": len(self.history), "seconds": time.perf_counter() - start}
+                         "history_size": len(self.history),
+                         "diversity_ratio": diversity_ratio(self.refine(self.probe), self.probe),
+                         "seconds": time.perf_counter() - start}
                 self.log.append(entry)
                 bar.set_postfix(adv=f"{adversarial:.2f}", reg=f"{regularization:.3f}", d=f"{d_loss:.2f}")
                 if on_checkpoint:

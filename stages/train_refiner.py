@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from refiner import dataset
-from refiner.simgan import SimGANConfig, SimGANTrainer
+from refiner.simgan import COLLAPSE_RATIO, SimGANConfig, SimGANTrainer
 from stages import common
 
 SAMPLES = 16
@@ -72,6 +72,10 @@ def run(params: dict) -> dict:
             if entry["phase"] == "adversarial":
                 mlflow.log_metrics({k: v for k, v in entry.items() if k not in ("phase", "step")}, step=entry["step"])
         final = {k: v for k, v in log[-1].items() if k != "phase"}
+        if final["diversity_ratio"] < COLLAPSE_RATIO:
+            mlflow.set_tag("simrefinery.mode_collapse", "true")
+            print(f"WARNING train_refiner: refined outputs keep {final['diversity_ratio']:.0%} of the synthetic "
+                  f"inputs' spread: mode collapse (raise lambda or lower lr)")
         common.write_json(common.METRICS / "refiner.json", final)
         example = (inputs["synthetic"].load()["image"][:2, None] * 2 - 1).astype("float32")
         tracking.log_model(trainer.refiner.cpu().eval(), "refiner", tracking.REFINER_MODEL, example,

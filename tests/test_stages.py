@@ -80,6 +80,7 @@ def test_train_refiner_writes_checkpoint_curves_and_samples(real, tmp_path):
     assert torch.allclose(model(x), trainer.refiner.eval()(x))
     assert [e["step"] for e in log if e["phase"] == "adversarial"] == [2, 4]
     assert log[-1]["history_size"] == 40  # the history buffer filled
+    assert 0.0 < log[-1]["diversity_ratio"]
     assert (tmp_path / "plots" / "samples.png").stat().st_size > 1000
     assert (tmp_path / "plots" / "losses.csv").read_text().startswith("step,adv_loss")
 
@@ -92,3 +93,11 @@ def test_realism_is_chance_for_the_same_distribution_and_high_for_a_different_on
     half = len(pool) // 2
     assert realism(shuffled[:half], shuffled[half:], seed=0) < 0.6
     assert realism(1.0 - shuffled[:half], shuffled[half:], seed=0) > 0.95
+
+
+def test_diversity_ratio_is_one_for_identity_and_zero_for_collapse():
+    from refiner.simgan import diversity_ratio
+    synthetic = np.random.default_rng(0).random((50, 8, 8), dtype=np.float32)
+    assert diversity_ratio(synthetic, synthetic) == pytest.approx(1.0)
+    collapsed = np.repeat(synthetic[:1], 50, axis=0)  # every output the same image
+    assert diversity_ratio(collapsed, synthetic) == 0.0
