@@ -44,10 +44,9 @@ def stage_specs(dvc_file: Path = Path("dvc.yaml")) -> dict[str, dict]:
     for name, stage in yaml.safe_load(dvc_file.read_text())["stages"].items():
         for item in stage.get("foreach", [None]):
             body = stage.get("do", stage)
-            expand = (lambda text: text.replace("${item}", item)) if item else (lambda text: text)
             specs[f"{name}@{item}" if item else name] = {
                 "function": name, "item": item,
-                "deps": [expand(dep) for dep in body.get("deps", [])],
+                "deps": [dep.replace("${item}", item) if item else dep for dep in body.get("deps", [])],
                 "params": [p if isinstance(p, str) else next(iter(p)) for p in body.get("params", [])]}
     return specs
 

@@ -181,7 +181,10 @@ class DatasetWriter:
             raise DatasetError(f"{self.path}: parts are not numbered 0..{len(parts) - 1}: {[p.name for p in parts]}")
         files = [{"name": p.name, "rows": pq.ParquetFile(p).metadata.num_rows, "sha256": file_sha256(p)} for p in parts]
         first = next((p for p, f in zip(parts, files) if f["rows"]), None)
-        image_shape = list(decode_png(pq.read_table(first, columns=["image"]).column("image")[0]["bytes"].as_py()).shape) if first else None
+        image_shape = None
+        if first:  # every image of a dataset has one shape: read it off the first
+            first_image = pq.read_table(first, columns=["image"]).column("image")[0]["bytes"].as_py()
+            image_shape = list(decode_png(first_image).shape)
         self.manifest = {
             "format": FORMAT,
             "num_rows": sum(f["rows"] for f in files),

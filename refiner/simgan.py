@@ -124,11 +124,11 @@ class SimGANTrainer:
         cfg, start = self.config, time.perf_counter()
         bar = tqdm(total=cfg.pretrain_refiner_steps + cfg.pretrain_disc_steps + cfg.steps,
                    desc="SimGAN", disable=not progress, mininterval=2)
-        for step in range(cfg.pretrain_refiner_steps):
+        for _ in range(cfg.pretrain_refiner_steps):
             l1 = self.pretrain_refiner_step()
             bar.update()
         self.log.append({"phase": "pretrain_refiner", "step": 0, "reg_loss": l1 if cfg.pretrain_refiner_steps else None})
-        for step in range(cfg.pretrain_disc_steps):
+        for _ in range(cfg.pretrain_disc_steps):
             d_loss, acc_real, acc_fake = self.discriminator_step()
             bar.update()
         for step in range(1, cfg.steps + 1):

@@ -156,7 +156,7 @@ def log_model_input(model_dir: Path) -> dict | None:
     try:
         mlflow.log_input(model=LoggedModelInput(record["model_id"]))
     except mlflow.exceptions.MlflowException as err:  # a model from another tracking store
-        warnings.warn(f"{record_path}: model {record['model_id']} not in this tracking store ({err})")
+        warnings.warn(f"{record_path}: model {record['model_id']} not in this tracking store ({err})", stacklevel=2)
         return None
     return record
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 PARAMS_FILE = Path("params.yaml")
@@ -48,7 +49,7 @@ def write_csv(path: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
-def image_grid(path: Path, rows: dict[str, "np.ndarray"], columns: int = 16, title: str = "") -> Path:
+def image_grid(path: Path, rows: dict[str, np.ndarray], columns: int = 16, title: str = "") -> Path:
     """One row of images per name (e.g. synthetic | refined | real), values in [0, 1]."""
     import matplotlib
     matplotlib.use("Agg")

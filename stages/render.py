@@ -24,24 +24,20 @@ def _tuples(jitter: dict) -> dict:
 
 def run(params: dict) -> dict:
     """The stage as DVC and the Prefect flow call it: returns its outputs' digests."""
+    import mlflow
     from refiner import tracking
     section = params["render"]
     with tracking.stage_run("render", {**section, "seed": params["seed"]}) as mlflow_run:
         synthetic = render(section["num_images"], params["seed"], section["jitter"], common.SYNTHETIC)
         tracking.log_dataset(synthetic, "output", "synthetic")
         preview = synthetic.load()["image"][:32]
-        tracking_artifact(common.image_grid(common.PLOTS / "render" / "synthetic.png", {"synthetic": preview}))
+        mlflow.log_artifact(str(common.image_grid(common.PLOTS / "render" / "synthetic.png", {"synthetic": preview})))
     print(f"render: {synthetic.num_rows} images -> {common.SYNTHETIC} (digest {synthetic.digest[:12]})")
     return {"synthetic": synthetic.digest, "mlflow_run_id": mlflow_run.info.run_id}
 
 
 def main() -> None:
     run(common.load_params())
-
-
-def tracking_artifact(path: Path) -> None:
-    import mlflow
-    mlflow.log_artifact(str(path))
 
 
 if __name__ == "__main__":

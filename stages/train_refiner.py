@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from refiner import dataset
-from refiner.simgan import COLLAPSE_RATIO, SimGANConfig, SimGANTrainer
+from refiner.simgan import COLLAPSE_RATIO, SimGANConfig, SimGANTrainer, to_model
 from stages import common
 
 SAMPLES = 16
@@ -77,7 +77,7 @@ def run(params: dict) -> dict:
             print(f"WARNING train_refiner: refined outputs keep {final['diversity_ratio']:.0%} of the synthetic "
                   f"inputs' spread: mode collapse (raise lambda or lower lr)")
         common.write_json(common.METRICS / "refiner.json", final)
-        example = (inputs["synthetic"].load()["image"][:2, None] * 2 - 1).astype("float32")
+        example = to_model(trainer.probe[:2]).numpy()  # already in memory, in the refiner's range
         tracking.log_model(trainer.refiner.cpu().eval(), "refiner", tracking.REFINER_MODEL, example,
                            {name: data.digest for name, data in inputs.items()}, common.REFINER_DIR,
                            params={"lambda": config.lam, "steps": config.steps, "channels": config.channels})

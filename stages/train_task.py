@@ -52,6 +52,7 @@ def mean_history(runs) -> list[dict]:
 
 def train_task(train_path: Path, config: TaskConfig, num_seeds: int, out_dir: Path, plots_dir: Path,
                progress: bool = True):
+    """Returns ([(config, model, history)] per seed, the mean history, two training images)."""
     rows = load_training_set(train_path)
     runs = train_seeds(rows["image"], rows["label"], config, num_seeds, progress)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -59,7 +60,7 @@ def train_task(train_path: Path, config: TaskConfig, num_seeds: int, out_dir: Pa
         save_classifier(model, seed_config, out_dir / f"model-seed{seed_config.seed}.pt")
     history = mean_history(runs)
     common.write_csv(plots_dir / "history.csv", history)
-    return runs, history
+    return runs, history, rows["image"][:2, None].astype("float32")
 
 
 def run(params: dict, trained_on: str) -> dict:
@@ -72,11 +73,11 @@ def run(params: dict, trained_on: str) -> dict:
                                                          "trained_on": trained_on}) as mlflow_run:
         training_set = dataset.open_dataset(train_path)
         tracking.log_dataset(training_set, "input", trained_on)
-        runs, history = train_task(train_path, config, num_seeds, out_dir, common.PLOTS / f"task-{trained_on}")
+        runs, history, example = train_task(train_path, config, num_seeds, out_dir,
+                                            common.PLOTS / f"task-{trained_on}")
         for entry in history:
             mlflow.log_metrics({k: v for k, v in entry.items() if k != "step"}, step=entry["step"])
         first_config, first_model, _ = runs[0]  # the registry holds the first seed's model
-        example = training_set.load()["image"][:2, None].astype("float32")
         tracking.log_model(first_model.eval(), f"task-{trained_on}", tracking.TASK_MODEL, example,
                            {trained_on: training_set.digest}, out_dir,
                            params={"trained_on": trained_on, "seed": first_config.seed})
