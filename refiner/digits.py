@@ -3,8 +3,9 @@
 optdigits preprocessing (which produced scikit-learn's bundled digits): a handwritten
 digit is scanned to a 32x32 binary bitmap, cut into 4x4 blocks, and each block's count of
 on pixels becomes one pixel of an 8x8 image with values 0..16. The renderer draws a digit
-with a font shipped by matplotlib (so every machine draws the same glyphs), jitters it
-like handwriting would, and applies the same preprocessing.
+either with a font shipped by matplotlib (so every machine draws the same glyphs) or as
+pen strokes along a hand-made skeleton (a few common handwritten shapes per digit), jitters
+it like handwriting would, and applies the same preprocessing.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ class RenderJitter:
     max_shift: float = 2.0       # translation in 32x32 pixels
     elastic_alpha: float = 3.0   # elastic distortion strength, canvas pixels
     threshold_range: tuple[float, float] = (0.35, 0.65)
+    pen_range: tuple[int, int] = (10, 18)  # pen width of skeleton strokes, canvas pixels
+    stroke_wobble: float = 0.04  # skeleton control-point noise, fraction of the glyph box
 
 
 @lru_cache(maxsize=None)
@@ -57,6 +60,68 @@ def _glyph(digit: int, font_name: str, stroke: int) -> Image.Image:
     draw = ImageDraw.Draw(canvas)
     draw.text((CANVAS / 2, CANVAS / 2), str(digit), fill=255, font=_font(font_name), anchor="mm",
               stroke_width=stroke, stroke_fill=255)
+    return canvas
+
+
+# Skeletons of handwritten digits in a unit box (x right, y down): per digit a few
+# allographs (shapes people write: open and closed 4, 7 with a bar, 1 with a flag...);
+# an allograph is a list of pen strokes; a stroke is pieces drawn end to end, each an
+# ("arc", cx, cy, rx, ry, start_deg, end_deg) with angles counter-clockwise from +x,
+# or a ("line", (x, y), ...) polyline.
+def _arc(*args): return ("arc", args)
+def _line(*points): return ("line", points)
+
+
+SKELETONS = {
+    0: [[[_arc(0.5, 0.5, 0.3, 0.45, 95, 455)]], [[_arc(0.5, 0.5, 0.26, 0.45, 60, 430)]]],
+    1: [[[_line((0.5, 0.05), (0.5, 0.95))]], [[_line((0.3, 0.25), (0.52, 0.05), (0.5, 0.95))]],
+        [[_line((0.3, 0.22), (0.52, 0.05), (0.5, 0.95))], [_line((0.3, 0.95), (0.72, 0.95))]]],
+    2: [[[_arc(0.5, 0.3, 0.28, 0.25, 160, -20), _line((0.2, 0.95), (0.82, 0.95))]],
+        [[_arc(0.5, 0.3, 0.28, 0.25, 150, -40), _line((0.45, 0.7), (0.2, 0.95), (0.85, 0.92))]]],
+    3: [[[_arc(0.5, 0.27, 0.26, 0.22, 150, -90), _arc(0.5, 0.72, 0.3, 0.23, 90, -155)]],
+        [[_line((0.2, 0.05), (0.8, 0.05), (0.45, 0.42)), _arc(0.5, 0.7, 0.3, 0.25, 90, -155)]]],
+    4: [[[_line((0.3, 0.05), (0.2, 0.62), (0.88, 0.62))], [_line((0.68, 0.2), (0.68, 0.95))]],
+        [[_line((0.68, 0.95), (0.68, 0.05), (0.12, 0.66), (0.88, 0.66))]]],
+    5: [[[_line((0.78, 0.05), (0.3, 0.05), (0.26, 0.45)), _arc(0.5, 0.68, 0.3, 0.27, 135, -150)]],
+        [[_line((0.3, 0.05), (0.26, 0.45)), _arc(0.5, 0.68, 0.3, 0.27, 135, -150)],
+         [_line((0.3, 0.05), (0.8, 0.03))]]],
+    6: [[[_line((0.72, 0.05), (0.45, 0.22)), _arc(0.5, 0.7, 0.26, 0.25, 170, -190)]],
+        [[_arc(0.75, 0.6, 0.5, 0.55, 110, 180), _arc(0.5, 0.7, 0.25, 0.25, 180, -180)]]],
+    7: [[[_line((0.18, 0.05), (0.82, 0.05), (0.42, 0.95))]],
+        [[_line((0.18, 0.1), (0.82, 0.05), (0.45, 0.95))], [_line((0.3, 0.5), (0.75, 0.5))]]],
+    8: [[[_arc(0.5, 0.27, 0.22, 0.22, -90, 270)], [_arc(0.5, 0.72, 0.28, 0.24, 90, 450)]],
+        [[_arc(0.5, 0.27, 0.22, 0.22, 200, -60), _arc(0.5, 0.72, 0.28, 0.24, 100, -260)]]],
+    9: [[[_arc(0.5, 0.3, 0.27, 0.25, -10, 360), _line((0.76, 0.3), (0.72, 0.95))]],
+        [[_arc(0.5, 0.3, 0.27, 0.25, -10, 360), _line((0.76, 0.32), (0.68, 0.72), (0.42, 0.95))]]],
+}
+SKELETON_BOX = 64  # canvas pixels the unit box spans
+
+
+def _piece_points(piece, rng: np.random.Generator, wobble: float) -> list[tuple[float, float]]:
+    kind, args = piece
+    if kind == "line":
+        return [(x + rng.normal(0, wobble), y + rng.normal(0, wobble)) for x, y in args]
+    cx, cy, rx, ry, start, end = args
+    cx, cy = cx + rng.normal(0, wobble), cy + rng.normal(0, wobble)
+    # at the default wobble 0.04: radii +-20% / +-15%, ends ~12 degrees; 0 draws the clean skeleton
+    rx, ry = rx * (1 + rng.uniform(-5, 5) * wobble), ry * (1 + rng.uniform(-3.75, 3.75) * wobble)
+    start, end = start + rng.normal(0, 300 * wobble), end + rng.normal(0, 300 * wobble)
+    t = np.deg2rad(np.linspace(start, end, max(8, int(abs(end - start) / 10))))
+    return list(zip(cx + rx * np.cos(t), cy - ry * np.sin(t)))
+
+
+def _handwritten_glyph(digit: int, rng: np.random.Generator, jitter: RenderJitter) -> Image.Image:
+    canvas = Image.new("L", (CANVAS, CANVAS), 0)
+    draw = ImageDraw.Draw(canvas)
+    allographs = SKELETONS[digit]
+    width = int(rng.integers(jitter.pen_range[0], jitter.pen_range[1] + 1))
+    margin = (CANVAS - SKELETON_BOX) / 2
+    for stroke in allographs[rng.integers(len(allographs))]:
+        points = [p for piece in stroke for p in _piece_points(piece, rng, jitter.stroke_wobble)]
+        xy = [(margin + SKELETON_BOX * x, margin + SKELETON_BOX * y) for x, y in points]
+        draw.line(xy, fill=255, width=width, joint="curve")
+        for x, y in (xy[0], xy[-1]):  # round pen ends
+            draw.ellipse((x - width / 2, y - width / 2, x + width / 2, y + width / 2), fill=255)
     return canvas
 
 
@@ -110,22 +175,26 @@ def optdigits_downsample(bitmap32: np.ndarray) -> np.ndarray:
 
 
 def render_digit(digit: int, rng: np.random.Generator, jitter: RenderJitter = RenderJitter(),
-                 fonts: tuple[str, ...] = FONT_FILES) -> np.ndarray:
-    """One synthetic digit as an 8x8 uint8 array with values 0..16."""
-    font = fonts[rng.integers(len(fonts))]
-    glyph = _glyph(digit, font, int(rng.integers(0, jitter.max_stroke + 1)))
+                 fonts: tuple[str, ...] = FONT_FILES, handwritten_fraction: float = 0.5) -> np.ndarray:
+    """One synthetic digit as an 8x8 uint8 array with values 0..16: pen strokes along a
+    skeleton with probability ``handwritten_fraction``, else a font glyph."""
+    if rng.random() < handwritten_fraction:
+        glyph = _handwritten_glyph(digit, rng, jitter)
+    else:
+        glyph = _glyph(digit, fonts[rng.integers(len(fonts))], int(rng.integers(0, jitter.max_stroke + 1)))
     warped = _elastic(np.asarray(_affine(glyph, rng, jitter)), rng, jitter.elastic_alpha)
     return optdigits_downsample(_to_32x32(warped, rng, jitter))
 
 
 def render_digits(num_images: int, seed: int, jitter: RenderJitter = RenderJitter(),
-                  fonts: tuple[str, ...] = FONT_FILES, progress: bool = True):
+                  fonts: tuple[str, ...] = FONT_FILES, handwritten_fraction: float = 0.5, progress: bool = True):
     """Balanced labels 0..9; each image seeded by (seed, index) so any slice is reproducible."""
     from tqdm import tqdm
     labels = np.arange(num_images, dtype=np.int64) % NUM_CLASSES
     images = np.zeros((num_images, 8, 8), dtype=np.uint8)
     for index in tqdm(range(num_images), desc="render digits", disable=not progress, mininterval=1):
-        images[index] = render_digit(int(labels[index]), np.random.default_rng([seed, index]), jitter, fonts)
+        images[index] = render_digit(int(labels[index]), np.random.default_rng([seed, index]), jitter, fonts,
+                                     handwritten_fraction)
     ids = np.array([f"syn-{seed}-{index:07d}" for index in range(num_images)], dtype=object)
     return ids, images, labels
 

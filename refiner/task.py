@@ -21,6 +21,9 @@ class TaskConfig:
     weight_decay: float = 1e-4
     max_shift: int = 1          # random translation augmentation, pixels
     val_fraction: float = 0.1   # held out of the *training* data (never real labels)
+    self_training_rounds: int = 0      # rounds of pseudo-labelling unlabelled real images (0: off)
+    pseudo_label_threshold: float = 0.9  # only real images the model is this sure of get a label
+    pseudo_label_repeat: int = 5       # each pseudo-labelled real image counts this many times
     seed: int = 0
 
 
@@ -47,15 +50,20 @@ def random_shift(batch: torch.Tensor, max_shift: int, generator: torch.Generator
     return padded[..., dy:dy + batch.shape[-2], dx:dx + size]
 
 
-def train_classifier(images01: np.ndarray, labels: np.ndarray, config: TaskConfig, progress: bool = True):
-    """Returns (model, history): train loss and held-out accuracy every ``eval_every`` steps."""
+def train_classifier(images01: np.ndarray, labels: np.ndarray, config: TaskConfig, progress: bool = True,
+                     extra_images01: np.ndarray | None = None, extra_labels: np.ndarray | None = None):
+    """Returns (model, history): train loss and held-out accuracy every ``eval_every`` steps.
+    ``extra_*`` (pseudo-labelled real images) are trained on, never held out."""
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
+    n_labelled = len(images01)
+    if extra_images01 is not None and len(extra_images01):
+        images01, labels = np.concatenate([images01, extra_images01]), np.concatenate([labels, extra_labels])
     x = torch.from_numpy(np.asarray(images01, np.float32))[:, None]
     y = torch.from_numpy(np.asarray(labels, np.int64))
-    order = torch.randperm(len(x), generator=generator)
-    n_val = int(len(x) * config.val_fraction)
-    val, train = order[:n_val], order[n_val:]
+    order = torch.randperm(n_labelled, generator=generator)
+    n_val = int(n_labelled * config.val_fraction)
+    val, train = order[:n_val], torch.cat([order[n_val:], torch.arange(n_labelled, len(x))])
     model = DigitCNN()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.lr, total_steps=config.steps)
@@ -76,11 +84,34 @@ def train_classifier(images01: np.ndarray, labels: np.ndarray, config: TaskConfi
     return model, history
 
 
+def self_train(images01: np.ndarray, labels: np.ndarray, unlabeled01: np.ndarray | None, config: TaskConfig,
+               progress: bool = True):
+    """Self-training on unlabelled real images: train on the labelled (synthetic or refined)
+    set, then each round give the real images the model is sure of its own predictions as
+    labels and retrain from scratch on both. Uses no real label. Returns (model, history,
+    fraction of real images pseudo-labelled in the last round)."""
+    model, history = train_classifier(images01, labels, config, progress)
+    kept = 0.0
+    for _ in range(config.self_training_rounds if unlabeled01 is not None else 0):
+        probs = predict_proba(model, unlabeled01)
+        sure = probs.max(1) >= config.pseudo_label_threshold
+        kept = float(sure.mean())
+        model, history = train_classifier(
+            images01, labels, config, progress,
+            extra_images01=np.repeat(unlabeled01[sure], config.pseudo_label_repeat, axis=0),
+            extra_labels=np.repeat(probs.argmax(1)[sure], config.pseudo_label_repeat))
+    return model, history, kept
+
+
 @torch.no_grad()
-def predict(model: nn.Module, images01: np.ndarray, batch_size: int = 2048) -> np.ndarray:
+def predict_proba(model: nn.Module, images01: np.ndarray, batch_size: int = 2048) -> np.ndarray:
     model.eval()
     x = torch.from_numpy(np.asarray(images01, np.float32))[:, None]
-    return torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)]).numpy()
+    return torch.cat([model(x[i:i + batch_size]).softmax(1) for i in range(0, len(x), batch_size)]).numpy()
+
+
+def predict(model: nn.Module, images01: np.ndarray) -> np.ndarray:
+    return predict_proba(model, images01).argmax(1)
 
 
 def accuracy(predicted: np.ndarray, labels: np.ndarray) -> float:

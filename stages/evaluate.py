@@ -12,10 +12,12 @@ import numpy as np
 
 from refiner import dataset
 from refiner.digits import NUM_CLASSES
-from refiner.task import TaskConfig, accuracy, confusion_matrix, load_classifier, predict
+from refiner.task import TaskConfig, accuracy, confusion_matrix, load_classifier, predict, predict_proba
 from stages import common
 from stages.ingest import pool_labels
 from stages.train_task import task_config, train_seeds
+
+LABEL_KEPT_MIN = 0.97  # refined images must stay this recognisable (relative) to count as label-keeping
 
 
 def score(models, images: np.ndarray, labels: np.ndarray) -> dict:
@@ -42,6 +44,40 @@ def realism(fake01: np.ndarray, real01: np.ndarray, seed: int) -> float:
     x, y = np.concatenate([fake, real]), np.r_[np.zeros(n), np.ones(n)]
     x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.5, stratify=y, random_state=seed)
     return float(LogisticRegression(max_iter=2000).fit(x_train, y_train).score(x_test, y_test))
+
+
+def label_kept(synthetic_models, training_sets: dict[str, dict]) -> dict:
+    """Label-free check that refinement kept the labels: the models trained on synthetic data
+    classify the synthetic images and their refined versions against their (synthetic)
+    labels. A refiner that changes digits (mode collapse, too small a lambda) drops the second."""
+    return {name: float(np.mean([accuracy(predict(model, rows["image"]), rows["label"]) for model in synthetic_models]))
+            for name, rows in training_sets.items()}
+
+
+def real_confidence(models, real01: np.ndarray) -> float:
+    """Mean top-class probability of the task models on the unlabelled real pool: how sure
+    they are on real digits (minus the target entropy, in spirit). Needs no label."""
+    return float(np.mean([predict_proba(model, real01).max(1).mean() for model in models]))
+
+
+def label_free(task_models: dict[str, list], training_sets: dict[str, dict], real_pool: np.ndarray,
+               seed: int) -> dict:
+    """Everything used to choose params, checkpoints and champions: no real label in it."""
+    return {"realism": {name: realism(rows["image"], real_pool, seed) for name, rows in training_sets.items()},
+            "label_kept": label_kept(task_models["synthetic"], training_sets),
+            "real_confidence": {name: real_confidence(models, real_pool) for name, models in task_models.items()}}
+
+
+def selection_score(report: dict) -> float | None:
+    """The label-free rule that chooses profiles (experiments/sweep.py) and champions: a
+    refiner that kept the labels (refined label_kept >= LABEL_KEPT_MIN x synthetic's) scores
+    its task models' confidence on real images; one that lost them is not eligible (None).
+    Checked against the renderer variants of the accuracy sweep (README): real-pool confidence
+    ranked them as test accuracy did, realism did not (it rewards size fixes, not shapes)."""
+    kept = report["label_kept"]
+    if kept["refined"] < LABEL_KEPT_MIN * kept["synthetic"]:
+        return None
+    return report["real_confidence"]["refined"]
 
 
 def plot_confusion(matrix: np.ndarray, title: str, path: Path) -> Path:
@@ -83,9 +119,10 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def promote_champion(models: dict[str, dict], results: dict) -> bool:
-    """Tag each task model version with its real-test accuracy; the model trained on refined
-    data becomes ``champion`` (and its refiner too) when it beats the current champion."""
+def promote_champion(models: dict[str, dict], results: dict, score: float | None) -> bool:
+    """Tag each task model version with its real-test accuracy (for people to read); the model
+    trained on refined data becomes ``champion`` (and its refiner too) when its label-free
+    selection score beats the current champion's: real labels report, they never choose."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
     from refiner import tracking
@@ -95,14 +132,15 @@ def promote_champion(models: dict[str, dict], results: dict) -> bool:
             client.set_model_version_tag(tracking.TASK_MODEL, record["version"], "real_test_accuracy",
                                          f"{results[name]['accuracy']:.4f}")
     candidate = models.get("refined")
-    if not candidate:
+    if not candidate or score is None:
         return False
+    client.set_model_version_tag(tracking.TASK_MODEL, candidate["version"], "selection_score", f"{score:.6f}")
     try:
         champion = client.get_model_version_by_alias(tracking.TASK_MODEL, "champion")
-        best = float(champion.tags.get("real_test_accuracy", "-1"))
+        best = float(champion.tags.get("selection_score", "-1"))
     except MlflowException:
         best = -1.0
-    if results["refined"]["accuracy"] <= best:
+    if score <= best:
         return False
     client.set_registered_model_alias(tracking.TASK_MODEL, "champion", candidate["version"])
     if models.get("refiner"):
@@ -126,14 +164,18 @@ def run(params: dict) -> dict:
         report = {name: {k: v for k, v in r.items() if k != "confusion"} for name, r in results.items()}
         report["gain"] = results["refined"]["accuracy"] - results["synthetic"]["accuracy"]
         real_pool = dataset.open_dataset(common.REAL_UNLABELED).load()["image"]
-        report["realism"] = {name: realism(dataset.open_dataset(path).load()["image"], real_pool, params["seed"])
-                             for name, path in common.TRAINING_SETS.items()}
+        training_sets = {name: dataset.open_dataset(path).load() for name, path in common.TRAINING_SETS.items()}
+        task_models = {name: [load_classifier(p) for p in sorted(directory.glob("model-seed*.pt"))]
+                       for name, directory in models.items()}
+        report.update(label_free(task_models, training_sets, real_pool, params["seed"]))
+        report["selection_score"] = selection_score(report)
         common.write_json(common.METRICS / "eval.json", report)
         (common.METRICS / "eval.md").write_text(table(results) + "\n")
         mlflow.log_metrics({f"{name}_accuracy": r["accuracy"] for name, r in results.items()})
         mlflow.log_metric("gain", report["gain"])
-        mlflow.log_metrics({f"realism_{name}": value for name, value in report["realism"].items()})
-        if promote_champion(used, results):
+        for metric in ("realism", "label_kept", "real_confidence"):
+            mlflow.log_metrics({f"{metric}_{name}": value for name, value in report[metric].items()})
+        if promote_champion(used, results, report["selection_score"]):
             print("evaluate: the task model trained on refined data is the new champion")
         for path in sorted(plots_dir.glob("confusion-*.png")) + [common.METRICS / "eval.md"]:
             mlflow.log_artifact(str(path))
@@ -141,6 +183,8 @@ def run(params: dict) -> dict:
     print(f"refined - synthetic: {report['gain']:+.1%}")
     print("realism (real-vs-fake logistic regression, 0.5 = indistinguishable): "
           + ", ".join(f"{name} {value:.3f}" for name, value in report["realism"].items()))
+    print("label kept (synthetic-trained models on refined images, synthetic labels): "
+          f"{report['label_kept']['refined']:.3f} (on the synthetic images: {report['label_kept']['synthetic']:.3f})")
     return {"table": table(results), "report": report, "mlflow_run_id": mlflow_run.info.run_id}
 
 

@@ -9,12 +9,14 @@ from refiner.dataset import ImageDataset
 from stages import common
 
 
-def render(num_images: int, seed: int, jitter: dict, out: Path, progress: bool = True) -> ImageDataset:
+def render(num_images: int, seed: int, jitter: dict, out: Path, handwritten_fraction: float = 0.5,
+           progress: bool = True) -> ImageDataset:
     ids, images, labels = digits.render_digits(num_images, seed, digits.RenderJitter(**_tuples(jitter)),
-                                               progress=progress)
+                                               handwritten_fraction=handwritten_fraction, progress=progress)
     dataset.write_dataset(out, ids, dataset.to_uint8(digits.counts_to_unit(images)), {"label": labels},
                           source="synthetic", producer="stages.render",
-                          params={"num_images": num_images, "seed": seed, "jitter": jitter})
+                          params={"num_images": num_images, "seed": seed, "jitter": jitter,
+                                  "handwritten_fraction": handwritten_fraction})
     return dataset.open_dataset(out)
 
 
@@ -28,7 +30,8 @@ def run(params: dict) -> dict:
     from refiner import tracking
     section = params["render"]
     with tracking.stage_run("render", {**section, "seed": params["seed"]}) as mlflow_run:
-        synthetic = render(section["num_images"], params["seed"], section["jitter"], common.SYNTHETIC)
+        synthetic = render(section["num_images"], params["seed"], section["jitter"], common.SYNTHETIC,
+                           section["handwritten_fraction"])
         tracking.log_dataset(synthetic, "output", "synthetic")
         preview = synthetic.load()["image"][:32]
         mlflow.log_artifact(str(common.image_grid(common.PLOTS / "render" / "synthetic.png", {"synthetic": preview})))

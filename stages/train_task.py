@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from refiner import dataset
-from refiner.task import TaskConfig, save_classifier, train_classifier
+from refiner.task import TaskConfig, save_classifier, self_train
 from stages import common
+from stages.train_refiner import load_unlabeled
 
 
 def task_config(params: dict) -> tuple[TaskConfig, int]:
@@ -34,12 +35,14 @@ def load_training_set(path: Path) -> dict:
     return data.load()
 
 
-def train_seeds(images, labels, config: TaskConfig, num_seeds: int, progress: bool = True):
-    """[(config, model, history)] for seeds config.seed, config.seed + 1, ..."""
+def train_seeds(images, labels, config: TaskConfig, num_seeds: int, progress: bool = True, unlabeled=None):
+    """[(config, model, history)] for seeds config.seed, config.seed + 1, ...; with
+    ``unlabeled`` real images, self-training as the config says (refiner/task.py)."""
     runs = []
     for offset in range(num_seeds):
         seed_config = replace(config, seed=config.seed + offset)
-        model, history = train_classifier(images, labels, seed_config, progress=progress)
+        model, history, pseudo_labelled = self_train(images, labels, unlabeled, seed_config, progress=progress)
+        history[-1]["pseudo_labelled"] = pseudo_labelled
         runs.append((seed_config, model, history))
     return runs
 
@@ -51,10 +54,14 @@ def mean_history(runs) -> list[dict]:
 
 
 def train_task(train_path: Path, config: TaskConfig, num_seeds: int, out_dir: Path, plots_dir: Path,
-               progress: bool = True):
-    """Returns ([(config, model, history)] per seed, the mean history, two training images)."""
+               unlabeled_path: Path | None = None, progress: bool = True):
+    """Returns ([(config, model, history)] per seed, the mean history, two training images).
+    ``unlabeled_path``: real images without labels, for self-training (when the config asks)."""
     rows = load_training_set(train_path)
-    runs = train_seeds(rows["image"], rows["label"], config, num_seeds, progress)
+    unlabeled = None
+    if config.self_training_rounds and unlabeled_path is not None:
+        unlabeled = load_unlabeled(unlabeled_path).load()["image"]
+    runs = train_seeds(rows["image"], rows["label"], config, num_seeds, progress, unlabeled)
     out_dir.mkdir(parents=True, exist_ok=True)
     for seed_config, model, _ in runs:
         save_classifier(model, seed_config, out_dir / f"model-seed{seed_config.seed}.pt")
@@ -73,10 +80,14 @@ def run(params: dict, trained_on: str) -> dict:
                                                          "trained_on": trained_on}) as mlflow_run:
         training_set = dataset.open_dataset(train_path)
         tracking.log_dataset(training_set, "input", trained_on)
+        if config.self_training_rounds:
+            tracking.log_dataset(dataset.open_dataset(common.REAL_UNLABELED), "input", "real-unlabeled")
         runs, history, example = train_task(train_path, config, num_seeds, out_dir,
-                                            common.PLOTS / f"task-{trained_on}")
+                                            common.PLOTS / f"task-{trained_on}", common.REAL_UNLABELED)
         for entry in history:
             mlflow.log_metrics({k: v for k, v in entry.items() if k != "step"}, step=entry["step"])
+        if config.self_training_rounds:
+            mlflow.log_metric("pseudo_labelled", float(np.mean([h[-1]["pseudo_labelled"] for _, _, h in runs])))
         first_config, first_model, _ = runs[0]  # the registry holds the first seed's model
         tracking.log_model(first_model.eval(), f"task-{trained_on}", tracking.TASK_MODEL, example,
                            {trained_on: training_set.digest}, out_dir,

@@ -53,7 +53,7 @@ TINY = {
                       "pretrain_refiner_steps": 5, "pretrain_disc_steps": 5, "steps": 10, "history_size": 64,
                       "log_every": 5},
     "refine": {"batch_size": 64},
-    "train_task": {"steps": 200, "eval_every": 100, "batch_size": 64, "num_seeds": 2},
+    "train_task": {"steps": 200, "eval_every": 100, "batch_size": 64, "num_seeds": 2, "self_training_rounds": 1},
 }
 
 

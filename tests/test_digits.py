@@ -1,6 +1,6 @@
 import numpy as np
 
-from refiner.digits import RenderJitter, load_real_digits, optdigits_downsample, render_digits
+from refiner.digits import SKELETONS, RenderJitter, load_real_digits, optdigits_downsample, render_digits
 
 
 def test_same_seed_same_images_other_seed_other_images():
@@ -27,10 +27,24 @@ def test_values_are_optdigits_counts_like_the_real_data():
     assert all(image.sum() > 0 for image in images)  # every digit drew something
 
 
-def test_clean_render_without_jitter_is_identical_across_digits_of_one_class():
-    no_jitter = RenderJitter(0, 0, 0, (1, 1), (1, 1), 0, 0, (0.5, 0.5))
-    _, images, _ = render_digits(20, seed=0, jitter=no_jitter, fonts=("DejaVuSans.ttf",), progress=False)
+NO_JITTER = RenderJitter(0, 0, 0, (1, 1), (1, 1), 0, 0, (0.5, 0.5), pen_range=(12, 12), stroke_wobble=0)
+
+
+def test_clean_font_render_without_jitter_is_identical_across_digits_of_one_class():
+    _, images, _ = render_digits(20, seed=0, jitter=NO_JITTER, fonts=("DejaVuSans.ttf",),
+                                 handwritten_fraction=0.0, progress=False)
     assert np.array_equal(images[1], images[11])
+
+
+def test_clean_handwritten_render_draws_each_allograph_identically_and_differs_from_fonts():
+    _, strokes, labels = render_digits(200, seed=0, jitter=NO_JITTER, handwritten_fraction=1.0, progress=False)
+    _, fonts, _ = render_digits(200, seed=0, jitter=NO_JITTER, fonts=("DejaVuSans.ttf",),
+                                handwritten_fraction=0.0, progress=False)
+    for digit in range(10):
+        shapes = {images.tobytes() for images in strokes[labels == digit]}
+        assert 1 <= len(shapes) <= len(SKELETONS[digit])  # without jitter only the allograph varies
+        assert all(image.sum() > 0 for image in strokes[labels == digit])
+    assert not np.array_equal(strokes, fonts)
 
 
 def test_optdigits_downsample_counts_on_pixels_per_block():

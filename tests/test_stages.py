@@ -1,5 +1,7 @@
 """Stage functions in-process: determinism, and that real labels never reach training."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -101,3 +103,49 @@ def test_diversity_ratio_is_one_for_identity_and_zero_for_collapse():
     assert diversity_ratio(synthetic, synthetic) == pytest.approx(1.0)
     collapsed = np.repeat(synthetic[:1], 50, axis=0)  # every output the same image
     assert diversity_ratio(collapsed, synthetic) == 0.0
+
+
+class ConstantDigit(torch.nn.Module):
+    """A real (trivial) task model: always the same digit, with a given confidence logit."""
+    def __init__(self, digit: int, logit: float = 10.0):
+        super().__init__()
+        self.logits = torch.zeros(10)
+        self.logits[digit] = logit
+
+    def forward(self, x):
+        return self.logits.expand(len(x), 10)
+
+
+def test_label_free_selection_refuses_a_refiner_that_lost_labels():
+    from stages.evaluate import label_kept, real_confidence, selection_score
+    images = np.zeros((10, 8, 8), np.float32)
+    sets = {"synthetic": {"image": images, "label": np.full(10, 3)},
+            "refined": {"image": images, "label": np.r_[np.full(5, 3), np.full(5, 4)]}}
+    kept = label_kept([ConstantDigit(3)], sets)
+    assert kept == {"synthetic": 1.0, "refined": 0.5}
+    sure, unsure = real_confidence([ConstantDigit(3)], images), real_confidence([ConstantDigit(3, 0.0)], images)
+    assert sure > 0.99 and abs(unsure - 0.1) < 1e-6
+    report = {"label_kept": kept, "real_confidence": {"synthetic": unsure, "refined": sure}}
+    assert selection_score(report) is None  # half the refined digits changed class
+    report["label_kept"] = {"synthetic": 1.0, "refined": 0.98}
+    assert selection_score(report) == sure
+
+
+def test_self_training_pseudo_labels_only_the_real_images_the_model_is_sure_of(real):
+    from refiner.task import TaskConfig, self_train, train_classifier
+    from refiner.digits import counts_to_unit, render_digits
+    _, images, labels = render_digits(300, seed=2, progress=False)
+    synthetic = counts_to_unit(images)
+    unlabeled = real[0].load()["image"][:200]
+    config = TaskConfig(steps=30, eval_every=30, batch_size=32, self_training_rounds=1)
+    plain, plain_history = train_classifier(synthetic, labels, config, progress=False)
+
+    nobody_sure, history, kept = self_train(synthetic, labels, unlabeled, replace(config, pseudo_label_threshold=1.01),
+                                            progress=False)
+    assert kept == 0.0 and history == plain_history  # no pseudo-label: the same model as plain training
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), nobody_sure.state_dict().values()))
+
+    everyone, history, kept = self_train(synthetic, labels, unlabeled, replace(config, pseudo_label_threshold=0.0),
+                                         progress=False)
+    assert kept == 1.0
+    assert not all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), everyone.state_dict().values()))

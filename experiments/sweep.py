@@ -1,0 +1,124 @@
+"""Run named params profiles (profiles.yaml) as DVC experiments and tabulate them.
+
+    python -m experiments.sweep                      # every profile -> experiments/results/sweep.{json,md}
+    python -m experiments.sweep --profiles quality   # one profile (what `make run PROFILE=quality` does)
+
+Each profile is one `dvc exp run` (so `dvc exp show` lists it too) in this workspace;
+params.yaml is restored afterwards. The table holds what `evaluate` measured: accuracy on
+the real test split (synthetic / refined / oracle, mean and sd over the task seeds), the
+label-free realism and label-kept figures, the refiner's training time and the wall time
+of the whole run, and which profile the label-free rule in profiles.yaml selects.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+PROFILES = ROOT / "profiles.yaml"
+LABEL_KEPT_MIN = 0.97  # refined label_kept / synthetic label_kept, the rule in profiles.yaml
+
+
+@dataclass
+class Args:
+    profiles: list[str] = field(default_factory=list)  # empty: all of profiles.yaml, in its order
+    out: Path = ROOT / "experiments" / "results" / "sweep"
+
+
+def load_profiles(names: list[str]) -> dict[str, dict]:
+    profiles = yaml.safe_load(PROFILES.read_text())
+    unknown = [name for name in names if name not in profiles]
+    if unknown:
+        raise SystemExit(f"{PROFILES}: no profile {unknown}; there are {list(profiles)}")
+    return {name: profiles[name] or {} for name in (names or profiles)}
+
+
+def set_args(overrides: dict) -> list[str]:
+    """{"render.num_images": 50000} -> ["-S", "render.num_images=50000"] (YAML values, as DVC parses them)."""
+    return [arg for key, value in overrides.items()
+            for arg in ("-S", f"{key}={json.dumps(value) if isinstance(value, list) else value}")]
+
+
+def run_profile(name: str, overrides: dict) -> dict:
+    """One `dvc exp run`; returns the row of the table."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    env = {**os.environ, "SIMREFINERY_PIPELINE_ID": f"sweep-{name}-{stamp}"}
+    started = time.perf_counter()
+    subprocess.run(["dvc", "exp", "run", "--name", f"{name}-{stamp}", *set_args(overrides)],
+                   cwd=ROOT, env=env, check=True)
+    seconds = time.perf_counter() - started
+    metrics = json.loads((ROOT / "metrics" / "eval.json").read_text())
+    refiner = json.loads((ROOT / "metrics" / "refiner.json").read_text())
+    row = {"profile": name, "overrides": overrides, "wall_seconds": seconds,
+           "refiner_train_seconds": refiner["seconds"], "realism": metrics["realism"],
+           "label_kept": metrics["label_kept"], "diversity_ratio": refiner["diversity_ratio"]}
+    for trained_on in ("synthetic", "refined", "oracle"):
+        if trained_on in metrics:
+            row[trained_on] = {k: metrics[trained_on][k] for k in ("accuracy", "accuracy_sd", "accuracy_per_seed")}
+    return row
+
+
+def keeps_labels(row: dict) -> bool:
+    kept = row["label_kept"]
+    return kept["refined"] >= LABEL_KEPT_MIN * kept["synthetic"]
+
+
+def select(rows: list[dict]) -> str | None:
+    """The label-free rule: lowest refined realism among the profiles that keep labels."""
+    eligible = [row for row in rows if keeps_labels(row)]
+    return min(eligible, key=lambda row: row["realism"]["refined"])["profile"] if eligible else None
+
+
+def table(rows: list[dict]) -> str:
+    def acc(row, key):
+        return f"{row[key]['accuracy']:.1%} ± {row[key]['accuracy_sd']:.1%}" if key in row else "-"
+    chosen = select(rows)
+    lines = ["| profile | synthetic | refined | oracle | realism syn / ref | label kept syn / ref "
+             "| refiner train | whole run |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        mark = " (selected)" if row["profile"] == chosen else ""
+        lines.append(
+            f"| {row['profile']}{mark} | {acc(row, 'synthetic')} | {acc(row, 'refined')} | {acc(row, 'oracle')} "
+            f"| {row['realism']['synthetic']:.3f} / {row['realism']['refined']:.3f} "
+            f"| {row['label_kept']['synthetic']:.3f} / {row['label_kept']['refined']:.3f} "
+            f"| {row['refiner_train_seconds']:.0f} s | {row['wall_seconds'] / 60:.1f} min |")
+    return "\n".join(lines)
+
+
+def main(args: Args) -> list[dict]:
+    profiles = load_profiles(args.profiles)
+    params = ROOT / "params.yaml"
+    original = params.read_text()
+    rows = []
+    try:
+        for name, overrides in profiles.items():
+            print(f"sweep: profile {name} {overrides}", flush=True)
+            rows.append(run_profile(name, overrides))
+            params.write_text(original)  # the next profile starts from the committed params
+    finally:
+        params.write_text(original)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(rows, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text(table(rows) + "\n")
+    print(table(rows))
+    return rows
+
+
+def parse_args() -> Args:
+    import argparse
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profiles", nargs="*", default=[], help="names in profiles.yaml (default: all)")
+    parser.add_argument("--out", type=Path, default=Args.out, help="writes OUT.json and OUT.md")
+    return Args(**vars(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main(parse_args())
