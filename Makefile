@@ -10,7 +10,7 @@ export RAY_AUTH_MODE := disabled
 export RAY_USAGE_STATS_ENABLED := 0
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install run test test-fast ui clean
+.PHONY: install run sweep test test-fast ui clean
 
 install: $(VENV)/.installed
 
@@ -21,8 +21,16 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: install  ## one MLflow parent run per invocation groups the stages it runs
+# make run PROFILE=quality: a named profile of profiles.yaml, run as a DVC experiment
+ifdef PROFILE
+	$(BIN)/python -m experiments.sweep --profiles $(PROFILE) --out experiments/results/$(PROFILE)
+else
 	SIMREFINERY_PIPELINE_ID=make-run-$$(date -u +%Y%m%dT%H%M%SZ) dvc repro
 	@cat metrics/eval.md
+endif
+
+sweep: install  ## every profile of profiles.yaml -> experiments/results/sweep.md (about an hour on 2 cores)
+	$(BIN)/python -m experiments.sweep
 
 test: install
 	$(BIN)/python -m pytest -q -ra

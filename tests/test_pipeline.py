@@ -184,3 +184,17 @@ def test_exp_run_with_changed_lambda_reruns_only_dependent_stages(project, first
     new_tree, old_tree = lineage(repo, env, "data/refined"), lineage(repo, env, old_digest)
     assert "lambda=0.5" in new_tree and "simrefinery-refiner v2" in new_tree
     assert "lambda=2.0" in old_tree and "simrefinery-refiner v1" in old_tree and "lambda=0.5" not in old_tree
+
+
+@pytest.mark.slow
+def test_sweep_runs_a_profile_as_a_dvc_experiment_and_restores_params(project):
+    repo, env, _ = project
+    params_before = (repo / "params.yaml").read_text()
+    sh(sys.executable, "-m", "experiments.sweep", "--profiles", "fonts-only", cwd=repo, env=env)
+    assert (repo / "params.yaml").read_text() == params_before
+    rendered = dataset.open_dataset(repo / "data/synthetic").manifest["params"]  # what the experiment ran with
+    assert rendered["handwritten_fraction"] == 0.0 and rendered["jitter"]["fill_range"] == [0.8, 1.0]
+    [row] = json.loads((repo / "experiments/results/sweep.json").read_text())
+    assert row["profile"] == "fonts-only" and 0.0 <= row["refined"]["accuracy"] <= 1.0
+    assert "| fonts-only" in (repo / "experiments/results/sweep.md").read_text()
+    assert "fonts-only-" in sh("dvc", "exp", "list", cwd=repo, env=env)
