@@ -51,7 +51,8 @@ def run_profile(name: str, overrides: dict) -> dict:
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     env = {**os.environ, "SIMREFINERY_PIPELINE_ID": f"sweep-{name}-{stamp}"}
     started = time.perf_counter()
-    subprocess.run(["dvc", "exp", "run", "--name", f"{name}-{stamp}", *set_args(overrides)],
+    # --force: every stage runs, so the wall time is the whole pipeline's, whatever ran before
+    subprocess.run(["dvc", "exp", "run", "--force", "--name", f"{name}-{stamp}", *set_args(overrides)],
                    cwd=ROOT, env=env, check=True)
     seconds = time.perf_counter() - started
     metrics = json.loads((ROOT / "metrics" / "eval.json").read_text())

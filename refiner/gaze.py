@@ -1,0 +1,193 @@
+"""The gaze task's data: angle conventions and readers for UnityEyes, MPIIGaze and plain
+folders of real eye images (issue 5; the renderer, estimator and stages are still to come).
+
+Angles: gaze is (pitch, yaw) in radians; (0, 0) looks straight into the camera, pitch > 0
+looks up, yaw > 0 looks towards the image's left (MPIIGaze's convention, pitch = asin(-y),
+yaw = atan2(-x, -z) in its camera axes). Images are 35 x 55 (height x width) grayscale, as
+in the SimGAN paper.
+
+Every reader returns a ``ReadResult`` whose ``skipped`` lists each input it did not use and
+why; nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+EYE_SIZE = (35, 55)  # height, width
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+@dataclass
+class ReadResult:
+    ids: list[str] = field(default_factory=list)
+    images: list[np.ndarray] = field(default_factory=list)   # uint8, EYE_SIZE
+    gaze: list[tuple[float, float]] = field(default_factory=list)  # (pitch, yaw); empty when unlabelled
+    skipped: list[tuple[str, str]] = field(default_factory=list)   # (path, reason)
+
+    def summary(self, source: str) -> str:
+        lines = [f"{source}: read {len(self.ids)} images, skipped {len(self.skipped)}"]
+        lines += [f"  skipped {path}: {reason}" for path, reason in self.skipped[:20]]
+        if len(self.skipped) > 20:
+            lines.append(f"  ... and {len(self.skipped) - 20} more")
+        return "\n".join(lines)
+
+    def arrays(self):
+        images = np.stack(self.images) if self.images else np.zeros((0, *EYE_SIZE), np.uint8)
+        gaze = np.asarray(self.gaze, np.float32).reshape(-1, 2) if self.gaze else None
+        return np.asarray(self.ids, dtype=object), images, gaze
+
+
+def unityeyes_look_to_pitch_yaw(look_vec) -> tuple[float, float]:
+    """UnityEyes' ``look_vec`` (x right, y up, z away from the camera) -> (pitch, yaw)."""
+    vector = np.asarray(look_vec, np.float64)[:3]
+    x, y, z = vector / np.linalg.norm(vector)
+    return float(np.arcsin(y)), float(np.arctan2(-x, -z))
+
+
+def mpiigaze_vector_to_pitch_yaw(gaze) -> tuple[float, float]:
+    """MPIIGaze's normalised gaze vector (camera axes: x right, y down, z forward) -> (pitch, yaw)."""
+    x, y, z = np.asarray(gaze, np.float64) / np.linalg.norm(gaze)
+    return float(np.arcsin(-y)), float(np.arctan2(-x, -z))
+
+
+def pitch_yaw_to_vector(pitch_yaw: np.ndarray) -> np.ndarray:
+    """(N, 2) pitch, yaw -> (N, 3) unit vectors in MPIIGaze's camera axes."""
+    pitch, yaw = np.asarray(pitch_yaw, np.float64).reshape(-1, 2).T
+    return np.stack([-np.cos(pitch) * np.sin(yaw), -np.sin(pitch), -np.cos(pitch) * np.cos(yaw)], axis=1)
+
+
+def angular_error_deg(predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Angle between predicted and true gaze directions, in degrees, per sample."""
+    a, b = pitch_yaw_to_vector(predicted), pitch_yaw_to_vector(truth)
+    return np.degrees(np.arccos(np.clip((a * b).sum(1), -1.0, 1.0)))
+
+
+def to_eye_image(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("L").resize(EYE_SIZE[::-1], Image.Resampling.BILINEAR), np.uint8)
+
+
+def _parse_tuple(text) -> tuple[float, ...]:
+    """UnityEyes writes vectors as strings such as "(0.1, -0.2, 0.97, 0.0)"."""
+    values = ast.literal_eval(text) if isinstance(text, str) else text
+    return tuple(float(v) for v in values)
+
+
+def _head_pose_deg(text) -> tuple[float, float]:
+    """UnityEyes' head_pose (pitch, yaw, roll in degrees, 0..360, yaw about 180 when
+    frontal) -> (pitch, yaw) centred on 0."""
+    pitch, yaw = _parse_tuple(text)[:2]
+    return (pitch - 360.0 if pitch > 180.0 else pitch), yaw - 180.0
+
+
+def unityeyes_crop_box(margin_xy: np.ndarray, crop_scale: float) -> tuple[float, float, float, float]:
+    """A 35:55 box centred on the eyelid margin, ``crop_scale`` times the eye's width."""
+    centre = margin_xy.mean(0)
+    width = crop_scale * (margin_xy[:, 0].max() - margin_xy[:, 0].min())
+    height = width * EYE_SIZE[0] / EYE_SIZE[1]
+    return centre[0] - width / 2, centre[1] - height / 2, centre[0] + width / 2, centre[1] + height / 2
+
+
+def read_unityeyes(folder: Path, max_head_pose_deg: float = 30.0, crop_scale: float = 1.5) -> ReadResult:
+    """A UnityEyes export (``N.jpg`` + ``N.json``): eye crops and gaze labels, keeping only
+    heads within ``max_head_pose_deg`` of frontal in pitch and yaw."""
+    result = ReadResult()
+    for json_path in sorted(Path(folder).glob("*.json"), key=lambda p: (len(p.stem), p.stem)):
+        image_path = json_path.with_suffix(".jpg")
+        try:
+            record = json.loads(json_path.read_text())
+            margin = np.array([_parse_tuple(p)[:2] for p in record["interior_margin_2d"]])
+            _ = [_parse_tuple(p) for p in record["iris_2d"]]  # required by the format; malformed is an error
+            gaze = unityeyes_look_to_pitch_yaw(_parse_tuple(record["eye_details"]["look_vec"]))
+            head_pitch, head_yaw = _head_pose_deg(record["head_pose"])
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            result.skipped.append((str(json_path), f"bad JSON: {error}"))
+            continue
+        except KeyError as error:
+            result.skipped.append((str(json_path), f"missing key {error}"))
+            continue
+        except (ValueError, SyntaxError, TypeError, IndexError) as error:
+            result.skipped.append((str(json_path), f"malformed value: {error}"))
+            continue
+        if max(abs(head_pitch), abs(head_yaw)) > max_head_pose_deg:
+            result.skipped.append((str(json_path), f"head pose ({head_pitch:.0f}, {head_yaw:.0f}) deg beyond "
+                                                   f"max_head_pose_deg={max_head_pose_deg}"))
+            continue
+        try:
+            with Image.open(image_path) as image:
+                margin[:, 1] = image.height - margin[:, 1]  # UnityEyes' y counts from the bottom
+                eye = to_eye_image(image.crop(tuple(round(v) for v in unityeyes_crop_box(margin, crop_scale))))
+        except (FileNotFoundError, UnidentifiedImageError, OSError) as error:
+            result.skipped.append((str(image_path), f"unreadable image: {error}"))
+            continue
+        result.ids.append(f"unityeyes-{json_path.stem}")
+        result.images.append(eye)
+        result.gaze.append(gaze)
+    return result
+
+
+def read_mpiigaze(root: Path, flip_right: bool = True) -> ReadResult:
+    """MPIIGaze ``Data/Normalized/pXX/dayYY.mat`` (``data.left/right.image``, ``.gaze``,
+    ``.pose``): real eyes with gaze labels (for evaluation only). Right eyes are mirrored to
+    look like left eyes (yaw negated) unless ``flip_right`` is false."""
+    from scipy.io import loadmat
+    from scipy.io.matlab import MatReadError
+    result = ReadResult()
+    files = sorted(Path(root).glob("Data/Normalized/p*/day*.mat"))
+    if not files:
+        raise FileNotFoundError(f"{root}: no Data/Normalized/pXX/dayYY.mat files (is this the MPIIGaze root?)")
+    for path in files:
+        try:
+            data = loadmat(path, squeeze_me=False, struct_as_record=False)["data"][0, 0]
+            sides = {side: getattr(data, side)[0, 0] for side in ("left", "right")}
+            arrays = {side: (np.asarray(s.image), np.asarray(s.gaze, np.float64)) for side, s in sides.items()}
+        except KeyError as error:
+            result.skipped.append((str(path), f"missing key {error}"))
+            continue
+        except AttributeError as error:
+            result.skipped.append((str(path), f"missing field: {error}"))
+            continue
+        except (MatReadError, ValueError, OSError, IndexError, TypeError) as error:
+            result.skipped.append((str(path), f"unreadable .mat: {error}"))
+            continue
+        for side, (images, gaze) in arrays.items():
+            if images.ndim == 2:
+                images = images[None]
+            gaze = gaze.reshape(-1, 3)
+            if len(images) != len(gaze):
+                result.skipped.append((f"{path}:{side}", f"{len(images)} images but {len(gaze)} gaze vectors"))
+                continue
+            for index, (image, vector) in enumerate(zip(images, gaze)):
+                pitch, yaw = mpiigaze_vector_to_pitch_yaw(vector)
+                eye = to_eye_image(Image.fromarray(np.asarray(image, np.uint8)))
+                if side == "right" and flip_right:
+                    eye, yaw = eye[:, ::-1].copy(), -yaw
+                result.ids.append(f"mpiigaze-{path.parent.name}-{path.stem}-{side}-{index:04d}")
+                result.images.append(eye)
+                result.gaze.append((pitch, yaw))
+    return result
+
+
+def read_image_folder(folder: Path) -> ReadResult:
+    """Unlabelled real eye images (png/jpg, any size), resized to 35 x 55 grayscale."""
+    result = ReadResult()
+    paths = sorted(p for p in Path(folder).rglob("*") if p.is_file())
+    for path in paths:
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            result.skipped.append((str(path), f"not an image ({', '.join(IMAGE_SUFFIXES)})"))
+            continue
+        try:
+            with Image.open(path) as image:
+                eye = to_eye_image(image)
+        except (UnidentifiedImageError, OSError) as error:
+            result.skipped.append((str(path), f"unreadable image: {error}"))
+            continue
+        result.ids.append(f"folder-{path.relative_to(folder).as_posix()}")
+        result.images.append(eye)
+    return result
