@@ -191,3 +191,31 @@ def read_image_folder(folder: Path) -> ReadResult:
         result.ids.append(f"folder-{path.relative_to(folder).as_posix()}")
         result.images.append(eye)
     return result
+
+
+def _is_mpiigaze(path: Path) -> bool:
+    return (Path(path) / "Data" / "Normalized").is_dir()
+
+
+def load_eyes(source: str, num_images: int, seed: int, max_head_pose_deg: float = 30.0):
+    """One gaze data source as (ids, float images in [0, 1], gaze or None):
+    ``render`` / ``camera``: the procedural renderer's profiles (``num_images`` of them);
+    an MPIIGaze root (labelled); a UnityEyes export (a folder of N.json + N.jpg, labelled);
+    any other folder: unlabelled images. Prints what a reader skipped and why."""
+    from refiner import eyes
+    if source in ("render", "camera"):
+        return eyes.render_eyes(num_images, seed, "synthetic" if source == "render" else "camera")
+    path = Path(source)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{source}: not 'render', 'camera' or a folder of eye data")
+    if _is_mpiigaze(path):
+        result, name = read_mpiigaze(path), "MPIIGaze"
+    elif any(path.glob("*.json")):
+        result, name = read_unityeyes(path, max_head_pose_deg), "UnityEyes"
+    else:
+        result, name = read_image_folder(path), "image folder"
+    print(result.summary(f"{name} {path}"))
+    if not result.ids:
+        raise ValueError(f"{source}: no usable {name} images (see the skipped list above)")
+    ids, images, gaze = result.arrays()
+    return ids, images.astype(np.float32) / 255, gaze

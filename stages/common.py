@@ -27,10 +27,16 @@ def task_model_dir(trained_on: str) -> Path:
 TRAINING_SETS = {"synthetic": SYNTHETIC, "refined": REFINED}
 
 
+TASKS = ("digits", "gaze")
+
+
 def load_params(path: Path = PARAMS_FILE) -> dict:
     params = yaml.safe_load(path.read_text())
-    if params.get("task") != "digits":
-        raise SystemExit(f"{path}: task {params.get('task')!r} is not supported yet (only 'digits')")
+    if params.get("task") not in TASKS:
+        raise SystemExit(f"{path}: task {params.get('task')!r} is not one of {TASKS}")
+    if params["task"] == "gaze" and params["train_task"].get("self_training_rounds"):
+        raise SystemExit(f"{path}: task gaze needs train_task.self_training_rounds=0 (pseudo-labels need class "
+                         "confidences); `make run PROFILE=gaze` sets it and the gaze sizes")
     return params
 
 

@@ -12,7 +12,9 @@ import numpy as np
 
 from refiner import dataset
 from refiner.digits import NUM_CLASSES
-from refiner.task import TaskConfig, accuracy, confusion_matrix, load_classifier, predict, predict_proba
+from refiner.gaze import angular_error_deg
+from refiner.task import (TaskConfig, accuracy, confusion_matrix, load_model, predict, predict_gaze, predict_proba,
+                          targets)
 from stages import common
 from stages.ingest import pool_labels
 from stages.train_task import task_config, train_seeds
@@ -102,12 +104,12 @@ def plot_confusion(matrix: np.ndarray, title: str, path: Path) -> Path:
 def evaluate(model_dirs: dict[str, Path], test_path: Path, pool_path: Path, oracle: tuple[TaskConfig, int] | None,
              plots_dir: Path, progress: bool = True) -> dict:
     test = dataset.open_dataset(test_path).load()
-    results = {name: score([load_classifier(p) for p in sorted(directory.glob("model-seed*.pt"))],
+    results = {name: score([load_model(p) for p in sorted(directory.glob("model-seed*.pt"))],
                            test["image"], test["label"])
                for name, directory in model_dirs.items()}
     if oracle is not None:
         pool = dataset.open_dataset(pool_path).load()
-        runs = train_seeds(pool["image"], pool_labels(pool["id"]), *oracle, progress=progress)
+        runs = train_seeds(pool["image"], pool_labels(pool["id"], {"task": "digits"}), *oracle, progress=progress)
         results["oracle"] = score([model for _, model, _ in runs], test["image"], test["label"])
     for name, result in results.items():
         plot_confusion(np.array(result["confusion"]), f"trained on {name}: {result['accuracy']:.1%} on real",
@@ -153,7 +155,89 @@ def promote_champion(models: dict[str, dict], results: dict, score: float | None
     return True
 
 
+def score_gaze(models, images: np.ndarray, gaze: np.ndarray) -> dict:
+    """Mean angular error in degrees: mean and sd over the models, of their ensemble (mean
+    prediction), and every error (for the histogram)."""
+    predictions = [predict_gaze(model, images) for model in models]
+    errors = [angular_error_deg(p, gaze) for p in predictions]
+    per_seed = [float(e.mean()) for e in errors]
+    return {"error_deg": float(np.mean(per_seed)), "error_deg_sd": float(np.std(per_seed)),
+            "error_deg_per_seed": per_seed,
+            "ensemble_error_deg": float(angular_error_deg(np.mean(predictions, axis=0), gaze).mean()),
+            "errors": np.concatenate(errors)}
+
+
+def plot_error_histograms(results: dict, path: Path) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axis = plt.subplots(figsize=(5, 3.2))
+    bins = np.linspace(0, max(float(np.percentile(r["errors"], 99)) for r in results.values()), 40)
+    for name, result in results.items():
+        axis.hist(result["errors"], bins=bins, histtype="step", linewidth=1.5,
+                  label=f"{name}: {result['error_deg']:.1f}°")
+    axis.set(xlabel="angular error on the real test split (degrees)", ylabel="eyes")
+    axis.legend()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def gaze_table(results: dict) -> str:
+    seeds = len(next(iter(results.values()))["error_deg_per_seed"])
+    lines = [f"| trained on | mean angular error on real test (mean ± sd, {seeds} seeds) | ensemble of the {seeds} |",
+             "|---|---|---|"]
+    lines += [f"| {name} | {r['error_deg']:.2f}° ± {r['error_deg_sd']:.2f}° | {r['ensemble_error_deg']:.2f}° |"
+              for name, r in results.items()]
+    return "\n".join(lines)
+
+
+def run_gaze(params: dict) -> dict:
+    """The gaze task's evaluation: angular error instead of accuracy, an error histogram
+    instead of confusion matrices. No champion is promoted: the label-free selection score
+    needs class confidences."""
+    import mlflow
+    from refiner import tracking
+    section = params["evaluate"]
+    models = {name: common.task_model_dir(name) for name in common.TRAINING_SETS}
+    with tracking.stage_run("evaluate", {**section, "seed": params["seed"], "task": "gaze"}) as mlflow_run:
+        test = dataset.open_dataset(common.REAL_TEST)
+        tracking.log_dataset(test, "input", "real-test")
+        for directory in [*models.values(), common.REFINER_DIR]:
+            tracking.log_model_input(directory)
+        rows = test.load()
+        task_models = {name: [load_model(p) for p in sorted(directory.glob("model-seed*.pt"))]
+                       for name, directory in models.items()}
+        results = {name: score_gaze(m, rows["image"], targets(rows, "gaze")) for name, m in task_models.items()}
+        if section["oracle"]:
+            pool = dataset.open_dataset(common.REAL_UNLABELED).load()
+            runs = train_seeds(pool["image"], pool_labels(pool["id"], params).astype(np.float32),
+                               *task_config(params))
+            results["oracle"] = score_gaze([model for _, model, _ in runs], rows["image"], targets(rows, "gaze"))
+        plot = plot_error_histograms(results, common.PLOTS / "evaluate" / "gaze-errors.png")
+        report = {name: {k: v for k, v in r.items() if k != "errors"} for name, r in results.items()}
+        report["gain_deg"] = results["synthetic"]["error_deg"] - results["refined"]["error_deg"]
+        real_pool = dataset.open_dataset(common.REAL_UNLABELED).load()["image"]
+        training_sets = {name: dataset.open_dataset(path).load() for name, path in common.TRAINING_SETS.items()}
+        report["realism"] = {name: realism(r["image"], real_pool, params["seed"]) for name, r in training_sets.items()}
+        report["label_kept_error_deg"] = {  # synthetic-trained models on synthetic vs refined eyes
+            name: score_gaze(task_models["synthetic"], r["image"], targets(r, "gaze"))["error_deg"]
+            for name, r in training_sets.items()}
+        common.write_json(common.METRICS / "eval.json", report)
+        (common.METRICS / "eval.md").write_text(gaze_table(results) + "\n")
+        mlflow.log_metrics({f"{name}_error_deg": r["error_deg"] for name, r in results.items()})
+        mlflow.log_metrics({f"realism_{name}": value for name, value in report["realism"].items()})
+        for path in (plot, common.METRICS / "eval.md"):
+            mlflow.log_artifact(str(path))
+    print(gaze_table(results))
+    print(f"synthetic - refined error: {report['gain_deg']:+.2f} degrees")
+    return {"table": gaze_table(results), "report": report, "mlflow_run_id": mlflow_run.info.run_id}
+
+
 def run(params: dict) -> dict:
+    if params["task"] == "gaze":
+        return run_gaze(params)
     import mlflow
     from refiner import tracking
     section = params["evaluate"]
@@ -170,7 +254,7 @@ def run(params: dict) -> dict:
         report["gain"] = results["refined"]["accuracy"] - results["synthetic"]["accuracy"]
         real_pool = dataset.open_dataset(common.REAL_UNLABELED).load()["image"]
         training_sets = {name: dataset.open_dataset(path).load() for name, path in common.TRAINING_SETS.items()}
-        task_models = {name: [load_classifier(p) for p in sorted(directory.glob("model-seed*.pt"))]
+        task_models = {name: [load_model(p) for p in sorted(directory.glob("model-seed*.pt"))]
                        for name, directory in models.items()}
         report.update(label_free(task_models, training_sets, real_pool, params["seed"]))
         report["selection_score"] = selection_score(report)

@@ -20,6 +20,18 @@ def render(num_images: int, seed: int, jitter: dict, out: Path, handwritten_frac
     return dataset.open_dataset(out)
 
 
+def render_gaze(num_images: int, seed: int, section: dict, out: Path) -> ImageDataset:
+    """The gaze task's synthetic eyes: the procedural renderer or a UnityEyes export."""
+    from refiner.gaze import load_eyes
+    ids, images, gaze = load_eyes(section["synthetic"], num_images, seed, section["max_head_pose_deg"])
+    if gaze is None:
+        raise dataset.DatasetError(f"{section['synthetic']}: synthetic eyes need gaze labels (UnityEyes JSON)")
+    dataset.write_dataset(out, ids, dataset.to_uint8(images), {"gaze_pitch": gaze[:, 0], "gaze_yaw": gaze[:, 1]},
+                          source="synthetic", producer="stages.render",
+                          params={"num_images": num_images, "seed": seed, "gaze": section})
+    return dataset.open_dataset(out)
+
+
 def _tuples(jitter: dict) -> dict:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in jitter.items()}
 
@@ -29,9 +41,15 @@ def run(params: dict) -> dict:
     import mlflow
     from refiner import tracking
     section = params["render"]
-    with tracking.stage_run("render", {**section, "seed": params["seed"]}) as mlflow_run:
-        synthetic = render(section["num_images"], params["seed"], section["jitter"], common.SYNTHETIC,
-                           section["handwritten_fraction"])
+    logged = {**section, "seed": params["seed"], "task": params["task"]}
+    if params["task"] == "gaze":
+        logged["gaze"] = params["gaze"]
+    with tracking.stage_run("render", logged) as mlflow_run:
+        if params["task"] == "gaze":
+            synthetic = render_gaze(section["num_images"], params["seed"], params["gaze"], common.SYNTHETIC)
+        else:
+            synthetic = render(section["num_images"], params["seed"], section["jitter"], common.SYNTHETIC,
+                               section["handwritten_fraction"])
         tracking.log_dataset(synthetic, "output", "synthetic")
         preview = synthetic.load()["image"][:32]
         mlflow.log_artifact(str(common.image_grid(common.PLOTS / "render" / "synthetic.png", {"synthetic": preview})))

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from refiner import dataset
-from refiner.task import TaskConfig, save_classifier, self_train
+from refiner.task import LABEL_COLUMNS, VAL_METRIC, TaskConfig, save_model, self_train, targets
 from stages import common
 from stages.train_refiner import load_unlabeled
 
@@ -23,15 +23,16 @@ def task_config(params: dict) -> tuple[TaskConfig, int]:
     """(the recipe, how many seeds) from params.yaml."""
     section = dict(params["train_task"])
     num_seeds = section.pop("num_seeds")
-    return TaskConfig(**section, seed=params["seed"]), num_seeds
+    return TaskConfig(**section, seed=params["seed"], task=params["task"]), num_seeds
 
 
-def load_training_set(path: Path) -> dict:
+def load_training_set(path: Path, task: str = "digits") -> dict:
     data = dataset.open_dataset(path)
     if data.manifest["producer"] == "stages.ingest":
         raise dataset.DatasetError(f"{path}: real data must not train the task model (only evaluate reads real labels)")
-    if "label" not in data.label_columns:
-        raise dataset.DatasetError(f"{path}: has no 'label' column to train on")
+    missing = [c for c in LABEL_COLUMNS[task] if c not in data.label_columns]
+    if missing:
+        raise dataset.DatasetError(f"{path}: has no {missing} label column(s) to train the {task} task on")
     return data.load()
 
 
@@ -50,21 +51,22 @@ def train_seeds(images, labels, config: TaskConfig, num_seeds: int, progress: bo
 def mean_history(runs) -> list[dict]:
     points = zip(*(history for _, _, history in runs))
     return [{"step": rows[0]["step"], **{key: float(np.mean([r[key] for r in rows]))
-                                         for key in ("train_loss", "val_accuracy")}} for rows in points]
+                                         for key in rows[0] if key not in ("step", "pseudo_labelled")}}
+            for rows in points]
 
 
 def train_task(train_path: Path, config: TaskConfig, num_seeds: int, out_dir: Path, plots_dir: Path,
                unlabeled_path: Path | None = None, progress: bool = True):
     """Returns ([(config, model, history)] per seed, the mean history, two training images).
     ``unlabeled_path``: real images without labels, for self-training (when the config asks)."""
-    rows = load_training_set(train_path)
+    rows = load_training_set(train_path, config.task)
     unlabeled = None
     if config.self_training_rounds and unlabeled_path is not None:
         unlabeled = load_unlabeled(unlabeled_path).load()["image"]
-    runs = train_seeds(rows["image"], rows["label"], config, num_seeds, progress, unlabeled)
+    runs = train_seeds(rows["image"], targets(rows, config.task), config, num_seeds, progress, unlabeled)
     out_dir.mkdir(parents=True, exist_ok=True)
     for seed_config, model, _ in runs:
-        save_classifier(model, seed_config, out_dir / f"model-seed{seed_config.seed}.pt")
+        save_model(model, seed_config, out_dir / f"model-seed{seed_config.seed}.pt")
     history = mean_history(runs)
     common.write_csv(plots_dir / "history.csv", history)
     return runs, history, rows["image"][:2, None].astype("float32")
@@ -92,8 +94,8 @@ def run(params: dict, trained_on: str) -> dict:
         tracking.log_model(first_model.eval(), f"task-{trained_on}", tracking.TASK_MODEL, example,
                            {trained_on: training_set.digest}, out_dir,
                            params={"trained_on": trained_on, "seed": first_config.seed})
-    print(f"train_task@{trained_on}: {num_seeds} seeds, held-out {trained_on} accuracy "
-          f"{history[-1]['val_accuracy']:.3f}")
+    metric = VAL_METRIC[config.task]
+    print(f"train_task@{trained_on}: {num_seeds} seeds, held-out {trained_on} {metric} {history[-1][metric]:.3f}")
     return {f"task-{trained_on}": dataset.file_sha256(out_dir / f"model-seed{config.seed}.pt"),
             "mlflow_run_id": mlflow_run.info.run_id}
 

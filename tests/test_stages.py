@@ -132,13 +132,13 @@ def test_label_free_selection_refuses_a_refiner_that_lost_labels():
 
 
 def test_self_training_pseudo_labels_only_the_real_images_the_model_is_sure_of(real):
-    from refiner.task import TaskConfig, self_train, train_classifier
+    from refiner.task import TaskConfig, self_train, train_model
     from refiner.digits import counts_to_unit, render_digits
     _, images, labels = render_digits(300, seed=2, progress=False)
     synthetic = counts_to_unit(images)
     unlabeled = real[0].load()["image"][:200]
     config = TaskConfig(steps=30, eval_every=30, batch_size=32, self_training_rounds=1)
-    plain, plain_history = train_classifier(synthetic, labels, config, progress=False)
+    plain, plain_history = train_model(synthetic, labels, config, progress=False)
 
     nobody_sure, history, kept = self_train(synthetic, labels, unlabeled, replace(config, pseudo_label_threshold=1.01),
                                             progress=False)
