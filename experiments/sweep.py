@@ -59,21 +59,44 @@ def run_profile(name: str, overrides: dict) -> dict:
     refiner = json.loads((ROOT / "metrics" / "refiner.json").read_text())
     row = {"profile": name, "overrides": overrides, "wall_seconds": seconds,
            "refiner_train_seconds": refiner["seconds"], "diversity_ratio": refiner["diversity_ratio"],
-           **{key: metrics[key] for key in ("realism", "label_kept", "real_confidence", "selection_score")}}
+           **{key: metrics[key] for key in LABEL_FREE if key in metrics}}
     for trained_on in ("synthetic", "refined", "oracle"):
         if trained_on in metrics:
-            row[trained_on] = {k: metrics[trained_on][k]
-                               for k in ("accuracy", "accuracy_sd", "accuracy_per_seed", "ensemble_accuracy")}
+            row[trained_on] = {k: v for k, v in metrics[trained_on].items() if k not in ("per_class_accuracy",)}
     return row
+
+
+LABEL_FREE = ("realism", "label_kept", "real_confidence", "selection_score", "label_kept_error_deg")
+
+
+def is_gaze(row: dict) -> bool:
+    return "error_deg" in row["synthetic"]
 
 
 def select(rows: list[dict]) -> str | None:
     """The label-free rule (stages/evaluate.py: selection_score): the best-scoring profile."""
-    eligible = [row for row in rows if row["selection_score"] is not None]
+    eligible = [row for row in rows if not is_gaze(row) and row["selection_score"] is not None]
     return max(eligible, key=lambda row: row["selection_score"])["profile"] if eligible else None
 
 
 def table(rows: list[dict]) -> str:
+    """Digits profiles in one table, gaze profiles (angular error) in another."""
+    digits, gaze = [r for r in rows if not is_gaze(r)], [r for r in rows if is_gaze(r)]
+    return "\n\n".join(t for t in (digits_table(digits) if digits else "", gaze_table(gaze) if gaze else "") if t)
+
+
+def gaze_table(rows: list[dict]) -> str:
+    def error(row, key):
+        return f"{row[key]['error_deg']:.2f}° ± {row[key]['error_deg_sd']:.2f}°" if key in row else "-"
+    lines = ["| gaze profile | synthetic | refined | oracle | realism syn / ref | refiner train | whole run |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {row['profile']} | {error(row, 'synthetic')} | {error(row, 'refined')} | {error(row, 'oracle')} "
+              f"| {row['realism']['synthetic']:.3f} / {row['realism']['refined']:.3f} "
+              f"| {row['refiner_train_seconds']:.0f} s | {row['wall_seconds'] / 60:.1f} min |" for row in rows]
+    return "\n".join(lines)
+
+
+def digits_table(rows: list[dict]) -> str:
     def acc(row, key):
         if key not in row:
             return "-"

@@ -117,12 +117,12 @@ def evaluate(model_dirs: dict[str, Path], test_path: Path, pool_path: Path, orac
     return results
 
 
-def table(results: dict) -> str:
-    seeds = len(next(iter(results.values()))["accuracy_per_seed"])
-    lines = [f"| trained on | accuracy on real test (mean ± sd, {seeds} seeds) | ensemble of the {seeds} |",
-             "|---|---|---|"]
-    lines += [f"| {name} | {r['accuracy']:.1%} ± {r['accuracy_sd']:.1%} | {r['ensemble_accuracy']:.1%} |"
-              for name, r in results.items()]
+def table(results: dict, metric: str = "accuracy", title: str = "accuracy on real test",
+          cell: str = "{:.1%}") -> str:
+    seeds = len(next(iter(results.values()))[f"{metric}_per_seed"])
+    lines = [f"| trained on | {title} (mean ± sd, {seeds} seeds) | ensemble of the {seeds} |", "|---|---|---|"]
+    lines += [f"| {name} | {cell.format(r[metric])} ± {cell.format(r[f'{metric}_sd'])} "
+              f"| {cell.format(r[f'ensemble_{metric}'])} |" for name, r in results.items()]
     return "\n".join(lines)
 
 
@@ -185,12 +185,7 @@ def plot_error_histograms(results: dict, path: Path) -> Path:
 
 
 def gaze_table(results: dict) -> str:
-    seeds = len(next(iter(results.values()))["error_deg_per_seed"])
-    lines = [f"| trained on | mean angular error on real test (mean ± sd, {seeds} seeds) | ensemble of the {seeds} |",
-             "|---|---|---|"]
-    lines += [f"| {name} | {r['error_deg']:.2f}° ± {r['error_deg_sd']:.2f}° | {r['ensemble_error_deg']:.2f}° |"
-              for name, r in results.items()]
-    return "\n".join(lines)
+    return table(results, "error_deg", "mean angular error on real test", "{:.2f}°")
 
 
 def run_gaze(params: dict) -> dict:
