@@ -19,7 +19,6 @@ from stages import common
 from stages.ingest import pool_labels
 from stages.train_task import task_config, train_seeds
 
-LABEL_KEPT_MIN = 0.97  # refined images must stay this recognisable (relative) to count as label-keeping
 
 
 def score(models, images: np.ndarray, labels: np.ndarray) -> dict:
@@ -73,14 +72,14 @@ def label_free(task_models: dict[str, list], training_sets: dict[str, dict], rea
             "real_confidence": {name: real_confidence(models, real_pool) for name, models in task_models.items()}}
 
 
-def selection_score(report: dict) -> float | None:
+def selection_score(report: dict, label_kept_min: float) -> float | None:
     """The label-free rule that chooses profiles (experiments/sweep.py) and champions: a
-    refiner that kept the labels (refined label_kept >= LABEL_KEPT_MIN x synthetic's) scores
+    refiner that kept the labels (refined label_kept >= label_kept_min x synthetic's) scores
     its task models' confidence on real images; one that lost them is not eligible (None).
     Checked against the renderer variants of the accuracy sweep (README): real-pool confidence
     ranked them as test accuracy did, realism did not (it rewards size fixes, not shapes)."""
     kept = report["label_kept"]
-    if kept["refined"] < LABEL_KEPT_MIN * kept["synthetic"]:
+    if kept["refined"] < label_kept_min * kept["synthetic"]:
         return None
     return report["real_confidence"]["refined"]
 
@@ -252,7 +251,7 @@ def run(params: dict) -> dict:
         task_models = {name: [load_model(p) for p in sorted(directory.glob("model-seed*.pt"))]
                        for name, directory in models.items()}
         report.update(label_free(task_models, training_sets, real_pool, params["seed"]))
-        report["selection_score"] = selection_score(report)
+        report["selection_score"] = selection_score(report, section["label_kept_min"])
         common.write_json(common.METRICS / "eval.json", report)
         (common.METRICS / "eval.md").write_text(table(results) + "\n")
         mlflow.log_metrics({f"{name}_accuracy": r["accuracy"] for name, r in results.items()})

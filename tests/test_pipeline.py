@@ -12,10 +12,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
 from refiner import dataset
 from tests.conftest import TINY, make_project, sh
 
+DEFAULT_LAMBDA = yaml.safe_load(open("params.yaml"))["train_refiner"]["lambda"]  # TINY keeps the default
 STAGES = ["render", "ingest", "train_refiner", "refine", "train_task@synthetic", "train_task@refined", "evaluate"]
 
 def lineage(repo, env, target: str) -> str:
@@ -108,7 +110,7 @@ def test_lineage_of_refined_dataset_reaches_models_data_params_and_commit(projec
     repo, env, _ = project
     _, tree = first_refined
     commit = sh("git", "rev-parse", "HEAD", cwd=repo, env=env).strip()
-    for expected in ("run refine", "model refiner", "simrefinery-refiner v1", "run train_refiner", "lambda=2.0",
+    for expected in ("run refine", "model refiner", "simrefinery-refiner v1", "run train_refiner", f"lambda={DEFAULT_LAMBDA}",
                      "dataset synthetic", "dataset real-unlabeled", "run render", "num_images=200", "run ingest",
                      f"commit {commit[:10]}"):
         assert expected in tree, f"{expected!r} missing from:\n{tree}"
@@ -183,7 +185,8 @@ def test_exp_run_with_changed_lambda_reruns_only_dependent_stages(project, first
     old_digest, _ = first_refined
     new_tree, old_tree = lineage(repo, env, "data/refined"), lineage(repo, env, old_digest)
     assert "lambda=0.5" in new_tree and "simrefinery-refiner v2" in new_tree
-    assert "lambda=2.0" in old_tree and "simrefinery-refiner v1" in old_tree and "lambda=0.5" not in old_tree
+    assert f"lambda={DEFAULT_LAMBDA}" in old_tree and "simrefinery-refiner v1" in old_tree
+    assert "lambda=0.5" not in old_tree
 
 
 @pytest.mark.slow

@@ -126,9 +126,10 @@ def test_label_free_selection_refuses_a_refiner_that_lost_labels():
     sure, unsure = real_confidence([ConstantDigit(3)], images), real_confidence([ConstantDigit(3, 0.0)], images)
     assert sure > 0.99 and abs(unsure - 0.1) < 1e-6
     report = {"label_kept": kept, "real_confidence": {"synthetic": unsure, "refined": sure}}
-    assert selection_score(report) is None  # half the refined digits changed class
+    assert selection_score(report, 0.97) is None  # half the refined digits changed class
     report["label_kept"] = {"synthetic": 1.0, "refined": 0.98}
-    assert selection_score(report) == sure
+    assert selection_score(report, 0.97) == sure
+    assert selection_score(report, 0.99) is None
 
 
 def test_self_training_pseudo_labels_only_the_real_images_the_model_is_sure_of(real):
