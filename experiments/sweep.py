@@ -75,7 +75,7 @@ def is_gaze(row: dict) -> bool:
 
 def select(rows: list[dict]) -> str | None:
     """The label-free rule (stages/evaluate.py: selection_score): the best-scoring profile."""
-    eligible = [row for row in rows if not is_gaze(row) and row["selection_score"] is not None]
+    eligible = [row for row in rows if not is_gaze(row) and row.get("selection_score") is not None]
     return max(eligible, key=lambda row: row["selection_score"])["profile"] if eligible else None
 
 
@@ -107,7 +107,7 @@ def digits_table(rows: list[dict]) -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         mark = " **(selected)**" if row["profile"] == chosen else ""
-        score = "lost labels" if row["selection_score"] is None else f"{row['selection_score']:.3f}"
+        score = "lost labels" if row.get("selection_score") is None else f"{row['selection_score']:.3f}"
         lines.append(
             f"| {row['profile']}{mark} | {acc(row, 'synthetic')} | {acc(row, 'refined')} | {acc(row, 'oracle')} "
             f"| {row['realism']['synthetic']:.3f} / {row['realism']['refined']:.3f} "
