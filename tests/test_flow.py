@@ -156,8 +156,9 @@ def test_served_deployment_runs_to_completion(tmp_path):
         sh(prefect, "--no-prompt", "deploy", "--name", "nightly", cwd=repo, env=env)
         worker = subprocess.Popen([prefect, "worker", "start", "--pool", "simrefinery-process"], cwd=repo, env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        # generous: on a loaded 2-core machine the tiny pipeline in a worker took over 400 s
         output = sh(prefect, "deployment", "run", "simrefinery-pipeline/nightly", "--watch",
-                    "--watch-timeout", "400", cwd=repo, env=env)
+                    "--watch-timeout", "1200", cwd=repo, env=env, timeout=1260)
         assert "Completed" in output
         assert dataset.open_dataset(repo / "data/refined").num_rows == TINY["render"]["num_images"]
     finally:
