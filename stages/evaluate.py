@@ -20,6 +20,10 @@ from stages.ingest import pool_labels
 from stages.train_task import task_config, train_seeds
 
 
+def load_seed_models(directory: Path) -> list:
+    """The task models a train_task stage wrote, one per seed."""
+    return [load_model(p) for p in sorted(directory.glob("model-seed*.pt"))]
+
 
 def score(models, images: np.ndarray, labels: np.ndarray) -> dict:
     """Accuracy mean and sd over the models (one per seed), and of their ensemble (mean
@@ -100,15 +104,13 @@ def plot_confusion(matrix: np.ndarray, title: str, path: Path) -> Path:
     return path
 
 
-def evaluate(model_dirs: dict[str, Path], test_path: Path, pool_path: Path, oracle: tuple[TaskConfig, int] | None,
+def evaluate(task_models: dict[str, list], test_path: Path, pool_path: Path, oracle: tuple[TaskConfig, int] | None,
              plots_dir: Path, progress: bool = True) -> dict:
     test = dataset.open_dataset(test_path).load()
-    results = {name: score([load_model(p) for p in sorted(directory.glob("model-seed*.pt"))],
-                           test["image"], test["label"])
-               for name, directory in model_dirs.items()}
+    results = {name: score(models, test["image"], test["label"]) for name, models in task_models.items()}
     if oracle is not None:
         pool = dataset.open_dataset(pool_path).load()
-        runs = train_seeds(pool["image"], pool_labels(pool["id"], {"task": "digits"}), *oracle, progress=progress)
+        runs = train_seeds(pool["image"], pool_labels(pool["id"]), *oracle, progress=progress)
         results["oracle"] = score([model for _, model, _ in runs], test["image"], test["label"])
     for name, result in results.items():
         plot_confusion(np.array(result["confusion"]), f"trained on {name}: {result['accuracy']:.1%} on real",
@@ -201,8 +203,7 @@ def run_gaze(params: dict) -> dict:
         for directory in [*models.values(), common.REFINER_DIR]:
             tracking.log_model_input(directory)
         rows = test.load()
-        task_models = {name: [load_model(p) for p in sorted(directory.glob("model-seed*.pt"))]
-                       for name, directory in models.items()}
+        task_models = {name: load_seed_models(directory) for name, directory in models.items()}
         results = {name: score_gaze(m, rows["image"], targets(rows, "gaze")) for name, m in task_models.items()}
         if section["oracle"]:
             pool = dataset.open_dataset(common.REAL_UNLABELED).load()
@@ -243,13 +244,12 @@ def run(params: dict) -> dict:
         tracking.log_dataset(test, "input", "real-test")
         used = {name: tracking.log_model_input(directory) for name, directory in models.items()}
         used["refiner"] = tracking.log_model_input(common.REFINER_DIR)
-        results = evaluate(models, common.REAL_TEST, common.REAL_UNLABELED, oracle, plots_dir)
+        task_models = {name: load_seed_models(directory) for name, directory in models.items()}
+        results = evaluate(task_models, common.REAL_TEST, common.REAL_UNLABELED, oracle, plots_dir)
         report = {name: {k: v for k, v in r.items() if k != "confusion"} for name, r in results.items()}
         report["gain"] = results["refined"]["accuracy"] - results["synthetic"]["accuracy"]
         real_pool = dataset.open_dataset(common.REAL_UNLABELED).load()["image"]
         training_sets = {name: dataset.open_dataset(path).load() for name, path in common.TRAINING_SETS.items()}
-        task_models = {name: [load_model(p) for p in sorted(directory.glob("model-seed*.pt"))]
-                       for name, directory in models.items()}
         report.update(label_free(task_models, training_sets, real_pool, params["seed"]))
         report["selection_score"] = selection_score(report, section["label_kept_min"])
         common.write_json(common.METRICS / "eval.json", report)

@@ -63,10 +63,11 @@ def ingest_gaze(section: dict, test_fraction: float, seed: int, unlabeled_out: P
     return dataset.open_dataset(unlabeled_out), dataset.open_dataset(test_out)
 
 
-def pool_labels(pool_ids: np.ndarray, params: dict) -> np.ndarray:
+def pool_labels(pool_ids: np.ndarray, params: dict | None = None) -> np.ndarray:
     """Labels of the unlabelled pool, looked up at the source: for the oracle reference in
-    ``evaluate`` only. No other stage may call this."""
-    if params["task"] == "gaze":
+    ``evaluate`` only. No other stage may call this. ``params`` names the gaze source; without
+    it, the digits."""
+    if params is not None and params["task"] == "gaze":
         from refiner.gaze import load_eyes
         section = params["gaze"]
         ids, _, labels = load_eyes(section["real"], section["num_real"], params["seed"], section["max_head_pose_deg"])
