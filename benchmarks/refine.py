@@ -28,10 +28,12 @@ import numpy as np
 import psutil
 import torch
 
-from refiner import dataset, digits
+from refiner import dataset
+from refiner.tasks.digits import renderer as digits
 from refiner.networks import count_macs
 from refiner.refine_job import ensure_ray, refine_dataset, refine_in_process
-from refiner.simgan import SimGANConfig, build_refiner
+from refiner.config import SimGANParams
+from refiner.simgan import build_refiner
 
 
 @dataclass
@@ -86,12 +88,12 @@ def matmul_peak_gflops(threads: int, n: int = 2048, repeats: int = 10) -> float:
     return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
-def checkpoint_file(config: SimGANConfig, image_shape, directory: Path) -> tuple[Path, torch.nn.Module]:
+def checkpoint_file(config: SimGANParams, image_shape, directory: Path) -> tuple[Path, torch.nn.Module]:
     """An untrained refiner of the given shape: the cost of a forward pass does not depend on weights."""
     torch.manual_seed(0)
     model = build_refiner(config).eval()
     path = directory / f"refiner-{config.channels}.pt"
-    torch.save({"state_dict": model.state_dict(), "config": asdict(config), "in_channels": 1,
+    torch.save({"state_dict": model.state_dict(), "config": config.model_dump(mode="json", by_alias=True), "in_channels": 1,
                 "image_shape": list(image_shape)}, path)
     return path, model
 
@@ -136,7 +138,7 @@ def main(args: Args) -> dict:
         tmp = Path(tmp)
         _, rendered, _ = digits.render_digits(5000, seed=0, progress=False)
         rendered = dataset.to_uint8(digits.counts_to_unit(rendered))
-        config = SimGANConfig()
+        config = SimGANParams()
         checkpoint, model = checkpoint_file(config, (8, 8), tmp)
         flops = 2 * count_macs(model, (8, 8))
         results["digits"] = {"refiner_gflop_per_image": flops / 1e9, "runs": []}
@@ -154,7 +156,7 @@ def main(args: Args) -> dict:
                 print(f"digits {size:>9,} images, {actors} actor(s): {speed:,.0f} images/s, "
                       f"peak memory {memory / 2**30:.2f} GiB", flush=True)
         # the paper's size and refiner: 35x55, 64 channels, 4 ResNet blocks
-        paper = SimGANConfig(channels=64, num_blocks=4)
+        paper = SimGANParams(channels=64, num_blocks=4)
         paper_checkpoint, paper_model = checkpoint_file(paper, (35, 55), tmp)
         paper_flops = 2 * count_macs(paper_model, (35, 55))
         eyes = np.random.default_rng(0).integers(0, 256, (256, 35, 55), dtype=np.uint8)

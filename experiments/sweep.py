@@ -5,10 +5,10 @@
 
 Each profile is one `dvc exp run` (so `dvc exp show` lists it too) in this workspace;
 params.yaml is restored afterwards. The table holds what `evaluate` measured: accuracy on
-the real test split (synthetic / refined / oracle, mean and sd over the task seeds), the
+the real test split (synthetic / refined / oracle, mean and sd over the estimator seeds), the
 label-free realism, label-kept and selection-score figures, the refiner's training time and
-the wall time of the whole run, and which profile the label-free rule selects (accuracy
-cells: mean ± sd over the task seeds, and in brackets the ensemble of those models).
+the wall time of the whole run, and which profile the label-free rule selects (cells: the
+task's metric, mean ± sd over the estimator seeds, and in brackets their ensemble's).
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+from refiner.params import ParamsError, load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES = ROOT / "profiles.yaml"
@@ -37,7 +39,13 @@ def load_profiles(names: list[str]) -> dict[str, dict]:
     unknown = [name for name in names if name not in profiles]
     if unknown:
         raise SystemExit(f"{PROFILES}: no profile {unknown}; there are {list(profiles)}")
-    return {name: profiles[name] or {} for name in (names or profiles)}
+    chosen = {name: profiles[name] or {} for name in (names or profiles)}
+    for name, overrides in chosen.items():  # a bad key fails here, before any experiment runs
+        try:
+            load_params(ROOT / "params.yaml", overrides)
+        except ParamsError as err:
+            raise SystemExit(f"{PROFILES}: profile {name}: {err}") from None
+    return chosen
 
 
 def set_args(overrides: dict) -> list[str]:
@@ -57,59 +65,46 @@ def run_profile(name: str, overrides: dict) -> dict:
     seconds = time.perf_counter() - started
     metrics = json.loads((ROOT / "metrics" / "eval.json").read_text())
     refiner = json.loads((ROOT / "metrics" / "refiner.json").read_text())
-    row = {"profile": name, "overrides": overrides, "wall_seconds": seconds,
+    row = {"profile": name, "overrides": overrides, "wall_seconds": seconds, "metric": metrics["metric"],
            "refiner_train_seconds": refiner["seconds"], "diversity_ratio": refiner["diversity_ratio"],
-           **{key: metrics[key] for key in LABEL_FREE if key in metrics}}
+           **{key: metrics[key] for key in LABEL_FREE}}
     for trained_on in ("synthetic", "refined", "oracle"):
         if trained_on in metrics:
-            row[trained_on] = {k: v for k, v in metrics[trained_on].items() if k not in ("per_class_accuracy",)}
+            row[trained_on] = {k: v for k, v in metrics[trained_on].items() if k != "per_class_accuracy"}
     return row
 
 
-LABEL_FREE = ("realism", "label_kept", "real_confidence", "selection_score", "label_kept_error_deg")
-
-
-def is_gaze(row: dict) -> bool:
-    return "error_deg" in row["synthetic"]
+LABEL_FREE = ("realism", "label_kept", "real_confidence", "selection_score")
 
 
 def select(rows: list[dict]) -> str | None:
-    """The label-free rule (stages/evaluate.py: selection_score): the best-scoring profile."""
-    eligible = [row for row in rows if not is_gaze(row) and row.get("selection_score") is not None]
+    """The label-free rule (refiner/evaluation.py: selection_score): the best-scoring profile
+    among rows of one metric (one task)."""
+    eligible = [row for row in rows if row.get("selection_score") is not None]
     return max(eligible, key=lambda row: row["selection_score"])["profile"] if eligible else None
 
 
 def table(rows: list[dict]) -> str:
-    """Digits profiles in one table, gaze profiles (angular error) in another."""
-    digits, gaze = [r for r in rows if not is_gaze(r)], [r for r in rows if is_gaze(r)]
-    return "\n\n".join(t for t in (digits_table(digits) if digits else "", gaze_table(gaze) if gaze else "") if t)
+    """One table per metric (per task): rows measured with different metrics do not compare."""
+    metrics = dict.fromkeys(row["metric"] for row in rows)
+    return "\n\n".join(metric_table(metric, [row for row in rows if row["metric"] == metric]) for metric in metrics)
 
 
-def gaze_table(rows: list[dict]) -> str:
-    def error(row, key):
-        return f"{row[key]['error_deg']:.2f}° ± {row[key]['error_deg_sd']:.2f}°" if key in row else "-"
-    lines = ["| gaze profile | synthetic | refined | oracle | realism syn / ref | refiner train | whole run |",
-             "|---|---|---|---|---|---|---|"]
-    lines += [f"| {row['profile']} | {error(row, 'synthetic')} | {error(row, 'refined')} | {error(row, 'oracle')} "
-              f"| {row['realism']['synthetic']:.3f} / {row['realism']['refined']:.3f} "
-              f"| {row['refiner_train_seconds']:.0f} s | {row['wall_seconds'] / 60:.1f} min |" for row in rows]
-    return "\n".join(lines)
-
-
-def digits_table(rows: list[dict]) -> str:
-    def acc(row, key):
+def metric_table(metric: str, rows: list[dict]) -> str:
+    def figure(row, key):
         if key not in row:
             return "-"
-        return f"{row[key]['accuracy']:.1%} ± {row[key]['accuracy_sd']:.1%} ({row[key]['ensemble_accuracy']:.1%})"
+        r = row[key]
+        return f"{r[metric]:.4g} ± {r[metric + '_sd']:.2g} ({r['ensemble_' + metric]:.4g})"
     chosen = select(rows)
-    lines = ["| profile | synthetic | refined | oracle | realism syn / ref | label kept syn / ref "
+    lines = [f"| profile | synthetic {metric} | refined | oracle | realism syn / ref | label kept syn / ref "
              "| selection score | refiner train | whole run |",
              "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         mark = " **(selected)**" if row["profile"] == chosen else ""
         score = "lost labels" if row.get("selection_score") is None else f"{row['selection_score']:.3f}"
         lines.append(
-            f"| {row['profile']}{mark} | {acc(row, 'synthetic')} | {acc(row, 'refined')} | {acc(row, 'oracle')} "
+            f"| {row['profile']}{mark} | {figure(row, 'synthetic')} | {figure(row, 'refined')} | {figure(row, 'oracle')} "
             f"| {row['realism']['synthetic']:.3f} / {row['realism']['refined']:.3f} "
             f"| {row['label_kept']['synthetic']:.3f} / {row['label_kept']['refined']:.3f} | {score} "
             f"| {row['refiner_train_seconds']:.0f} s | {row['wall_seconds'] / 60:.1f} min |")

@@ -4,6 +4,8 @@
     python -m flows.pipeline --set train_refiner.lambda=0.5   # override params.yaml values
     python -m flows.pipeline --ray-address ray://head:10001   # refine on a Ray cluster
 
+The flow's parameter is the typed params object (refiner/params.py), so the Prefect UI
+shows a typed form and a bad value is refused before any stage runs, with the key named.
 The stage list, each stage's deps and params keys come from dvc.yaml, so both ways of
 running agree on what a stage depends on. A stage task's cache key is its name, the values
 of its params keys and a fingerprint of each dep (a dataset's contract digest, a file's
@@ -28,51 +30,16 @@ from prefect.runtime import flow_run
 
 from refiner import tracking
 from refiner.dataset import MANIFEST, file_sha256, manifest_digest
-from stages import common, evaluate, ingest, refine, render, train_refiner, train_task
+from refiner.params import Params, ParamsError, load_params
+from stages import common, evaluate, ingest, refine, render, train_estimator, train_refiner
+from stages.common import stage_specs
 
 STAGE_FUNCTIONS = {"render": render.run, "ingest": ingest.run, "train_refiner": train_refiner.run,
-                   "refine": refine.run, "train_task": train_task.run, "evaluate": evaluate.run}
+                   "refine": refine.run, "train_estimator": train_estimator.run, "evaluate": evaluate.run}
 # Stages that can fail for reasons a second try fixes: a Ray cluster losing a node, a
 # tracking server or shared filesystem hiccup during a long training run.
-RETRIES = {"train_refiner": 1, "refine": 2, "train_task": 1, "evaluate": 1}
+RETRIES = {"train_refiner": 1, "refine": 2, "train_estimator": 1, "evaluate": 1}
 RETRY_DELAY_SECONDS = 5
-
-
-def stage_specs(dvc_file: Path = Path("dvc.yaml")) -> dict[str, dict]:
-    """dvc.yaml's stages in order, `foreach` expanded to name@item: {deps, params, item}."""
-    specs = {}
-    for name, stage in yaml.safe_load(dvc_file.read_text())["stages"].items():
-        for item in stage.get("foreach", [None]):
-            body = stage.get("do", stage)
-            specs[f"{name}@{item}" if item else name] = {
-                "function": name, "item": item,
-                "deps": [dep.replace("${item}", item) if item else dep for dep in body.get("deps", [])],
-                "params": [p if isinstance(p, str) else next(iter(p)) for p in body.get("params", [])]}
-    return specs
-
-
-def apply_overrides(params: dict, overrides: dict[str, Any]) -> dict:
-    """Dotted keys of params.yaml -> new values, checked against the existing value's type."""
-    params = json.loads(json.dumps(params))
-    for dotted, value in overrides.items():
-        *parents, leaf = dotted.split(".")
-        node = params
-        for key in parents:
-            if not isinstance(node.get(key), dict):
-                raise ValueError(f"override {dotted!r}: params.yaml has no section {key!r}")
-            node = node[key]
-        if leaf not in node:
-            raise ValueError(f"override {dotted!r}: params.yaml has no key {leaf!r} (known: {sorted(node)})")
-        node[leaf] = _typed(dotted, node[leaf], value)
-    return params
-
-
-def _typed(dotted: str, old: Any, new: Any) -> Any:
-    if old is None or isinstance(new, type(old)) and not (isinstance(new, bool) and not isinstance(old, bool)):
-        return new
-    if isinstance(old, float) and isinstance(new, int) and not isinstance(new, bool):
-        return float(new)
-    raise ValueError(f"override {dotted!r}: expected {type(old).__name__} like {old!r}, got {new!r}")
 
 
 def fingerprint(path: Path) -> str:
@@ -88,15 +55,15 @@ def fingerprint(path: Path) -> str:
 
 
 def stage_cache_key(context: TaskRunContext, parameters: dict) -> str:
-    spec = stage_specs()[parameters["stage"]]
-    params = parameters["params"]
-    material = {"stage": parameters["stage"], "params": {key: params.get(key) for key in spec["params"]},
+    stage, params = parameters["stage"], parameters["params"]
+    spec = stage_specs()[stage]
+    material = {"stage": stage, "params": common.declared_params(spec["function"], params),
                 "deps": {dep: fingerprint(Path(dep)) for dep in spec["deps"]}}
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
 
 
 @task(persist_result=True, cache_key_fn=stage_cache_key, log_prints=True)
-def run_stage(stage: str, params: dict) -> dict:
+def run_stage(stage: str, params: Params) -> dict:
     spec = stage_specs()[stage]
     function = STAGE_FUNCTIONS[spec["function"]]
     return function(params, spec["item"]) if spec["item"] else function(params)
@@ -123,11 +90,11 @@ def report(results: dict[str, dict]) -> str:
 
 
 @flow(name="simrefinery-pipeline", log_prints=True)
-def pipeline(overrides: dict[str, Any] | None = None, ray_address: str | None = None,
-             force: bool = False) -> dict[str, dict]:
-    """Runs every stage of dvc.yaml in order with params.yaml plus ``overrides``."""
-    extra = {"refine.ray_address": ray_address} if ray_address else {}
-    params = apply_overrides(common.load_params(), {**(overrides or {}), **extra})  # refused before any work
+def pipeline(params: Params | None = None, ray_address: str | None = None, force: bool = False) -> dict[str, dict]:
+    """Runs every stage of dvc.yaml in order with ``params`` (default: params.yaml)."""
+    params = params if params is not None else load_params()
+    if ray_address:
+        params = params.model_copy(update={"refine": params.refine.model_copy(update={"ray_address": ray_address})})
     os.environ[tracking.PIPELINE_ID_ENV] = f"prefect-{flow_run.get_id()}"
     results = {}
     for stage, spec in stage_specs().items():
@@ -150,7 +117,11 @@ def main() -> None:
     parser.add_argument("--ray-address", help="run the refine stage on this Ray cluster")
     parser.add_argument("--force", action="store_true", help="ignore the cache, rerun every stage")
     args = parser.parse_args()
-    results = pipeline(overrides=dict(map(parse_override, args.set)), ray_address=args.ray_address, force=args.force)
+    try:
+        params = load_params(overrides=dict(map(parse_override, args.set)))
+    except ParamsError as err:
+        raise SystemExit(f"error: {err}") from None
+    results = pipeline(params=params, ray_address=args.ray_address, force=args.force)
     print(results["evaluate"]["table"])
 
 

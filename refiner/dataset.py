@@ -5,9 +5,12 @@ A dataset is a directory of Parquet files with deterministic names (``part-00000
 digests). Its digest is the SHA-256 of the canonical manifest, so DVC, MLflow and Prefect
 all name the same bytes the same way.
 
-The ``image`` column is the Hugging Face ``Image`` struct (``{bytes, path}``) holding
-8-bit grayscale PNG bytes: pyarrow, pandas, Ray Data and ``datasets`` read it without
-project code (schema metadata tells ``datasets`` to decode it as an image).
+Columns: ``id``, ``image``, the task's label columns (their pyarrow types come from the
+task's label schema and are recorded in the manifest: integers, floats, fixed-size float
+lists for keypoints and boxes), ``source``. The ``image`` column is the Hugging Face
+``Image`` struct (``{bytes, path}``) holding 8-bit grayscale PNG bytes: pyarrow, pandas,
+Ray Data and ``datasets`` read it without project code (schema metadata tells ``datasets``
+to decode it as an image).
 
 Writes are atomic: files go to a hidden staging directory beside the target, which is
 renamed into place only once complete, so a reader never sees a half-written dataset and
@@ -36,24 +39,65 @@ from PIL import Image
 FORMAT = "simrefinery.imageset/1"
 MANIFEST = "_manifest.json"  # leading "_": whole-directory Parquet readers skip it
 IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
-LABEL_TYPES = {"label": pa.int64(), "gaze_pitch": pa.float32(), "gaze_yaw": pa.float32()}
-HF_DTYPES = {"label": "int64", "gaze_pitch": "float32", "gaze_yaw": "float32"}
 
 
 class DatasetError(ValueError):
     """A dataset (or one of its files) breaks the contract; the message names which and why."""
 
 
-def schema_for(label_columns: tuple[str, ...]) -> pa.Schema:
-    fields = [pa.field("id", pa.string(), nullable=False), pa.field("image", IMAGE_TYPE)]
-    fields += [pa.field(name, LABEL_TYPES[name]) for name in label_columns]
-    fields.append(pa.field("source", pa.string()))
-    hf_features = {"id": {"dtype": "string", "_type": "Value"}, "image": {"_type": "Image"}}
-    for name in label_columns:
-        hf_features[name] = {"dtype": HF_DTYPES[name], "_type": "Value"}
-    hf_features["source"] = {"dtype": "string", "_type": "Value"}
+def _hf_feature(type_: pa.DataType) -> dict:
+    """The Hugging Face ``datasets`` feature of a label column's pyarrow type."""
+    if pa.types.is_fixed_size_list(type_) or pa.types.is_list(type_):
+        length = type_.list_size if pa.types.is_fixed_size_list(type_) else -1
+        return {"_type": "List", "feature": _hf_feature(type_.value_type), "length": length}
+    dtype = {"float": "float32", "double": "float64", "halffloat": "float16"}.get(str(type_), str(type_))
+    return {"dtype": dtype, "_type": "Value"}
+
+
+def schema_for(label_schema: pa.Schema) -> pa.Schema:
+    """The contract's columns around a task's label columns."""
+    fields = [pa.field("id", pa.string(), nullable=False), pa.field("image", IMAGE_TYPE), *label_schema,
+              pa.field("source", pa.string())]
+    hf_features = {"id": {"dtype": "string", "_type": "Value"}, "image": {"_type": "Image"},
+                   **{f.name: _hf_feature(f.type) for f in label_schema},
+                   "source": {"dtype": "string", "_type": "Value"}}
     metadata = {b"huggingface": json.dumps({"info": {"features": hf_features}}).encode()}
     return pa.schema(fields, metadata=metadata)
+
+
+def canonical_type(type_: pa.DataType) -> pa.DataType:
+    """Parquet renames a list's child field ("item" -> "element"): compare types without it."""
+    if pa.types.is_fixed_size_list(type_):
+        return pa.list_(canonical_type(type_.value_type), type_.list_size)
+    if pa.types.is_list(type_):
+        return pa.list_(canonical_type(type_.value_type))
+    return type_
+
+
+def infer_label_schema(labels: dict[str, np.ndarray]) -> pa.Schema:
+    """Label types from arrays: 1-D -> scalars, N x K -> fixed-size lists of K."""
+    fields = []
+    for name, values in labels.items():
+        values = np.asarray(values)
+        scalar = pa.from_numpy_dtype(values.dtype)
+        fields.append((name, pa.list_(scalar, values.shape[1]) if values.ndim == 2 else scalar))
+    return pa.schema(fields)
+
+
+def label_array(values, type_: pa.DataType) -> pa.Array:
+    values = np.asarray(values)
+    if pa.types.is_fixed_size_list(type_):
+        flat = pa.array(values.reshape(-1), type_.value_type)
+        return pa.FixedSizeListArray.from_arrays(flat, type_.list_size)
+    return pa.array(values, type_)
+
+
+def label_numpy(column: pa.ChunkedArray) -> np.ndarray:
+    """A label column -> numpy: N values, or N x K for fixed-size lists."""
+    array = column.combine_chunks()
+    if pa.types.is_fixed_size_list(array.type):
+        return array.flatten().to_numpy(zero_copy_only=False).reshape(len(array), array.type.list_size)
+    return array.to_numpy(zero_copy_only=False)
 
 
 # ---------------------------------------------------------------- pixels <-> PNG bytes
@@ -95,11 +139,13 @@ def decode_image_column(table: pa.Table, file_name: str = "<memory>") -> np.ndar
     return np.stack(images).astype(np.float32) / 255.0
 
 
-def make_table(ids, images_uint8: np.ndarray, labels: dict[str, np.ndarray], source: str) -> pa.Table:
-    schema = schema_for(tuple(labels))
+def make_table(ids, images_uint8: np.ndarray, labels: dict[str, np.ndarray], source: str,
+               label_schema: pa.Schema | None = None) -> pa.Table:
+    label_schema = label_schema if label_schema is not None else infer_label_schema(labels)
+    schema = schema_for(label_schema)
     columns = {"id": pa.array(list(ids), pa.string()), "image": image_column(images_uint8)}
-    for name, values in labels.items():
-        columns[name] = pa.array(np.asarray(values), LABEL_TYPES[name])
+    for field in label_schema:
+        columns[field.name] = label_array(labels[field.name], field.type)
     columns["source"] = pa.array([source] * len(columns["id"]), pa.string())
     return pa.table(columns, schema=schema)
 
@@ -133,12 +179,12 @@ class DatasetWriter:
     always complete.
     """
 
-    def __init__(self, path: str | Path, *, label_columns: tuple[str, ...], producer: str,
+    def __init__(self, path: str | Path, *, label_schema: pa.Schema, producer: str,
                  params: dict | None = None, upstream: dict[str, str] | None = None,
                  resume_key: str | None = None):
         self.path = Path(path)
-        self.schema = schema_for(tuple(label_columns))
-        self.label_columns = tuple(label_columns)
+        self.schema = schema_for(label_schema)
+        self.label_columns = tuple(label_schema.names)
         self.producer, self.params, self.upstream = producer, params or {}, upstream or {}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         name = f".{self.path.name}.partial-{resume_key}" if resume_key else f".{self.path.name}.tmp-{uuid.uuid4().hex[:8]}"
@@ -224,15 +270,18 @@ def _replace_dir(src: Path, dst: Path) -> None:
 
 
 def write_dataset(path, ids, images_uint8, labels: dict[str, np.ndarray], *, source: str,
-                  producer: str, params: dict | None = None, upstream: dict | None = None,
-                  rows_per_file: int = 50_000) -> dict:
-    """Write a whole in-memory dataset in parts of ``rows_per_file`` rows; returns the manifest."""
-    with DatasetWriter(path, label_columns=tuple(labels), producer=producer, params=params,
+                  producer: str, label_schema: pa.Schema | None = None, params: dict | None = None,
+                  upstream: dict | None = None, rows_per_file: int = 50_000) -> dict:
+    """Write a whole in-memory dataset in parts of ``rows_per_file`` rows; returns the manifest.
+    ``label_schema``: the task's label types (inferred from the arrays when not given)."""
+    label_schema = label_schema if label_schema is not None else infer_label_schema(labels)
+    with DatasetWriter(path, label_schema=label_schema, producer=producer, params=params,
                        upstream=upstream) as writer:
         for index, start in enumerate(range(0, len(ids), rows_per_file)):
             stop = start + rows_per_file
             writer.write_part(index, make_table(ids[start:stop], images_uint8[start:stop],
-                                                {k: v[start:stop] for k, v in labels.items()}, source))
+                                                {k: np.asarray(v)[start:stop] for k, v in labels.items()}, source,
+                                                label_schema))
     return writer.manifest
 
 
@@ -256,11 +305,17 @@ class ImageDataset:
         return self.manifest["label_columns"]
 
     @property
+    def label_schema(self) -> pa.Schema:
+        """The label columns with their pyarrow types, as the producing task declared them."""
+        schema = pq.read_schema(self.files[0])
+        return pa.schema([(name, canonical_type(schema.field(name).type)) for name in self.label_columns])
+
+    @property
     def files(self) -> list[Path]:
         return [self.path / f["name"] for f in self.manifest["files"]]
 
     def tables(self) -> Iterator[tuple[Path, pa.Table]]:
-        expected = schema_for(tuple(self.label_columns))
+        expected = self.manifest["schema"]
         for file in self.files:
             try:
                 table = pq.read_table(file)
@@ -276,17 +331,18 @@ class ImageDataset:
         images = [decode_image_column(t, str(f)) for f, t in parts if t.num_rows]
         out["image"] = np.concatenate(images) if images else np.zeros((0, 0, 0), np.float32)
         for name in self.label_columns:
-            out[name] = np.concatenate([t.column(name).to_numpy() for _, t in parts])
+            out[name] = np.concatenate([label_numpy(t.column(name)) for _, t in parts])
         return out
 
 
-def check_schema(actual: pa.Schema, expected: pa.Schema, file) -> None:
-    for field in expected:
-        if field.name not in actual.names:
-            raise DatasetError(f"{file}: missing column {field.name!r} (has {actual.names})")
-        got = actual.field(field.name).type
-        if got != field.type:
-            raise DatasetError(f"{file}: column {field.name!r} has type {got}, expected {field.type}")
+def check_schema(actual: pa.Schema, expected: dict[str, str], file) -> None:
+    """``expected``: the manifest's column name -> pyarrow type string."""
+    for name, type_ in expected.items():
+        if name not in actual.names:
+            raise DatasetError(f"{file}: missing column {name!r} (has {actual.names})")
+        got = str(canonical_type(actual.field(name).type))
+        if got != type_:
+            raise DatasetError(f"{file}: column {name!r} has type {got}, expected {type_}")
 
 
 def open_dataset(path: str | Path, *, verify_hashes: bool = True) -> ImageDataset:
@@ -320,3 +376,23 @@ def validate(path: str | Path) -> ImageDataset:
     if total != dataset.num_rows:
         raise DatasetError(f"{dataset.path}: manifest says {dataset.num_rows} rows, files hold {total}")
     return dataset
+
+
+def open_unlabeled(path: str | Path) -> ImageDataset:
+    """Real images for training (the refiner, self-training): refuse any dataset with labels."""
+    real = open_dataset(path)
+    if real.label_columns:
+        raise DatasetError(f"{path}: real data for training must be unlabelled, has label columns {real.label_columns}")
+    return real
+
+
+def open_training_set(path: str | Path, label_schema: pa.Schema) -> ImageDataset:
+    """Synthetic or refined images to train an estimator on: refuse real data (only evaluate
+    reads real labels) and data without the task's label columns."""
+    data = open_dataset(path)
+    if data.manifest["producer"] == "stages.ingest":
+        raise DatasetError(f"{path}: real data must not train the estimator (only evaluate reads real labels)")
+    missing = [name for name in label_schema.names if name not in data.label_columns]
+    if missing:
+        raise DatasetError(f"{path}: has no {missing} label column(s) to train on (has {data.label_columns})")
+    return data

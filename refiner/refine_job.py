@@ -99,7 +99,7 @@ def refine_dataset(source: dataset.ImageDataset, checkpoint: Path, out: Path, *,
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     load_refiner(checkpoint, source.manifest["image_shape"])  # a mismatch fails before any work
     checkpoint_bytes = Path(checkpoint).read_bytes()
-    with dataset.DatasetWriter(out, label_columns=tuple(source.label_columns), producer="stages.refine",
+    with dataset.DatasetWriter(out, label_schema=source.label_schema, producer="stages.refine",
                                params=params, upstream=upstream,
                                resume_key=job_key(source, checkpoint_bytes, params)) as writer:
         todo = [i for i in range(len(source.files)) if not writer.has_part(i)]

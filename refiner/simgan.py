@@ -5,40 +5,22 @@
 3. alternate: Kg refiner steps (adversarial + lambda * L1), then Kd discriminator steps
    whose fake half comes from the history buffer.
 
-Everything is seeded from one config object; on CPU the same config and data give the
-same weights.
+Everything is seeded from the params section and one seed; on CPU the same params, seed
+and data give the same weights.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from refiner.config import SimGANParams
 from refiner.history import HistoryBuffer
 from refiner.losses import discriminator_loss, refiner_loss, self_regularization_loss
 from refiner.networks import Discriminator, Refiner
-
-
-@dataclass
-class SimGANConfig:
-    channels: int = 32            # refiner width (the paper: 64)
-    num_blocks: int = 4           # ResNet blocks (the paper: 4)
-    disc_layers: list = field(default_factory=lambda: [[64, 1], [64, 1]])  # (channels, stride) per 3x3 conv
-    lam: float = 2.0              # self-regularization weight (the paper's lambda)
-    lr: float = 5e-4
-    batch_size: int = 128
-    pretrain_refiner_steps: int = 200
-    pretrain_disc_steps: int = 100
-    steps: int = 300              # adversarial rounds, each Kg refiner + Kd discriminator steps
-    kg: int = 2
-    kd: int = 1
-    history_size: int = 2048
-    seed: int = 0
-    log_every: int = 25
 
 
 def to_model(images01: np.ndarray) -> torch.Tensor:
@@ -63,24 +45,25 @@ def diversity_ratio(refined01: np.ndarray, synthetic01: np.ndarray) -> float:
     return float(spread(refined01) / max(spread(synthetic01), 1e-12))
 
 
-def build_refiner(config: SimGANConfig, in_channels: int = 1) -> Refiner:
+def build_refiner(config: SimGANParams, in_channels: int = 1) -> Refiner:
     return Refiner(in_channels, config.channels, config.num_blocks)
 
 
 class SimGANTrainer:
-    def __init__(self, synthetic01: np.ndarray, real01: np.ndarray, config: SimGANConfig, device: str = "cpu"):
-        self.config, self.device = config, device
-        torch.manual_seed(config.seed)
-        self.generator = torch.Generator().manual_seed(config.seed)
+    def __init__(self, synthetic01: np.ndarray, real01: np.ndarray, config: SimGANParams, seed: int = 0,
+                 device: str = "cpu"):
+        self.config, self.seed, self.device = config, seed, device
+        torch.manual_seed(seed)
+        self.generator = torch.Generator().manual_seed(seed)
         self.synthetic, self.real = to_model(synthetic01), to_model(real01)
         self.refiner = build_refiner(config).to(device)
-        self.discriminator = Discriminator(1, tuple(map(tuple, config.disc_layers))).to(device)
+        self.discriminator = Discriminator(1, config.disc_layers).to(device)
         self.opt_r = torch.optim.Adam(self.refiner.parameters(), lr=config.lr, betas=(0.5, 0.999))
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr, betas=(0.5, 0.999))
         self.history = HistoryBuffer(config.history_size, self.generator)
         self.log: list[dict] = []
         # a fixed probe for the diversity check, drawn with its own RNG so training is unchanged
-        probe = np.random.default_rng(config.seed).choice(len(synthetic01), min(256, len(synthetic01)), replace=False)
+        probe = np.random.default_rng(seed).choice(len(synthetic01), min(256, len(synthetic01)), replace=False)
         self.probe = np.asarray(synthetic01, dtype=np.float32)[probe]
 
     def batch(self, pool: torch.Tensor) -> torch.Tensor:
@@ -161,7 +144,8 @@ class SimGANTrainer:
     def checkpoint(self, image_shape) -> dict:
         """Plain tensors and JSON-able values only, so it loads with torch.load(weights_only=True)."""
         return {"state_dict": {k: v.detach().cpu() for k, v in self.refiner.state_dict().items()},
-                "config": asdict(self.config), "in_channels": 1, "image_shape": list(image_shape)}
+                "config": self.config.model_dump(mode="json", by_alias=True), "seed": self.seed,
+                "in_channels": 1, "image_shape": list(image_shape)}
 
 
 class CheckpointError(ValueError):
@@ -172,7 +156,7 @@ def load_refiner(path, image_shape=None, device: str = "cpu") -> Refiner:
     """Load a refiner checkpoint safely; check it fits images of ``image_shape`` before any work."""
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        config = SimGANConfig(**checkpoint["config"])
+        config = SimGANParams.model_validate(checkpoint["config"])
         model = build_refiner(config, checkpoint["in_channels"])
         model.load_state_dict(checkpoint["state_dict"])
     except Exception as err:

@@ -34,7 +34,7 @@ EXPERIMENT = "simrefinery"
 PIPELINE_ID_ENV = "SIMREFINERY_PIPELINE_ID"  # set by `make run` and the Prefect flow: one parent per invocation
 OUTPUT_TAG = "simrefinery.output."
 REFINER_MODEL = "simrefinery-refiner"
-TASK_MODEL = "simrefinery-task"
+ESTIMATOR_MODEL = "simrefinery-estimator"
 
 
 def flatten(params: dict, prefix: str = "") -> dict[str, str]:
@@ -167,3 +167,30 @@ def _relative(path: Path) -> str:
         return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
         return str(path)
+
+
+def promote_champion(models: dict[str, dict | None], reported: dict[str, float], score: float | None) -> bool:
+    """Tag each estimator version with its real-test figure (for people to read); the one
+    trained on refined data becomes ``champion`` (and its refiner too) when its label-free
+    selection score beats the current champion's: real labels report, they never choose."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+    client = MlflowClient()
+    for name, record in models.items():
+        if record and name in reported:
+            client.set_model_version_tag(ESTIMATOR_MODEL, record["version"], "real_test_score", f"{reported[name]:.4f}")
+    candidate = models.get("refined")
+    if not candidate or score is None:
+        return False
+    client.set_model_version_tag(ESTIMATOR_MODEL, candidate["version"], "selection_score", f"{score:.6f}")
+    try:
+        champion = client.get_model_version_by_alias(ESTIMATOR_MODEL, "champion")
+        best = float(champion.tags.get("selection_score", "-inf"))
+    except MlflowException:
+        best = float("-inf")
+    if score <= best:
+        return False
+    client.set_registered_model_alias(ESTIMATOR_MODEL, "champion", candidate["version"])
+    if models.get("refiner"):
+        client.set_registered_model_alias(REFINER_MODEL, "champion", models["refiner"]["version"])
+    return True

@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 from refiner import dataset
+from refiner.params import Params
 from refiner.refine_job import refine_dataset
 from stages import common
 
 
-def run(params: dict) -> dict:
+def run(params: Params) -> dict:
     from refiner import tracking
-    section = params["refine"]
+    section = params.refine
     synthetic = dataset.open_dataset(common.SYNTHETIC)
     checkpoint_digest = dataset.file_sha256(common.REFINER_CHECKPOINT)
-    with tracking.stage_run("refine", section) as mlflow_run:
+    with tracking.stage_run("refine", common.declared_params("refine", params)) as mlflow_run:
         tracking.log_dataset(synthetic, "input", "synthetic")
         tracking.log_model_input(common.REFINER_DIR)
         refined = refine_dataset(
-            synthetic, common.REFINER_CHECKPOINT, common.REFINED, batch_size=section["batch_size"],
-            num_actors=section["num_actors"], actor_num_cpus=section["actor_num_cpus"],
-            precision=section["precision"], ray_address=section.get("ray_address"),
+            synthetic, common.REFINER_CHECKPOINT, common.REFINED, batch_size=section.batch_size,
+            num_actors=section.num_actors, actor_num_cpus=section.actor_num_cpus,
+            precision=section.precision, ray_address=section.ray_address,
             params={"refiner_sha256": checkpoint_digest},
             upstream={"synthetic": synthetic.digest, "refiner": checkpoint_digest})
         tracking.log_dataset(refined, "output", "refined")
@@ -27,7 +28,7 @@ def run(params: dict) -> dict:
 
 
 def main() -> None:
-    run(common.load_params())
+    run(common.main_params())
 
 
 if __name__ == "__main__":

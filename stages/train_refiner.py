@@ -8,39 +8,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from refiner import dataset
-from refiner.simgan import COLLAPSE_RATIO, SimGANConfig, SimGANTrainer, to_model
+from refiner import dataset, plots
+from refiner.config import SimGANParams
+from refiner.params import Params
+from refiner.simgan import COLLAPSE_RATIO, SimGANTrainer, to_model
 from stages import common
 
 SAMPLES = 16
 
 
-def config_from_params(section: dict, seed: int) -> SimGANConfig:
-    """params.yaml spells the paper's lambda as ``lambda`` (a Python keyword, hence ``lam``)."""
-    values = {("lam" if key == "lambda" else key): value for key, value in section.items()}
-    return SimGANConfig(**values, seed=seed)
-
-
-def load_unlabeled(path: Path) -> dataset.ImageDataset:
-    """Real images for the refiner: refuse any dataset that carries labels."""
-    real = dataset.open_dataset(path)
-    if real.label_columns:
-        raise dataset.DatasetError(f"{path}: real data for refiner training must be unlabelled, "
-                                   f"has label columns {real.label_columns}")
-    return real
-
-
-def train_refiner(synthetic_path: Path, real_path: Path, config: SimGANConfig, out_dir: Path,
+def train_refiner(synthetic: np.ndarray, real: np.ndarray, config: SimGANParams, seed: int, out_dir: Path,
                   plots_dir: Path, progress: bool = True, on_samples=None) -> tuple[SimGANTrainer, list[dict]]:
-    synthetic = dataset.open_dataset(synthetic_path).load()["image"]
-    real = load_unlabeled(real_path).load()["image"]
-    trainer = SimGANTrainer(synthetic, real, config)
-    fixed = np.random.default_rng(config.seed).choice(len(synthetic), SAMPLES, replace=False)
-    fixed_real = real[np.random.default_rng(config.seed).choice(len(real), SAMPLES, replace=False)]
+    """Float images in [0, 1] in, the checkpoint, loss curves and a sample grid out."""
+    trainer = SimGANTrainer(synthetic, real, config, seed)
+    fixed = np.random.default_rng(seed).choice(len(synthetic), SAMPLES, replace=False)
+    fixed_real = real[np.random.default_rng(seed).choice(len(real), SAMPLES, replace=False)]
 
     def sample_grid(step: int, trainer: SimGANTrainer, path: Path) -> Path:
         rows = {"synthetic": synthetic[fixed], "refined": trainer.refine(synthetic[fixed]), "real": fixed_real}
-        return common.image_grid(path, rows, columns=SAMPLES, title=f"step {step}")
+        return plots.image_grid(path, rows, columns=SAMPLES, title=f"step {step}")
 
     def on_checkpoint(step: int, trainer: SimGANTrainer) -> None:
         if on_samples and (step % (config.log_every * 8) == 0 or step == config.steps):
@@ -56,18 +42,19 @@ def train_refiner(synthetic_path: Path, real_path: Path, config: SimGANConfig, o
     return trainer, log
 
 
-def run(params: dict) -> dict:
+def run(params: Params) -> dict:
     import mlflow
     from refiner import tracking
-    config = config_from_params(params["train_refiner"], params["seed"])
+    config = params.train_refiner
     plots_dir = common.PLOTS / "refiner"
-    with tracking.stage_run("train_refiner", {**params["train_refiner"], "seed": params["seed"]}) as mlflow_run:
+    with tracking.stage_run("train_refiner", common.declared_params("train_refiner", params)) as mlflow_run:
         inputs = {"synthetic": dataset.open_dataset(common.SYNTHETIC),
-                  "real-unlabeled": dataset.open_dataset(common.REAL_UNLABELED)}
+                  "real-unlabeled": dataset.open_unlabeled(common.REAL_UNLABELED)}
         for name, data in inputs.items():
             tracking.log_dataset(data, "input", name)
-        trainer, log = train_refiner(common.SYNTHETIC, common.REAL_UNLABELED, config, common.REFINER_DIR,
-                                     plots_dir, on_samples=lambda p: mlflow.log_artifact(str(p), "samples"))
+        trainer, log = train_refiner(inputs["synthetic"].load()["image"], inputs["real-unlabeled"].load()["image"],
+                                     config, params.seed, common.REFINER_DIR, plots_dir,
+                                     on_samples=lambda p: mlflow.log_artifact(str(p), "samples"))
         for entry in log:
             if entry["phase"] == "adversarial":
                 mlflow.log_metrics({k: v for k, v in entry.items() if k not in ("phase", "step")}, step=entry["step"])
@@ -88,7 +75,7 @@ def run(params: dict) -> dict:
 
 
 def main() -> None:
-    run(common.load_params())
+    run(common.main_params())
 
 
 if __name__ == "__main__":

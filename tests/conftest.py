@@ -27,7 +27,7 @@ torch.set_num_threads(1)
 @pytest.fixture
 def tiny_digits():
     """A small rendered synthetic set: ids, 0..16 images, labels."""
-    from refiner.digits import render_digits
+    from refiner.tasks.digits.renderer import render_digits
     return render_digits(40, seed=3, progress=False)
 
 
@@ -53,7 +53,7 @@ TINY = {
                       "pretrain_refiner_steps": 100, "pretrain_disc_steps": 5, "lr": 0.003, "steps": 10,
                       "history_size": 64, "log_every": 5},
     "refine": {"batch_size": 64},
-    "train_task": {"steps": 200, "eval_every": 100, "batch_size": 64, "num_seeds": 2, "self_training_rounds": 1},
+    "train_estimator": {"steps": 200, "eval_every": 100, "batch_size": 64, "num_seeds": 2, "self_training_rounds": 1},
     # 200 images and 2 seeds measure label keeping to a few points only: a looser gate lets the
     # tiny run promote a champion (the gate itself is tested in test_stages)
     "evaluate": {"label_kept_min": 0.8},
@@ -67,9 +67,10 @@ def sh(*args, cwd, env, check=True, timeout=600):
     return result.stdout + result.stderr
 
 
-def make_project(repo: Path, params_update: dict) -> dict:
-    """Copy the project's tracked files into ``repo`` (a new git repo) with updated params;
-    returns the environment to run its commands in."""
+def make_project(repo: Path, params_update: dict, extra_files: dict[str, str] | None = None) -> dict:
+    """Copy the project's tracked files into ``repo`` (a new git repo) with updated params
+    (a section not in params.yaml is added) and ``extra_files`` (path -> text); returns the
+    environment to run its commands in."""
     files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
                            capture_output=True, text=True, check=True).stdout.split()
     for name in files:
@@ -79,10 +80,12 @@ def make_project(repo: Path, params_update: dict) -> dict:
     params = yaml.safe_load((repo / "params.yaml").read_text())
     for section, values in params_update.items():
         if isinstance(values, dict):
-            params[section].update(values)
+            params.setdefault(section, {}).update(values)
         else:
             params[section] = values  # a top-level scalar such as task
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for name, text in (extra_files or {}).items():
+        (repo / name).write_text(text)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "RAY_AUTH_MODE": "disabled"}
     for leaked in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS", "SIMREFINERY_PIPELINE_ID"):

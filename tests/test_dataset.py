@@ -10,6 +10,8 @@ from refiner import dataset
 from refiner.dataset import DatasetError, DatasetWriter, make_table, open_dataset, validate, write_dataset
 from tests.conftest import uint8_images
 
+LABELS = pa.schema([("label", pa.int64())])
+
 
 def write_small(path, n=25, rows_per_file=10, seed=0, **kwargs):
     images = uint8_images(n, seed=seed)
@@ -91,7 +93,7 @@ def test_corrupt_image_is_refused_naming_file_and_row(tmp_path):
     images = table.column("image").to_pylist()
     images[1]["bytes"] = images[1]["bytes"][:20]  # truncated PNG
     table = table.set_column(1, "image", pa.array(images, dataset.IMAGE_TYPE))
-    with DatasetWriter(tmp_path / "ds", label_columns=("label",), producer="test") as writer:
+    with DatasetWriter(tmp_path / "ds", label_schema=LABELS, producer="test") as writer:
         writer.write_part(0, table)
     with pytest.raises(DatasetError, match=r"part-00000.parquet: row id='bad': image is not a readable PNG"):
         validate(tmp_path / "ds")
@@ -99,7 +101,7 @@ def test_corrupt_image_is_refused_naming_file_and_row(tmp_path):
 
 def test_writer_refuses_tables_breaking_the_contract(tmp_path):
     with pytest.raises(DatasetError, match="do not match contract"):
-        with DatasetWriter(tmp_path / "ds", label_columns=("label",), producer="test") as writer:
+        with DatasetWriter(tmp_path / "ds", label_schema=LABELS, producer="test") as writer:
             writer.write_part(0, pa.table({"id": ["a"], "pixels": [b"x"]}))
     assert not (tmp_path / "ds").exists()
 
@@ -116,7 +118,7 @@ def test_interrupted_write_leaves_no_dataset_and_keeps_the_old_one(tmp_path):
     before = open_dataset(target).digest
 
     with pytest.raises(RuntimeError):
-        with DatasetWriter(target, label_columns=("label",), producer="test") as writer:
+        with DatasetWriter(target, label_schema=LABELS, producer="test") as writer:
             writer.write_part(0, make_table(["x", "y", "z"], uint8_images(3), {"label": np.array([1, 2, 3])}, "s"))
             raise RuntimeError("killed mid-write")
     assert open_dataset(target).digest == before
@@ -136,13 +138,13 @@ def test_stale_temporary_directory_from_a_killed_writer_is_swept(tmp_path):
 def test_resumable_writer_keeps_finished_parts_for_the_same_job(tmp_path):
     table = make_table(["a", "b"], uint8_images(2), {"label": np.array([1, 2])}, "s")
     with pytest.raises(RuntimeError):
-        with DatasetWriter(tmp_path / "ds", label_columns=("label",), producer="t", resume_key="job1") as writer:
+        with DatasetWriter(tmp_path / "ds", label_schema=LABELS, producer="t", resume_key="job1") as writer:
             writer.write_part(0, table)
             raise RuntimeError("crash")
     assert not (tmp_path / "ds").exists()
-    again = DatasetWriter(tmp_path / "ds", label_columns=("label",), producer="t", resume_key="job1")
+    again = DatasetWriter(tmp_path / "ds", label_schema=LABELS, producer="t", resume_key="job1")
     assert again.has_part(0) and not again.has_part(1)
-    other = DatasetWriter(tmp_path / "ds", label_columns=("label",), producer="t", resume_key="job2")
+    other = DatasetWriter(tmp_path / "ds", label_schema=LABELS, producer="t", resume_key="job2")
     assert not other.has_part(0)  # another job starts clean (and swept job1's parts)
     other.write_part(0, table)
     other.write_part(1, table)
@@ -150,7 +152,33 @@ def test_resumable_writer_keeps_finished_parts_for_the_same_job(tmp_path):
 
 
 def test_parts_must_be_numbered_without_gaps(tmp_path):
-    writer = DatasetWriter(tmp_path / "ds", label_columns=("label",), producer="t")
+    writer = DatasetWriter(tmp_path / "ds", label_schema=LABELS, producer="t")
     writer.write_part(1, make_table(["a"], uint8_images(1), {"label": np.array([1])}, "s"))
     with pytest.raises(DatasetError, match="not numbered"):
         writer.commit()
+
+
+def test_label_schema_with_keypoints_round_trips_and_is_recorded(tmp_path):
+    schema = pa.schema([("label", pa.int64()), ("keypoints", pa.list_(pa.float32(), 4))])
+    keypoints = np.arange(12, dtype=np.float32).reshape(3, 4)
+    write_dataset(tmp_path / "ds", np.array(["a", "b", "c"], dtype=object), uint8_images(3),
+                  {"label": np.array([0, 1, 2]), "keypoints": keypoints}, label_schema=schema, source="s", producer="t")
+    ds = validate(tmp_path / "ds")
+    assert ds.manifest["schema"]["keypoints"] == "fixed_size_list<item: float>[4]"
+    assert ds.label_schema == schema
+    assert np.array_equal(ds.load()["keypoints"], keypoints)
+
+
+def test_hugging_face_datasets_reads_and_decodes_a_dataset(tmp_path):
+    """The README's claim, checked with `datasets` itself."""
+    import datasets
+    schema = pa.schema([("label", pa.int64()), ("box", pa.list_(pa.float32(), 4))])
+    images = uint8_images(5, shape=(8, 9))
+    write_dataset(tmp_path / "ds", np.array([f"r{i}" for i in range(5)], dtype=object), images,
+                  {"label": np.arange(5), "box": np.ones((5, 4), np.float32)}, label_schema=schema, source="s",
+                  producer="t", rows_per_file=2)
+    loaded = datasets.load_dataset("parquet", data_files=str(tmp_path / "ds" / "*.parquet"), split="train")
+    assert loaded.num_rows == 5 and loaded.features["image"] == datasets.Image()
+    first = loaded.sort("id")[0]
+    assert np.array_equal(np.asarray(first["image"]), images[0])  # decoded to a PIL image, same pixels
+    assert first["label"] == 0 and first["box"] == [1.0, 1.0, 1.0, 1.0]

@@ -1,6 +1,6 @@
 import numpy as np
 
-from refiner.digits import SKELETONS, RenderJitter, load_real_digits, optdigits_downsample, render_digits
+from refiner.tasks.digits.renderer import SKELETONS, RenderJitter, load_real_digits, optdigits_downsample, render_digits
 
 
 def test_same_seed_same_images_other_seed_other_images():
@@ -27,7 +27,8 @@ def test_values_are_optdigits_counts_like_the_real_data():
     assert all(image.sum() > 0 for image in images)  # every digit drew something
 
 
-NO_JITTER = RenderJitter(0, 0, 0, (1, 1), (1, 1), 0, 0, (0.5, 0.5), pen_range=(12, 12), stroke_wobble=0)
+NO_JITTER = RenderJitter(max_rotation_deg=0, max_shear=0, max_stroke=0, aspect_range=(1, 1), fill_range=(1, 1),
+                         max_shift=0, elastic_alpha=0, threshold_range=(0.5, 0.5), pen_range=(12, 12), stroke_wobble=0)
 
 
 def test_clean_font_render_without_jitter_is_identical_across_digits_of_one_class():

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from refiner.eyes import GAZE_RANGE, PROFILES, render_eye, render_eyes
-from refiner.gaze import EYE_SIZE
+from refiner.tasks.gaze.angles import EYE_SIZE
+from refiner.tasks.gaze.renderer import GAZE_RANGE, PROFILES, render_eye, render_eyes
 
 
 def pupil_centre(image: np.ndarray) -> tuple[float, float]:
@@ -35,7 +35,7 @@ def test_render_is_seeded_and_any_slice_reproducible():
 
 
 def test_camera_profile_is_another_domain_with_the_same_gaze_distribution():
-    from stages.evaluate import realism
+    from refiner.evaluation import realism
     _, synthetic, synthetic_gaze = render_eyes(300, seed=0, profile="synthetic", progress=False)
     _, camera, camera_gaze = render_eyes(300, seed=0, profile="camera", progress=False)
     assert realism(synthetic, camera, seed=0) > 0.8  # a linear probe tells them apart

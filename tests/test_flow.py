@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 
 from refiner import dataset
+from refiner.params import load_params
 from tests.conftest import DEFAULT_TORCH_THREADS, TINY, make_project, sh
 
-STAGES = ["render", "ingest", "train_refiner", "refine", "train_task@synthetic", "train_task@refined", "evaluate"]
+STAGES = ["render", "ingest", "train_refiner", "refine", "train_estimator@synthetic", "train_estimator@refined",
+          "evaluate"]
 
 
 def stage_runs(repo) -> list[str]:
@@ -81,8 +83,8 @@ def test_rerun_is_served_from_cache_and_a_changed_param_reruns_only_dependents(f
     again = pipeline()
     assert stage_runs(repo) == before  # nothing ran: every stage came from the cache
     assert again["refine"]["refined"] == first["refine"]["refined"]
-    pipeline(overrides={"train_task.steps": 150})
-    assert stage_runs(repo)[len(before):] == ["train_task@synthetic", "train_task@refined", "evaluate"]
+    pipeline(params=load_params(overrides={"train_estimator.steps": 150}))
+    assert stage_runs(repo)[len(before):] == ["train_estimator@synthetic", "train_estimator@refined", "evaluate"]
 
 
 @pytest.mark.slow
@@ -100,21 +102,24 @@ def test_a_stage_that_fails_once_is_retried(flow_project, monkeypatch):
 
     monkeypatch.setitem(module.STAGE_FUNCTIONS, "evaluate", flaky_evaluate)
     monkeypatch.setattr(module, "RETRY_DELAY_SECONDS", 0)
-    results = pipeline(overrides={"evaluate.oracle": False})
+    results = pipeline(params=load_params(overrides={"evaluate.oracle": False}))
     assert len(calls) == 2 and "| refined |" in results["evaluate"]["table"]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("overrides, message", [
-    ({"train_refiner.lamda": 1.0}, "no key 'lamda'"),
-    ({"train_refiner.steps": "many"}, "expected int"),
-    ({"nosuchstage.x": 1}, "no section 'nosuchstage'"),
+@pytest.mark.parametrize("section, message", [
+    ({"train_refiner": {"lamda": 1.0}}, r"train_refiner\.lamda"),
+    ({"train_refiner": {"steps": "many"}}, r"train_refiner\.steps"),
+    ({"task": "hand_pose"}, r"task"),
 ])
-def test_bad_override_is_refused_before_anything_runs(flow_project, overrides, message):
+def test_a_bad_flow_parameter_is_refused_before_anything_runs(flow_project, section, message):
+    """What a deployment run from the Prefect UI or API sends: JSON, validated against the
+    flow's typed params parameter."""
+    from prefect.exceptions import ParameterTypeError
     repo, pipeline, _ = flow_project
     before = stage_runs(repo)
-    with pytest.raises(ValueError, match=message):
-        pipeline(overrides=overrides)
+    with pytest.raises(ParameterTypeError, match=message):
+        pipeline(params=section)
     assert stage_runs(repo) == before
 
 

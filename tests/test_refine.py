@@ -15,7 +15,8 @@ import torch
 
 from refiner import dataset
 from refiner.refine_job import refine_dataset, refine_in_process
-from refiner.simgan import CheckpointError, SimGANConfig, SimGANTrainer, load_refiner
+from refiner.config import SimGANParams
+from refiner.simgan import CheckpointError, SimGANTrainer, load_refiner
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +24,7 @@ def checkpoint(tmp_path_factory):
     """A briefly trained (so not identity) refiner checkpoint for 8x8 images."""
     rng = np.random.default_rng(0)
     synthetic, real = rng.random((64, 8, 8), dtype=np.float32), rng.random((64, 8, 8), dtype=np.float32)
-    config = SimGANConfig(channels=8, num_blocks=1, disc_layers=[[8, 1]], batch_size=16,
+    config = SimGANParams(channels=8, num_blocks=1, disc_layers=[[8, 1]], batch_size=16,
                           pretrain_refiner_steps=2, pretrain_disc_steps=2, steps=3, history_size=32)
     trainer = SimGANTrainer(synthetic, real, config)
     trainer.train(progress=False)

@@ -8,7 +8,7 @@ statistics. A default gaze run refines ``synthetic`` towards ``camera``: it is s
 Geometry (in output pixels): an eyeball of radius ``ball`` behind an almond-shaped eyelid
 opening; the iris centre moves with gaze as on a sphere, and the iris is foreshortened by the
 cosine of the gaze angles; the upper lid rises when looking up and drops when looking down.
-Gaze follows ``refiner.gaze``: yaw > 0 looks towards the image's left, pitch > 0 up.
+Gaze follows ``angles``: yaw > 0 looks towards the image's left, pitch > 0 up.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from refiner.gaze import EYE_SIZE
+from refiner.tasks.gaze.angles import EYE_SIZE
 
 SUPERSAMPLE = 3  # render at 3x and average down: smooth edges without an anti-aliasing library
 

@@ -1,10 +1,6 @@
-"""The gaze task's data: angle conventions and readers for UnityEyes, MPIIGaze and plain
-folders of real eye images (issue 5; the renderer, estimator and stages are still to come).
-
-Angles: gaze is (pitch, yaw) in radians; (0, 0) looks straight into the camera, pitch > 0
-looks up, yaw > 0 looks towards the image's left (MPIIGaze's convention, pitch = asin(-y),
-yaw = atan2(-x, -z) in its camera axes). Images are 35 x 55 (height x width) grayscale, as
-in the SimGAN paper.
+"""Readers of real and synthetic eye data: UnityEyes exports, MPIIGaze and plain folders of
+eye images, all cropped or resized to 35 x 55 grayscale with gaze as (pitch, yaw) radians
+(``angles``).
 
 Every reader returns a ``ReadResult`` whose ``skipped`` lists each input it did not use and
 why; nothing is dropped silently.
@@ -20,7 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-EYE_SIZE = (35, 55)  # height, width
+from refiner.tasks.gaze.angles import EYE_SIZE, mpiigaze_vector_to_pitch_yaw, unityeyes_look_to_pitch_yaw
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
@@ -42,31 +39,6 @@ class ReadResult:
         images = np.stack(self.images) if self.images else np.zeros((0, *EYE_SIZE), np.uint8)
         gaze = np.asarray(self.gaze, np.float32).reshape(-1, 2) if self.gaze else None
         return np.asarray(self.ids, dtype=object), images, gaze
-
-
-def unityeyes_look_to_pitch_yaw(look_vec) -> tuple[float, float]:
-    """UnityEyes' ``look_vec`` (x right, y up, z away from the camera) -> (pitch, yaw)."""
-    vector = np.asarray(look_vec, np.float64)[:3]
-    x, y, z = vector / np.linalg.norm(vector)
-    return float(np.arcsin(y)), float(np.arctan2(-x, -z))
-
-
-def mpiigaze_vector_to_pitch_yaw(gaze) -> tuple[float, float]:
-    """MPIIGaze's normalised gaze vector (camera axes: x right, y down, z forward) -> (pitch, yaw)."""
-    x, y, z = np.asarray(gaze, np.float64) / np.linalg.norm(gaze)
-    return float(np.arcsin(-y)), float(np.arctan2(-x, -z))
-
-
-def pitch_yaw_to_vector(pitch_yaw: np.ndarray) -> np.ndarray:
-    """(N, 2) pitch, yaw -> (N, 3) unit vectors in MPIIGaze's camera axes."""
-    pitch, yaw = np.asarray(pitch_yaw, np.float64).reshape(-1, 2).T
-    return np.stack([-np.cos(pitch) * np.sin(yaw), -np.sin(pitch), -np.cos(pitch) * np.cos(yaw)], axis=1)
-
-
-def angular_error_deg(predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Angle between predicted and true gaze directions, in degrees, per sample."""
-    a, b = pitch_yaw_to_vector(predicted), pitch_yaw_to_vector(truth)
-    return np.degrees(np.arccos(np.clip((a * b).sum(1), -1.0, 1.0)))
 
 
 def to_eye_image(image: Image.Image) -> np.ndarray:
@@ -191,31 +163,3 @@ def read_image_folder(folder: Path) -> ReadResult:
         result.ids.append(f"folder-{path.relative_to(folder).as_posix()}")
         result.images.append(eye)
     return result
-
-
-def _is_mpiigaze(path: Path) -> bool:
-    return (Path(path) / "Data" / "Normalized").is_dir()
-
-
-def load_eyes(source: str, num_images: int, seed: int, max_head_pose_deg: float = 30.0):
-    """One gaze data source as (ids, float images in [0, 1], gaze or None):
-    ``render`` / ``camera``: the procedural renderer's profiles (``num_images`` of them);
-    an MPIIGaze root (labelled); a UnityEyes export (a folder of N.json + N.jpg, labelled);
-    any other folder: unlabelled images. Prints what a reader skipped and why."""
-    from refiner import eyes
-    if source in ("render", "camera"):
-        return eyes.render_eyes(num_images, seed, "synthetic" if source == "render" else "camera")
-    path = Path(source)
-    if not path.is_dir():
-        raise FileNotFoundError(f"{source}: not 'render', 'camera' or a folder of eye data")
-    if _is_mpiigaze(path):
-        result, name = read_mpiigaze(path), "MPIIGaze"
-    elif any(path.glob("*.json")):
-        result, name = read_unityeyes(path, max_head_pose_deg), "UnityEyes"
-    else:
-        result, name = read_image_folder(path), "image folder"
-    print(result.summary(f"{name} {path}"))
-    if not result.ids:
-        raise ValueError(f"{source}: no usable {name} images (see the skipped list above)")
-    ids, images, gaze = result.arrays()
-    return ids, images.astype(np.float32) / 255, gaze

@@ -1,4 +1,4 @@
-"""The digits task: a font renderer that mimics UCI optdigits, and the real digits reader.
+"""The digits renderer that mimics UCI optdigits, and the real digits reader.
 
 optdigits preprocessing (which produced scikit-learn's bundled digits): a handwritten
 digit is scanned to a 32x32 binary bitmap, cut into 4x4 blocks, and each block's count of
@@ -10,12 +10,14 @@ it like handwriting would, and applies the same preprocessing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+from pydantic import Field
+
+from refiner.config import Section
 
 NUM_CLASSES = 10
 MAX_VALUE = 16  # an 8x8 pixel counts the on pixels of a 4x4 block
@@ -33,19 +35,20 @@ CANVAS = 96
 FONT_SIZE = 64
 
 
-@dataclass(frozen=True)
-class RenderJitter:
+class RenderJitter(Section):
     """How much each rendered digit varies; 0 everywhere gives clean font digits."""
-    max_rotation_deg: float = 12.0
-    max_shear: float = 0.35
-    max_stroke: int = 4          # extra stroke width in canvas pixels (handwriting is thick)
-    aspect_range: tuple[float, float] = (0.7, 1.25)  # width/height stretch
-    fill_range: tuple[float, float] = (0.8, 1.0)     # glyph height / 32 (optdigits itself: always 1)
-    max_shift: float = 2.0       # translation in 32x32 pixels
-    elastic_alpha: float = 3.0   # elastic distortion strength, canvas pixels
+    max_rotation_deg: float = Field(12.0, ge=0)
+    max_shear: float = Field(0.35, ge=0)
+    max_stroke: int = Field(4, ge=0, description="extra font stroke width in canvas pixels (handwriting is thick)")
+    aspect_range: tuple[float, float] = Field((0.7, 1.25), description="width/height stretch")
+    fill_range: tuple[float, float] = Field((1.0, 1.0), description=(
+        "glyph height / 32, as optdigits normalises it (0.8-1 fools realism less)"))
+    max_shift: float = Field(2.0, ge=0, description="translation in 32x32 pixels")
+    elastic_alpha: float = Field(3.0, ge=0, description="elastic distortion strength, canvas pixels")
     threshold_range: tuple[float, float] = (0.35, 0.65)
-    pen_range: tuple[int, int] = (10, 18)  # pen width of skeleton strokes, canvas pixels
-    stroke_wobble: float = 0.04  # skeleton control-point noise, fraction of the glyph box
+    pen_range: tuple[int, int] = Field((10, 18), description=(
+        "skeleton pen width in canvas pixels (optdigits strokes are thick)"))
+    stroke_wobble: float = Field(0.04, ge=0, description="skeleton control-point noise, fraction of the glyph box")
 
 
 @lru_cache(maxsize=None)

@@ -1,0 +1,75 @@
+"""The typed sections of params.yaml that every task shares: one pydantic model per section,
+every default in one place, unknown keys refused. ``refiner.params`` assembles them (plus
+one section per registered task) into the whole params file."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Section(BaseModel):
+    """A params.yaml section: a misspelt key is an error, not a silent default."""
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_by_name=True, validate_by_alias=True)
+
+
+class RenderParams(Section):
+    num_images: int = Field(5000, gt=0, description="synthetic images the task's simulator makes")
+
+
+class IngestParams(Section):
+    test_fraction: float = Field(0.5, gt=0, lt=1, description=(
+        "share of the labelled real images kept as the test split (evaluate only); the rest is the "
+        "unlabelled pool the refiner learns from"))
+
+
+class SimGANParams(Section):
+    """The paper's SimGAN (refiner/simgan.py)."""
+    channels: int = Field(32, gt=0, description="refiner width (the paper: 64)")
+    num_blocks: int = Field(4, ge=0, description="ResNet blocks of the refiner (the paper: 4)")
+    disc_layers: tuple[tuple[int, int], ...] = Field(
+        ((64, 1), (64, 1)), min_length=1,
+        description="(channels, stride) per 3x3 conv of the discriminator: two stride-1 convs see 5x5 patches")
+    lam: float = Field(10.0, alias="lambda", ge=0, description=(
+        "self-regularization weight on mean L1 (the paper's lambda); chosen label-free (experiments/README.md)"))
+    lr: float = Field(5e-4, gt=0)
+    batch_size: int = Field(128, gt=0)
+    pretrain_refiner_steps: int = Field(200, ge=0, description="L1-only steps: the refiner starts as the identity")
+    pretrain_disc_steps: int = Field(100, ge=0)
+    steps: int = Field(300, ge=1, description="adversarial rounds, each kg refiner + kd discriminator steps")
+    kg: int = Field(2, ge=1)
+    kd: int = Field(1, ge=1)
+    history_size: int = Field(2048, gt=0, description="refined images kept for the discriminator's history half")
+    log_every: int = Field(25, gt=0)
+
+
+class RefineParams(Section):
+    batch_size: int = Field(1024, gt=0)
+    num_actors: int = Field(2, gt=0, description="on a GPU cluster: one actor per GPU, at most this many")
+    actor_num_cpus: float = Field(0.5, gt=0, description=(
+        "CPU-only clusters: fractional, two 1-CPU actors on 2 cores starve the rest of the job"))
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 pays on GPUs; on CPU it is slower")
+    ray_address: str | None = Field(None, description='null: local Ray (or RAY_ADDRESS); "ray://host:10001"')
+
+
+class EstimatorParams(Section):
+    """One recipe for the task's estimator, trained on synthetic, refined or (oracle only) real data."""
+    num_seeds: int = Field(3, ge=1, description="models per training set; evaluate reports mean and sd over them")
+    steps: int = Field(600, ge=1, description="optimizer steps (not epochs: the oracle's small set gets the same budget)")
+    eval_every: int = Field(100, ge=1, description="held-out metric every this many steps")
+    batch_size: int = Field(128, gt=0)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    max_shift: int = Field(1, ge=0, description="random translation augmentation, pixels")
+    val_fraction: float = Field(0.1, ge=0, lt=1, description="held out of the *training* data (never real labels)")
+    self_training_rounds: int = Field(2, ge=0, description=(
+        "rounds of pseudo-labelling the unlabelled real pool and retraining (0: off; never real labels)"))
+    pseudo_label_threshold: float = Field(0.9, ge=0, description="only real images the model is this sure of")
+    pseudo_label_repeat: int = Field(5, ge=1, description="each pseudo-labelled real image counts this many times")
+
+
+class EvaluateParams(Section):
+    oracle: bool = Field(True, description="also train on the real pool's labels, as a reference only")
+    label_kept_min: float = Field(0.97, gt=0, le=1, description=(
+        "label-free selection: refined images must keep this share of the synthetic images' score"))

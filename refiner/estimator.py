@@ -1,0 +1,115 @@
+"""The estimator: the downstream model of a task (the paper's word), trained on synthetic,
+refined or (for the oracle reference only) real images, then tested on real labelled ones.
+
+One generic recipe for every task: the task gives the network, loss, score and (for
+self-training) pseudo-labels; this module gives the training loop, seeds, self-training,
+prediction and checkpoints.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from refiner.config import EstimatorParams
+from refiner.tasks import TASKS
+from refiner.tasks.base import Task
+
+
+def random_shift(batch: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    if max_shift == 0:
+        return batch
+    padded = F.pad(batch, [max_shift] * 4)
+    dy, dx = torch.randint(0, 2 * max_shift + 1, (2,), generator=generator).tolist()
+    return padded[..., dy:dy + batch.shape[-2], dx:dx + batch.shape[-1]]
+
+
+def train_model(task: Task, images01: np.ndarray, targets: np.ndarray, config: EstimatorParams, seed: int,
+                progress: bool = True, extra_images01: np.ndarray | None = None,
+                extra_targets: np.ndarray | None = None):
+    """Returns (model, history): train loss and the task's held-out score every
+    ``eval_every`` steps. ``extra_*`` (pseudo-labelled real images) are trained on, never held out."""
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    n_labelled = len(images01)
+    if extra_images01 is not None and len(extra_images01):
+        images01, targets = np.concatenate([images01, extra_images01]), np.concatenate([targets, extra_targets])
+    x = torch.from_numpy(np.asarray(images01, np.float32))[:, None]
+    y = torch.from_numpy(np.asarray(targets))
+    order = torch.randperm(n_labelled, generator=generator)
+    n_val = int(n_labelled * config.val_fraction)
+    val, train = order[:n_val], torch.cat([order[n_val:], torch.arange(n_labelled, len(x))])
+    model = task.estimator(tuple(x.shape[-2:]))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.lr, total_steps=config.steps)
+    history, losses = [], []
+    val_key = f"val_{task.metric.name}"
+    for step in tqdm(range(1, config.steps + 1), desc="train estimator", disable=not progress, mininterval=1):
+        model.train()
+        index = train[torch.randint(len(train), (config.batch_size,), generator=generator)]
+        loss = task.loss(model(random_shift(x[index], config.max_shift, generator)), y[index])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        losses.append(loss.item())
+        if step % config.eval_every == 0 or step == config.steps:
+            held_out = task.score(predict(task, model, x[val].numpy()[:, 0]), y[val].numpy()) if n_val else float("nan")
+            history.append({"step": step, "train_loss": float(np.mean(losses)), val_key: held_out})
+            losses = []
+    return model, history
+
+
+def self_train(task: Task, images01: np.ndarray, targets: np.ndarray, unlabeled01: np.ndarray | None,
+               config: EstimatorParams, seed: int, progress: bool = True):
+    """Self-training on unlabelled real images: train on the labelled (synthetic or refined)
+    set, then each round give the real images the model is sure of its own predictions as
+    targets and retrain from scratch on both. Uses no real label. Returns (model, history,
+    fraction of real images pseudo-labelled in the last round)."""
+    model, history = train_model(task, images01, targets, config, seed, progress)
+    kept = 0.0
+    for _ in range(config.self_training_rounds if unlabeled01 is not None else 0):
+        sure, pseudo = task.pseudo_labels(predict(task, model, unlabeled01), config.pseudo_label_threshold)
+        kept = float(sure.mean())
+        model, history = train_model(
+            task, images01, targets, config, seed, progress,
+            extra_images01=np.repeat(unlabeled01[sure], config.pseudo_label_repeat, axis=0),
+            extra_targets=np.repeat(pseudo[sure], config.pseudo_label_repeat, axis=0))
+    return model, history, kept
+
+
+def train_seeds(task: Task, images01: np.ndarray, targets: np.ndarray, config: EstimatorParams, seed: int,
+                progress: bool = True, unlabeled01: np.ndarray | None = None) -> list[tuple[int, nn.Module, list]]:
+    """[(seed, model, history)] for seeds seed, seed + 1, ... (``config.num_seeds`` of them):
+    under domain shift the spread over seeds is as large as the effects being measured."""
+    runs = []
+    for model_seed in range(seed, seed + config.num_seeds):
+        model, history, pseudo_labelled = self_train(task, images01, targets, unlabeled01, config, model_seed,
+                                                     progress)
+        history[-1]["pseudo_labelled"] = pseudo_labelled
+        runs.append((model_seed, model, history))
+    return runs
+
+
+@torch.no_grad()
+def predict(task: Task, model: nn.Module, images01: np.ndarray, batch_size: int = 2048) -> np.ndarray:
+    """The task's predictions (e.g. class probabilities) for float images in [0, 1]."""
+    model.eval()
+    x = torch.from_numpy(np.asarray(images01, np.float32))[:, None]
+    return torch.cat([task.predictions(model(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]).numpy()
+
+
+def save_model(model: nn.Module, task: Task, image_shape, seed: int, path) -> None:
+    torch.save({"state_dict": model.state_dict(), "task": task.name, "image_shape": list(image_shape),
+                "seed": seed}, path)
+
+
+def load_model(path) -> tuple[Task, nn.Module]:
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    task = TASKS[checkpoint["task"]]
+    model = task.estimator(tuple(checkpoint["image_shape"]))
+    model.load_state_dict(checkpoint["state_dict"])
+    return task, model.eval()

@@ -1,0 +1,96 @@
+"""params.yaml as one typed object: a section per stage (``refiner.config``), one per
+registered task (its ``Params``), unknown keys and unknown tasks refused.
+
+    params = load_params()                        # params.yaml
+    params = load_params(overrides={"train_refiner.lambda": 2.0})
+    params.train_refiner.lam, params.task, TASKS[params.task]
+
+Every stage, the Prefect flow and the sweep load params through here, so a misspelt key or
+a wrong type fails the same way on every path (``dvc repro``, ``dvc exp run -S``, the flow),
+naming the dotted key and the file.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, create_model
+
+from refiner import config
+from refiner.tasks import TASKS
+
+PARAMS_FILE = Path("params.yaml")
+
+
+class ParamsError(ValueError):
+    """params.yaml (or an override of it) breaks the params model; says which key and why."""
+
+
+class _Base(config.Section):
+    task: Literal[tuple(TASKS)] = Field("digits", description="which world: a name in refiner/tasks/")  # type: ignore[valid-type]
+    seed: int = Field(0, description="one seed for every stage: same params + seed = same dataset digests")
+    render: config.RenderParams = config.RenderParams()
+    ingest: config.IngestParams = config.IngestParams()
+    train_refiner: config.SimGANParams = config.SimGANParams()
+    refine: config.RefineParams = config.RefineParams()
+    train_estimator: config.EstimatorParams = config.EstimatorParams()
+    evaluate: config.EvaluateParams = config.EvaluateParams()
+
+    def section(self, dotted: str) -> Any:
+        """The value at a dotted key as params.yaml spells it (``lambda``, not ``lam``)."""
+        node: Any = self.model_dump(mode="json", by_alias=True)
+        for key in dotted.split("."):
+            node = node[key]
+        return node
+
+
+Params = create_model("Params", __base__=_Base, **{
+    name: (task.Params, Field(default_factory=task.Params, description=f"the {name} task's settings"))
+    for name, task in TASKS.items()})
+
+
+def _check_task(params: Params) -> Params:
+    task = TASKS[params.task]
+    if params.train_estimator.self_training_rounds and not task.can_pseudo_label:
+        raise ParamsError(f"train_estimator.self_training_rounds: task {task.name} has no prediction confidence to "
+                          "pseudo-label with: set it to 0")
+    return params
+
+
+def set_dotted(raw: dict, dotted: str, value: Any) -> None:
+    """Set ``a.b.c`` in a nested dict, creating sections (the model refuses what does not exist)."""
+    *parents, leaf = dotted.split(".")
+    node = raw
+    for key in parents:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ParamsError(f"{dotted}: {key} is not a section")
+    node[leaf] = value
+
+
+def validate_params(raw: dict, source: str = str(PARAMS_FILE)) -> Params:
+    try:
+        params = Params.model_validate(raw)
+    except ValidationError as err:
+        problems = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                    + (f" (got {e['input']!r})" if e["type"] != "missing" and not isinstance(e["input"], dict) else "")
+                    for e in err.errors()]
+        raise ParamsError(f"{source}: " + "; ".join(problems)) from None
+    try:
+        return _check_task(params)
+    except ParamsError as err:
+        raise ParamsError(f"{source}: {err}") from None
+
+
+def load_params(path: Path = PARAMS_FILE, overrides: dict[str, Any] | None = None) -> Params:
+    raw = yaml.safe_load(Path(path).read_text()) or {}
+    source = str(path)
+    if overrides:
+        raw = copy.deepcopy(raw)
+        for dotted, value in overrides.items():
+            set_dotted(raw, dotted, value)
+        source = f"{path} with overrides {sorted(overrides)}"
+    return validate_params(raw, source)

@@ -1,0 +1,41 @@
+"""The digits task (the embedded default): font and pen-stroke digits rendered the way UCI
+optdigits preprocessed its scans (``renderer``), refined towards scikit-learn's bundled real
+handwritten digits (1797 of them: real data nobody here made), 10-way classification."""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import Field
+from sklearn.model_selection import train_test_split
+
+from refiner.config import Section
+from refiner.tasks.base import ClassificationTask, Images
+from refiner.tasks.digits.renderer import NUM_CLASSES, RenderJitter, counts_to_unit, load_real_digits, render_digits
+
+
+class DigitsParams(Section):
+    handwritten_fraction: float = Field(0.5, ge=0, le=1, description=(
+        "share drawn as pen strokes along digit skeletons; the rest are font glyphs"))
+    jitter: RenderJitter = Field(default_factory=RenderJitter, description="how much each rendered digit varies")
+
+
+class DigitsTask(ClassificationTask):
+    name = "digits"
+    num_classes = NUM_CLASSES
+    Params = DigitsParams
+
+    def synthesize(self, params):
+        ids, counts, labels = render_digits(params.render.num_images, params.seed, params.digits.jitter,
+                                            handwritten_fraction=params.digits.handwritten_fraction)
+        return Images(ids, counts_to_unit(counts), {"label": labels})
+
+    def read_real(self, params):
+        """scikit-learn's real digits, split stratified by class and seeded."""
+        ids, counts, labels = load_real_digits()
+        real = Images(ids, counts_to_unit(counts), {"label": labels})
+        pool, test = train_test_split(np.arange(len(ids)), test_size=params.ingest.test_fraction, stratify=labels,
+                                      random_state=params.seed)
+        return real.take(np.sort(pool)), real.take(np.sort(test))
+
+
+TASK = DigitsTask()

@@ -1,0 +1,89 @@
+"""The typed params: one model, one set of defaults, bad keys refused on every path."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from refiner.config import SimGANParams
+from refiner.params import Params, ParamsError, load_params
+from refiner.simgan import SimGANTrainer, load_refiner
+from tests.conftest import ROOT, TINY, make_project, sh
+
+
+def test_params_yaml_states_the_models_defaults():
+    """One place for every default: params.yaml says what the models would use anyway."""
+    assert load_params().model_dump(by_alias=True) == Params().model_dump(by_alias=True)
+
+
+def test_lambda_is_the_yaml_spelling_of_lam():
+    params = load_params(overrides={"train_refiner.lambda": 0.25})
+    assert params.train_refiner.lam == 0.25 and params.section("train_refiner")["lambda"] == 0.25
+    assert SimGANParams(lam=3.0).lam == 3.0  # code may use the Python name
+
+
+def test_refiner_checkpoint_keeps_its_params(tmp_path):
+    config = SimGANParams(channels=4, num_blocks=1, disc_layers=[[4, 1]], batch_size=4, lam=0.5,
+                          pretrain_refiner_steps=1, pretrain_disc_steps=1, steps=1, history_size=8)
+    images = torch.rand(8, 8, 8).numpy()
+    trainer = SimGANTrainer(images, images, config, seed=3)
+    torch.save(trainer.checkpoint((8, 8)), tmp_path / "r.pt")
+    saved = torch.load(tmp_path / "r.pt", weights_only=True)
+    assert saved["config"]["lambda"] == 0.5 and saved["seed"] == 3
+    assert sum(p.numel() for p in load_refiner(tmp_path / "r.pt").parameters()) == \
+        sum(p.numel() for p in trainer.refiner.parameters())
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"train_refiner.lamda": 1.0}, r"params.yaml.*: train_refiner\.lamda: Extra inputs are not permitted"),
+    ({"train_refiner.steps": "many"}, r"train_refiner\.steps: Input should be a valid integer.*'many'"),
+    ({"digits.jitter.max_shear": [1]}, r"digits\.jitter\.max_shear: Input should be a valid number"),
+    ({"task": "hand_pose"}, r"task: Input should be 'digits' or 'gaze'"),
+    ({"refine.precision": "fp8"}, r"refine\.precision: Input should be 'fp32' or 'bf16'"),
+    ({"nosuchsection.x": 1}, r"nosuchsection: Extra inputs are not permitted"),
+    ({"task": "gaze"}, r"train_estimator\.self_training_rounds: task gaze has no prediction confidence"),
+])
+def test_bad_params_are_refused_naming_the_dotted_key_and_the_file(overrides, message):
+    with pytest.raises(ParamsError, match=message):
+        load_params(overrides=overrides)
+
+
+@pytest.mark.parametrize("stage, section, message", [
+    ("render", {"render": {"num_image": 10}}, "render.num_image: Extra inputs are not permitted"),
+    ("train_refiner", {"train_refiner": {"steps": "many"}}, "train_refiner.steps: Input should be a valid integer"),
+    ("evaluate", {"task": "hand_pose"}, "task: Input should be 'digits' or 'gaze'"),
+])
+def test_a_stage_command_refuses_bad_params_before_any_work(tmp_path, stage, section, message):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for key, value in section.items():
+        params[key] = {**params[key], **value} if isinstance(value, dict) else value
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    result = subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=tmp_path, capture_output=True, text=True,
+                            env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=300)
+    assert result.returncode != 0
+    assert f"error: params.yaml: {message}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # nothing written, no MLflow run
+
+
+@pytest.mark.slow
+def test_dvc_exp_run_set_refuses_bad_params(tmp_path):
+    env = make_project(tmp_path, TINY)
+    for args, message in [(["-S", "+train_refiner.lamda=1"], "error: params.yaml: train_refiner.lamda: Extra inputs"),
+                          (["-S", "train_refiner.steps=many"], "error: params.yaml: train_refiner.steps: Input should"),
+                          (["-S", "task=hand_pose"], "'hand_pose' are missing from 'params.yaml'")]:
+        result = subprocess.run(["dvc", "exp", "run", *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                                timeout=300)
+        assert result.returncode != 0 and message in result.stdout + result.stderr, result.stdout + result.stderr
+        sh("git", "checkout", "--", "params.yaml", cwd=tmp_path, env=env)
+    # refused at the first stage, before anything was written (DVC itself makes empty output folders)
+    assert [p for p in (tmp_path / "data").rglob("*") if p.is_file()] == [] and not (tmp_path / "mlflow.db").exists()
+
+
+def test_flow_command_refuses_a_bad_override(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "flows.pipeline", "--set", "train_refiner.lamda=1"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "error: params.yaml with overrides ['train_refiner.lamda']: train_refiner.lamda: Extra inputs" in result.stderr
