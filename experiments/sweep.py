@@ -67,7 +67,7 @@ def run_profile(name: str, overrides: dict) -> dict:
     refiner = json.loads((ROOT / "metrics" / "refiner.json").read_text())
     row = {"profile": name, "overrides": overrides, "wall_seconds": seconds, "metric": metrics["metric"],
            "refiner_train_seconds": refiner["seconds"], "diversity_ratio": refiner["diversity_ratio"],
-           **{key: metrics[key] for key in LABEL_FREE}}
+           **{key: metrics[key] for key in LABEL_FREE + GAINS}}
     for trained_on in ("synthetic", "refined", "oracle"):
         if trained_on in metrics:
             row[trained_on] = {k: v for k, v in metrics[trained_on].items() if k != "per_class_accuracy"}
@@ -75,6 +75,7 @@ def run_profile(name: str, overrides: dict) -> dict:
 
 
 LABEL_FREE = ("realism", "label_kept", "real_confidence", "selection_score")
+GAINS = ("refinery_gain", "baseline", "end_to_end_gain")
 
 
 def select(rows: list[dict]) -> str | None:
@@ -97,14 +98,18 @@ def metric_table(metric: str, rows: list[dict]) -> str:
         r = row[key]
         return f"{r[metric]:.4g} ± {r[metric + '_sd']:.2g} ({r['ensemble_' + metric]:.4g})"
     chosen = select(rows)
-    lines = [f"| profile | synthetic {metric} | refined | oracle | realism syn / ref | label kept syn / ref "
-             "| selection score | refiner train | whole run |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    def gain(row):
+        g = row["refinery_gain"]
+        return f"{g['gain']:+.4g} ± {g['gain_sd']:.2g}"
+    lines = [f"| profile | refinery gain (self-training off) | scikit-learn gain | synthetic {metric} (end to end) "
+             "| refined | oracle | realism syn / ref | label kept syn / ref | selection score | refiner train | whole run |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         mark = " **(selected)**" if row["profile"] == chosen else ""
         score = "lost labels" if row.get("selection_score") is None else f"{row['selection_score']:.3f}"
         lines.append(
-            f"| {row['profile']}{mark} | {figure(row, 'synthetic')} | {figure(row, 'refined')} | {figure(row, 'oracle')} "
+            f"| {row['profile']}{mark} | {gain(row)} | {row['baseline']['gain'] if row['baseline'] else float('nan'):+.4g} "
+            f"| {figure(row, 'synthetic')} | {figure(row, 'refined')} | {figure(row, 'oracle')} "
             f"| {row['realism']['synthetic']:.3f} / {row['realism']['refined']:.3f} "
             f"| {row['label_kept']['synthetic']:.3f} / {row['label_kept']['refined']:.3f} | {score} "
             f"| {row['refiner_train_seconds']:.0f} s | {row['wall_seconds'] / 60:.1f} min |")

@@ -8,6 +8,8 @@ prediction and checkpoints.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -68,9 +70,9 @@ def self_train(task: Task, images01: np.ndarray, targets: np.ndarray, unlabeled0
     """Self-training on unlabelled real images: train on the labelled (synthetic or refined)
     set, then each round give the real images the model is sure of its own predictions as
     targets and retrain from scratch on both. Uses no real label. Returns (model, history,
-    fraction of real images pseudo-labelled in the last round)."""
+    fraction of real images pseudo-labelled in the last round, the model before self-training)."""
     model, history = train_model(task, images01, targets, config, seed, progress)
-    kept = 0.0
+    plain, kept = model, 0.0
     for _ in range(config.self_training_rounds if unlabeled01 is not None else 0):
         sure, pseudo = task.pseudo_labels(predict(task, model, unlabeled01), config.pseudo_label_threshold)
         kept = float(sure.mean())
@@ -78,20 +80,41 @@ def self_train(task: Task, images01: np.ndarray, targets: np.ndarray, unlabeled0
             task, images01, targets, config, seed, progress,
             extra_images01=np.repeat(unlabeled01[sure], config.pseudo_label_repeat, axis=0),
             extra_targets=np.repeat(pseudo[sure], config.pseudo_label_repeat, axis=0))
-    return model, history, kept
+    return model, history, kept, plain
+
+
+class SeedRun(NamedTuple):
+    seed: int
+    model: nn.Module        # the end-to-end model (self-trained when the recipe says so)
+    history: list[dict]
+    plain: nn.Module        # the same recipe without self-training: what measures the refiner alone
 
 
 def train_seeds(task: Task, images01: np.ndarray, targets: np.ndarray, config: EstimatorParams, seed: int,
-                progress: bool = True, unlabeled01: np.ndarray | None = None) -> list[tuple[int, nn.Module, list]]:
-    """[(seed, model, history)] for seeds seed, seed + 1, ... (``config.num_seeds`` of them):
-    under domain shift the spread over seeds is as large as the effects being measured."""
+                progress: bool = True, unlabeled01: np.ndarray | None = None) -> list[SeedRun]:
+    """One run for each of seeds seed, seed + 1, ... (``config.num_seeds`` of them): under
+    domain shift the spread over seeds is as large as the effects being measured."""
     runs = []
     for model_seed in range(seed, seed + config.num_seeds):
-        model, history, pseudo_labelled = self_train(task, images01, targets, unlabeled01, config, model_seed,
-                                                     progress)
+        model, history, pseudo_labelled, plain = self_train(task, images01, targets, unlabeled01, config,
+                                                            model_seed, progress)
         history[-1]["pseudo_labelled"] = pseudo_labelled
-        runs.append((model_seed, model, history))
+        runs.append(SeedRun(model_seed, model, history, plain))
     return runs
+
+
+def semantic_loss(task: Task, estimator: nn.Module, synthetic_targets: np.ndarray):
+    """The task-consistency term (CyCADA's semantic loss) for the refiner: ``estimator``,
+    trained on the synthetic images and frozen here, must still predict each refined image's
+    synthetic label. Returns ``loss(refined, index)`` for refined images in the networks'
+    [-1, 1] range made from the synthetic images at ``index``. Gradients reach the refiner
+    through the estimator; the estimator itself never changes."""
+    estimator.eval().requires_grad_(False)
+    targets = torch.from_numpy(np.asarray(synthetic_targets))
+
+    def loss(refined: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        return task.loss(estimator((refined + 1) / 2), targets[index])
+    return loss
 
 
 @torch.no_grad()

@@ -12,16 +12,26 @@ def local_adversarial_loss(patch_logits: torch.Tensor, target_is_real: bool) -> 
     return F.binary_cross_entropy_with_logits(patch_logits, target)
 
 
-def self_regularization_loss(refined: torch.Tensor, synthetic: torch.Tensor) -> torch.Tensor:
-    """L1 distance between refined and synthetic pixels (psi = identity): keeps labels true."""
-    return (refined - synthetic).abs().mean()
+def psi(images: torch.Tensor, space: str = "pixels") -> torch.Tensor:
+    """The paper's feature transform for self-regularization: identity, or a 3x3 box blur
+    (a stroke shifted by one pixel changes the blurred image far less than the pixels)."""
+    if space == "pixels":
+        return images
+    if space == "blur":
+        return F.avg_pool2d(images, 3, stride=1, padding=1, count_include_pad=False)
+    raise ValueError(f"unknown self-regularization space {space!r}")
+
+
+def self_regularization_loss(refined: torch.Tensor, synthetic: torch.Tensor, space: str = "pixels") -> torch.Tensor:
+    """L1 distance between psi(refined) and psi(synthetic): keeps labels true."""
+    return (psi(refined, space) - psi(synthetic, space)).abs().mean()
 
 
 def refiner_loss(patch_logits_on_refined: torch.Tensor, refined: torch.Tensor, synthetic: torch.Tensor,
-                 lam: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                 lam: float, space: str = "pixels") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Realism (fool D) + lambda * self-regularization; returns (total, adversarial, reg)."""
     adversarial = local_adversarial_loss(patch_logits_on_refined, target_is_real=True)
-    regularization = self_regularization_loss(refined, synthetic)
+    regularization = self_regularization_loss(refined, synthetic, space)
     return adversarial + lam * regularization, adversarial, regularization
 
 

@@ -50,9 +50,13 @@ def build_refiner(config: SimGANParams, in_channels: int = 1) -> Refiner:
 
 
 class SimGANTrainer:
+    """``semantic(refined, index)``: the task-consistency loss of refined images (in the
+    networks' range) made from the synthetic images at ``index``; weighted by
+    ``config.semantic_weight`` and added to the refiner's loss (None: the paper's loss)."""
+
     def __init__(self, synthetic01: np.ndarray, real01: np.ndarray, config: SimGANParams, seed: int = 0,
-                 device: str = "cpu"):
-        self.config, self.seed, self.device = config, seed, device
+                 device: str = "cpu", semantic=None):
+        self.config, self.seed, self.device, self.semantic = config, seed, device, semantic
         torch.manual_seed(seed)
         self.generator = torch.Generator().manual_seed(seed)
         self.synthetic, self.real = to_model(synthetic01), to_model(real01)
@@ -67,8 +71,10 @@ class SimGANTrainer:
         self.probe = np.asarray(synthetic01, dtype=np.float32)[probe]
 
     def batch(self, pool: torch.Tensor) -> torch.Tensor:
-        index = torch.randint(len(pool), (self.config.batch_size,), generator=self.generator)
-        return pool[index].to(self.device)
+        return pool[self.batch_index(pool)].to(self.device)
+
+    def batch_index(self, pool: torch.Tensor) -> torch.Tensor:
+        return torch.randint(len(pool), (self.config.batch_size,), generator=self.generator)
 
     def pretrain_refiner_step(self) -> float:
         synthetic = self.batch(self.synthetic)
@@ -76,13 +82,18 @@ class SimGANTrainer:
         self._step(self.opt_r, loss)
         return loss.item()
 
-    def refiner_step(self) -> tuple[float, float]:
-        synthetic = self.batch(self.synthetic)
+    def refiner_step(self) -> tuple[float, float, float]:
+        index = self.batch_index(self.synthetic)
+        synthetic = self.synthetic[index].to(self.device)
         refined = self.refiner(synthetic)
         total, adversarial, regularization = refiner_loss(self.discriminator(refined), refined, synthetic,
-                                                          self.config.lam)
+                                                          self.config.lam, self.config.psi)
+        semantic = torch.zeros(())
+        if self.semantic is not None and self.config.semantic_weight:
+            semantic = self.semantic(refined, index)
+            total = total + self.config.semantic_weight * semantic
         self._step(self.opt_r, total)
-        return adversarial.item(), regularization.item()
+        return adversarial.item(), regularization.item(), semantic.item()
 
     def discriminator_step(self) -> tuple[float, float, float]:
         real = self.batch(self.real)
@@ -116,12 +127,13 @@ class SimGANTrainer:
             bar.update()
         for step in range(1, cfg.steps + 1):
             for _ in range(cfg.kg):
-                adversarial, regularization = self.refiner_step()
+                adversarial, regularization, semantic = self.refiner_step()
             for _ in range(cfg.kd):
                 d_loss, acc_real, acc_fake = self.discriminator_step()
             bar.update()
             if step % cfg.log_every == 0 or step == cfg.steps:
                 entry = {"phase": "adversarial", "step": step, "adv_loss": adversarial, "reg_loss": regularization,
+                         "semantic_loss": semantic,
                          "d_loss": d_loss, "d_acc_real": acc_real, "d_acc_refined": acc_fake,
                          "history_size": len(self.history),
                          "diversity_ratio": diversity_ratio(self.refine(self.probe), self.probe),

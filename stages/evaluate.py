@@ -21,9 +21,11 @@ from refiner.tasks import TASKS
 from stages import common
 
 
-def load_estimators(directory: Path) -> list:
-    """The models a train_estimator stage wrote, one per seed."""
-    return [load_model(p)[1] for p in sorted(directory.glob("model-seed*.pt"))]
+def load_estimators(directory: Path, kind: str = "model") -> list:
+    """The models a train_estimator stage wrote, one per seed: ``model`` (end to end) or
+    ``plain`` (before self-training; the same files when self-training was off)."""
+    paths = sorted(directory.glob(f"{kind}-seed*.pt")) or sorted(directory.glob("model-seed*.pt"))
+    return [load_model(p)[1] for p in paths]
 
 
 def pool_targets(task, pool_ids: np.ndarray, path: Path) -> np.ndarray | None:
@@ -37,9 +39,11 @@ def pool_targets(task, pool_ids: np.ndarray, path: Path) -> np.ndarray | None:
     return task.targets(labels)
 
 
-def evaluate(params: Params, estimators: dict[str, list], plots_dir: Path, progress: bool = True) -> dict:
-    """The whole report: real-test results per training set (and the oracle), the gain, the
-    label-free figures and the selection score. Writes the task's plots."""
+def evaluate(params: Params, estimators: dict[str, list], plain: dict[str, list], plots_dir: Path,
+             progress: bool = True) -> dict:
+    """The whole report: real-test results per training set (and the oracle), the refinery
+    gain (``plain``: the estimators before self-training) for our estimator and for a
+    scikit-learn one, the label-free figures and the selection score. Writes the task's plots."""
     task = TASKS[params.task]
     test = dataset.open_dataset(common.REAL_TEST).load()
     pool = dataset.open_unlabeled(common.REAL_UNLABELED).load()
@@ -50,18 +54,22 @@ def evaluate(params: Params, estimators: dict[str, list], plots_dir: Path, progr
         print(f"evaluate: {common.POOL_LABELS} is empty (the real pool's source is unlabelled): no oracle")
     if oracle_targets is not None:
         runs = train_seeds(task, pool["image"], oracle_targets, params.train_estimator, params.seed, progress)
-        results["oracle"] = evaluation.score(task, [model for _, model, _ in runs], test["image"], test_targets)
+        results["oracle"] = evaluation.score(task, [run.model for run in runs], test["image"], test_targets)
     plots = task.plot(results, plots_dir)
     report = {name: evaluation.for_json(result) for name, result in results.items()}
     training_sets = {}
     for name, path in common.TRAINING_SETS.items():
         rows = dataset.open_dataset(path).load()
         training_sets[name] = (rows["image"], task.targets(rows))
-    report.update(metric=task.metric.name, gain=evaluation.gain(task, results),
+    gain = evaluation.refinery_gain(task, plain, test["image"], test_targets)
+    baseline = evaluation.baseline_gain(task, training_sets, test["image"], test_targets)
+    report.update(metric=task.metric.name, refinery_gain=gain, baseline=baseline,
+                  end_to_end_gain=evaluation.gain(task, results),
                   **evaluation.label_free(task, estimators, training_sets, pool["image"], params.seed))
     report["selection_score"] = evaluation.selection_score(report, params.evaluate.label_kept_min,
                                                            task.metric.higher_is_better)
-    return {"results": results, "report": report, "table": evaluation.table(task, results), "plots": plots}
+    return {"results": results, "report": report, "table": evaluation.table(task, results, gain, baseline),
+            "plots": plots}
 
 
 def run(params: Params) -> dict:
@@ -74,12 +82,16 @@ def run(params: Params) -> dict:
         used = {name: tracking.log_model_input(directory) for name, directory in directories.items()}
         used["refiner"] = tracking.log_model_input(common.REFINER_DIR)
         estimators = {name: load_estimators(directory) for name, directory in directories.items()}
-        out = evaluate(params, estimators, common.PLOTS / "evaluate")
+        plain = {name: load_estimators(directory, "plain") for name, directory in directories.items()}
+        out = evaluate(params, estimators, plain, common.PLOTS / "evaluate")
         report, name = out["report"], task.metric.name
         common.write_json(common.METRICS / "eval.json", report)
         (common.METRICS / "eval.md").write_text(out["table"] + "\n")
         mlflow.log_metrics({f"{trained_on}_{name}": r[name] for trained_on, r in out["results"].items()})
-        mlflow.log_metric("gain", report["gain"])
+        mlflow.log_metrics({"refinery_gain": report["refinery_gain"]["gain"],
+                            "end_to_end_gain": report["end_to_end_gain"]})
+        if report["baseline"]:
+            mlflow.log_metric("baseline_gain", report["baseline"]["gain"])
         for figure in ("realism", "label_kept", "real_confidence"):
             mlflow.log_metrics({f"{figure}_{trained_on}": value for trained_on, value in report[figure].items()})
         reported = {trained_on: r[name] for trained_on, r in out["results"].items()}
@@ -88,7 +100,6 @@ def run(params: Params) -> dict:
         for path in [*out["plots"], common.METRICS / "eval.md"]:
             mlflow.log_artifact(str(path))
     print(out["table"])
-    print(f"refined vs synthetic ({name}, positive = refinement helped): {task.metric.cell.format(report['gain'])}")
     print("realism (real-vs-fake logistic regression, 0.5 = indistinguishable): "
           + ", ".join(f"{trained_on} {value:.3f}" for trained_on, value in report["realism"].items()))
     print("label kept (synthetic-trained estimators on refined images, synthetic labels): "

@@ -20,7 +20,7 @@ from stages import common
 
 
 def mean_history(runs) -> list[dict]:
-    points = zip(*(history for _, _, history in runs))
+    points = zip(*(run.history for run in runs))
     return [{"step": rows[0]["step"], **{key: float(np.mean([r[key] for r in rows]))
                                          for key in rows[0] if key not in ("step", "pseudo_labelled")}}
             for rows in points]
@@ -28,14 +28,18 @@ def mean_history(runs) -> list[dict]:
 
 def train_estimator(params: Params, training_set: dataset.ImageDataset, unlabeled: dataset.ImageDataset | None,
                     out_dir: Path, plots_dir: Path, progress: bool = True):
-    """Returns ([(seed, model, history)] per seed, the mean history, two training images)."""
+    """Returns (a SeedRun per seed, the mean history, two training images). Saves each seed's
+    model, and with self-training on also the model before it (``plain-seed*.pt``): evaluate
+    measures the refiner alone with those."""
     task = TASKS[params.task]
     rows = training_set.load()
     pool = unlabeled.load()["image"] if unlabeled is not None else None
     runs = train_seeds(task, rows["image"], task.targets(rows), params.train_estimator, params.seed, progress, pool)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for seed, model, _ in runs:
-        save_model(model, task, rows["image"].shape[1:], seed, out_dir / f"model-seed{seed}.pt")
+    for run in runs:
+        save_model(run.model, task, rows["image"].shape[1:], run.seed, out_dir / f"model-seed{run.seed}.pt")
+        if run.plain is not run.model:
+            save_model(run.plain, task, rows["image"].shape[1:], run.seed, out_dir / f"plain-seed{run.seed}.pt")
     history = mean_history(runs)
     common.write_csv(plots_dir / "history.csv", history)
     return runs, history, rows["image"][:2, None].astype("float32")
@@ -59,8 +63,8 @@ def run(params: Params, trained_on: str) -> dict:
         for entry in history:
             mlflow.log_metrics({k: v for k, v in entry.items() if k != "step"}, step=entry["step"])
         if self_training:
-            mlflow.log_metric("pseudo_labelled", float(np.mean([h[-1]["pseudo_labelled"] for _, _, h in runs])))
-        first_seed, first_model, _ = runs[0]  # the registry holds the first seed's model
+            mlflow.log_metric("pseudo_labelled", float(np.mean([run.history[-1]["pseudo_labelled"] for run in runs])))
+        first_seed, first_model = runs[0].seed, runs[0].model  # the registry holds the first seed's model
         tracking.log_model(first_model.eval(), f"estimator-{trained_on}", tracking.ESTIMATOR_MODEL, example,
                            {trained_on: training_set.digest}, out_dir,
                            params={"trained_on": trained_on, "seed": first_seed, "task": task.name})

@@ -9,18 +9,22 @@ import numpy as np
 import torch
 
 from refiner import dataset, plots
-from refiner.config import SimGANParams
+from refiner.config import EstimatorParams, SimGANParams
+from refiner.estimator import semantic_loss, train_model
 from refiner.params import Params
 from refiner.simgan import COLLAPSE_RATIO, SimGANTrainer, to_model
+from refiner.tasks import TASKS
 from stages import common
 
 SAMPLES = 16
+FROZEN_SEED_OFFSET = 10_000  # the semantic term's estimator: a seed apart from the evaluated ones
 
 
 def train_refiner(synthetic: np.ndarray, real: np.ndarray, config: SimGANParams, seed: int, out_dir: Path,
-                  plots_dir: Path, progress: bool = True, on_samples=None) -> tuple[SimGANTrainer, list[dict]]:
-    """Float images in [0, 1] in, the checkpoint, loss curves and a sample grid out."""
-    trainer = SimGANTrainer(synthetic, real, config, seed)
+                  plots_dir: Path, progress: bool = True, on_samples=None, semantic=None) -> tuple[SimGANTrainer, list[dict]]:
+    """Float images in [0, 1] in, the checkpoint, loss curves and a sample grid out.
+    ``semantic``: the task-consistency loss (``refiner.estimator.semantic_loss``) or None."""
+    trainer = SimGANTrainer(synthetic, real, config, seed, semantic=semantic)
     fixed = np.random.default_rng(seed).choice(len(synthetic), SAMPLES, replace=False)
     fixed_real = real[np.random.default_rng(seed).choice(len(real), SAMPLES, replace=False)]
 
@@ -42,6 +46,24 @@ def train_refiner(synthetic: np.ndarray, real: np.ndarray, config: SimGANParams,
     return trainer, log
 
 
+def semantic_term(params: Params, synthetic: dict, progress: bool = True):
+    """The frozen estimator the semantic term asks, trained on the synthetic images (never
+    on real ones), or None when the term is off. Its seed is one no evaluated estimator uses:
+    evaluate's label-kept check then asks other networks than the one the refiner learnt to
+    satisfy."""
+    config = params.train_refiner
+    if not config.semantic_weight:
+        return None
+    task = TASKS[params.task]
+    targets = task.targets(synthetic)
+    recipe = EstimatorParams(steps=config.semantic_steps, self_training_rounds=0)
+    estimator, history = train_model(task, synthetic["image"], targets, recipe, params.seed + FROZEN_SEED_OFFSET,
+                                     progress)
+    print(f"train_refiner: frozen {task.name} estimator for the semantic term, held-out synthetic "
+          f"{task.metric.name} {history[-1][f'val_{task.metric.name}']:.3f}")
+    return semantic_loss(task, estimator, targets)
+
+
 def run(params: Params) -> dict:
     import mlflow
     from refiner import tracking
@@ -52,9 +74,11 @@ def run(params: Params) -> dict:
                   "real-unlabeled": dataset.open_unlabeled(common.REAL_UNLABELED)}
         for name, data in inputs.items():
             tracking.log_dataset(data, "input", name)
-        trainer, log = train_refiner(inputs["synthetic"].load()["image"], inputs["real-unlabeled"].load()["image"],
+        synthetic = inputs["synthetic"].load()
+        trainer, log = train_refiner(synthetic["image"], inputs["real-unlabeled"].load()["image"],
                                      config, params.seed, common.REFINER_DIR, plots_dir,
-                                     on_samples=lambda p: mlflow.log_artifact(str(p), "samples"))
+                                     on_samples=lambda p: mlflow.log_artifact(str(p), "samples"),
+                                     semantic=semantic_term(params, synthetic))
         for entry in log:
             if entry["phase"] == "adversarial":
                 mlflow.log_metrics({k: v for k, v in entry.items() if k not in ("phase", "step")}, step=entry["step"])

@@ -47,3 +47,50 @@ def test_discriminator_loss_low_when_right_high_when_wrong():
     right = discriminator_loss(torch.full((2, 4), 10.0), torch.full((2, 4), -10.0))
     wrong = discriminator_loss(torch.full((2, 4), -10.0), torch.full((2, 4), 10.0))
     assert right.item() < 1e-3 < 5 < wrong.item()
+
+
+def test_blurred_self_regularization_forgives_a_one_pixel_shift_more_than_pixels():
+    from refiner.losses import self_regularization_loss
+    image = torch.zeros(1, 1, 8, 8)
+    image[..., 2:6, 3] = 1.0  # a vertical stroke
+    shifted = torch.roll(image, 1, dims=-1)  # the same stroke one pixel to the right
+    pixels, blurred = self_regularization_loss(shifted, image, "pixels"), self_regularization_loss(shifted, image, "blur")
+    assert blurred < 0.5 * pixels
+    assert self_regularization_loss(image, image, "blur") == 0
+
+
+class OneHotReader(torch.nn.Module):
+    """A perfect estimator for images that carry their class as a bright pixel in row 0."""
+    def forward(self, x):
+        return 100.0 * x[:, 0, 0, :]
+
+
+def test_semantic_loss_is_zero_for_an_identity_refiner_and_a_perfect_estimator():
+    import numpy as np
+    from refiner.estimator import semantic_loss
+    from refiner.tasks.base import ClassificationTask
+
+    class EightClasses(ClassificationTask):
+        name, num_classes = "eight", 8
+    targets = np.arange(8)
+    images01 = torch.zeros(8, 1, 8, 8)
+    images01[torch.arange(8), 0, 0, torch.arange(8)] = 1.0
+    loss = semantic_loss(EightClasses(), OneHotReader(), targets)
+    identity_refined = images01 * 2 - 1  # the networks' range
+    assert loss(identity_refined, torch.arange(8)).item() < 1e-6
+    wrong = torch.roll(identity_refined, 1, dims=-1)  # every image now reads as the next class
+    assert loss(wrong, torch.arange(8)).item() > 10
+
+
+def test_semantic_loss_trains_the_refiner_and_never_the_frozen_estimator():
+    import numpy as np
+    from refiner.estimator import semantic_loss
+    from refiner.networks import Refiner
+    from refiner.tasks import TASKS
+    task = TASKS["digits"]
+    estimator, refiner = task.estimator((8, 8)), Refiner(1, 4, 1)
+    loss = semantic_loss(task, estimator, np.arange(6) % 10)
+    loss(refiner(torch.rand(6, 1, 8, 8) * 2 - 1), torch.arange(6)).backward()
+    assert all(p.grad is None and not p.requires_grad for p in estimator.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in refiner.parameters())
+    assert not estimator.training  # dropout off: the frozen estimator is a fixed function

@@ -63,11 +63,25 @@ def test_repro_runs_every_stage_and_writes_outputs(project):
         assert report[name]["accuracy"] == pytest.approx(np.mean(report[name]["accuracy_per_seed"]))
         assert len(report[name]["accuracy_per_seed"]) == 2
     assert report["metric"] == "accuracy"
-    assert report["gain"] == pytest.approx(report["refined"]["accuracy"] - report["synthetic"]["accuracy"])
+    assert report["end_to_end_gain"] == pytest.approx(report["refined"]["accuracy"] - report["synthetic"]["accuracy"])
     # 200 rendered digits are far from real ones: a real-vs-fake classifier tells them apart
     assert set(report["realism"]) == {"synthetic", "refined"} and report["realism"]["synthetic"] > 0.65
     assert report["oracle"]["accuracy"] > 0.5  # real labels, even 200 tiny steps: a working recipe
     assert report["oracle"]["accuracy"] > report["synthetic"]["accuracy"]
+    # the refiner alone: the estimators before self-training, kept beside the end-to-end ones
+    assert sorted(p.name for p in (repo / "models/estimator-refined").glob("*.pt")) == [
+        "model-seed0.pt", "model-seed1.pt", "plain-seed0.pt", "plain-seed1.pt"]
+    gain = report["refinery_gain"]
+    assert gain["gain"] == pytest.approx(np.mean(gain["gain_per_seed"])) and len(gain["gain_per_seed"]) == 2
+    assert gain["gain"] == pytest.approx(gain["refined"] - gain["synthetic"])
+    # a model that is not ours, on the Parquet datasets: the same SVC trained here scores the same
+    from sklearn.svm import SVC
+    train, test = dataset.open_dataset(repo / "data/refined").load(), dataset.open_dataset(repo / "data/real/test").load()
+    svc = SVC(kernel="rbf").fit(train["image"].reshape(len(train["image"]), -1), train["label"])
+    assert report["baseline"]["model"] == "SVC"
+    assert report["baseline"]["refined"] == pytest.approx(svc.score(test["image"].reshape(len(test["image"]), -1),
+                                                                    test["label"]))
+    assert "refinery gain" in (repo / "metrics/eval.md").read_text()
     for png in ("refiner/samples.png", "evaluate/confusion-refined.png", "render/synthetic.png"):
         assert (repo / "plots" / png).stat().st_size > 1000
     assert "| refined |" in (repo / "metrics/eval.md").read_text()

@@ -176,12 +176,15 @@ def test_self_training_pseudo_labels_only_the_real_images_the_model_is_sure_of(r
                                                               "self_training_rounds": 1})
     plain, plain_history = train_model(DIGITS, synthetic, labels, config, seed=0, progress=False)
 
-    nobody_sure, history, kept = self_train(DIGITS, synthetic, labels, unlabeled,
+    nobody_sure, history, kept, first = self_train(DIGITS, synthetic, labels, unlabeled,
                                             config.model_copy(update={"pseudo_label_threshold": 1.01}), 0, False)
     assert kept == 0.0 and history == plain_history  # no pseudo-label: the same model as plain training
     assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), nobody_sure.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), nobody_sure.state_dict().values()))
 
-    everyone, history, kept = self_train(DIGITS, synthetic, labels, unlabeled,
+    everyone, history, kept, first_everyone = self_train(DIGITS, synthetic, labels, unlabeled,
                                          config.model_copy(update={"pseudo_label_threshold": 0.0}), 0, False)
     assert kept == 1.0
+    # the model before self-training is kept: the same as plain training (evaluate's refinery gain uses it)
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), first_everyone.state_dict().values()))
     assert not all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), everyone.state_dict().values()))

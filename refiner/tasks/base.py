@@ -91,6 +91,15 @@ class Task:
         """How sure the models are on unlabelled images, higher is surer: the label-free score."""
         raise NotImplementedError
 
+    def baseline(self):
+        """A scikit-learn model of the task on flattened pixels: the refinery gain of a model
+        that is not ours (users train their own on the refined dataset). None: no baseline."""
+        return None
+
+    def baseline_predictions(self, model, flat01: np.ndarray) -> np.ndarray:
+        """The baseline's output in the form ``score`` takes."""
+        return model.predict(flat01)
+
     # -- reporting
     def details(self, predictions_per_model: list[np.ndarray], targets: np.ndarray) -> dict:
         """Extra figures for metrics/eval.json and the plots (confusion, per-sample errors...)."""
@@ -146,6 +155,13 @@ class ClassificationTask(Task):
     def pseudo_labels(self, predictions, threshold):
         return predictions.max(1) >= threshold, predictions.argmax(1)
 
+    def baseline(self):
+        from sklearn.svm import SVC
+        return SVC(kernel="rbf")
+
+    def baseline_predictions(self, model, flat01):
+        return np.eye(self.num_classes)[model.predict(flat01)]  # one-hot: what score takes
+
     def confidence(self, predictions_per_model):
         """Mean top-class probability: how sure the models are, needing no label."""
         return float(np.mean([p.max(1).mean() for p in predictions_per_model]))
@@ -176,6 +192,10 @@ class RegressionTask(Task):
 
     def loss(self, outputs, targets):
         return F.mse_loss(outputs, targets)
+
+    def baseline(self):
+        from sklearn.kernel_ridge import KernelRidge
+        return KernelRidge(kernel="rbf", alpha=0.1)
 
     def errors(self, predictions: np.ndarray, targets: np.ndarray) -> np.ndarray:
         """One error per sample."""
