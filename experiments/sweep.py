@@ -32,6 +32,7 @@ PROFILES = ROOT / "profiles.yaml"
 class Args:
     profiles: list[str] = field(default_factory=list)  # empty: all of profiles.yaml, in its order
     out: Path = ROOT / "experiments" / "results" / "sweep"
+    cached: bool = False  # reuse stages whose inputs did not change (faster; wall time then covers only what reran)
 
 
 def load_profiles(names: list[str]) -> dict[str, dict]:
@@ -54,18 +55,19 @@ def set_args(overrides: dict) -> list[str]:
             for arg in ("-S", f"{key}={json.dumps(value) if isinstance(value, list) else value}")]
 
 
-def run_profile(name: str, overrides: dict) -> dict:
+def run_profile(name: str, overrides: dict, cached: bool = False) -> dict:
     """One `dvc exp run`; returns the row of the table."""
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     env = {**os.environ, "SIMREFINERY_PIPELINE_ID": f"sweep-{name}-{stamp}"}
     started = time.perf_counter()
     # --force: every stage runs, so the wall time is the whole pipeline's, whatever ran before
-    subprocess.run(["dvc", "exp", "run", "--force", "--name", f"{name}-{stamp}", *set_args(overrides)],
+    force = [] if cached else ["--force"]
+    subprocess.run(["dvc", "exp", "run", *force, "--name", f"{name}-{stamp}", *set_args(overrides)],
                    cwd=ROOT, env=env, check=True)
     seconds = time.perf_counter() - started
     metrics = json.loads((ROOT / "metrics" / "eval.json").read_text())
     refiner = json.loads((ROOT / "metrics" / "refiner.json").read_text())
-    row = {"profile": name, "overrides": overrides, "wall_seconds": seconds, "metric": metrics["metric"],
+    row = {"profile": name, "overrides": overrides, "wall_seconds": seconds, "cached": cached, "metric": metrics["metric"],
            "refiner_train_seconds": refiner["seconds"], "diversity_ratio": refiner["diversity_ratio"],
            **{key: metrics[key] for key in LABEL_FREE + GAINS}}
     for trained_on in ("synthetic", "refined", "oracle"):
@@ -112,7 +114,7 @@ def metric_table(metric: str, rows: list[dict]) -> str:
             f"| {figure(row, 'synthetic')} | {figure(row, 'refined')} | {figure(row, 'oracle')} "
             f"| {row['realism']['synthetic']:.3f} / {row['realism']['refined']:.3f} "
             f"| {row['label_kept']['synthetic']:.3f} / {row['label_kept']['refined']:.3f} | {score} "
-            f"| {row['refiner_train_seconds']:.0f} s | {row['wall_seconds'] / 60:.1f} min |")
+            f"| {row['refiner_train_seconds']:.0f} s | {row['wall_seconds'] / 60:.1f} min{' (cached stages)' if row.get('cached') else ''} |")
     return "\n".join(lines)
 
 
@@ -124,7 +126,7 @@ def main(args: Args) -> list[dict]:
     try:
         for name, overrides in profiles.items():
             print(f"sweep: profile {name} {overrides}", flush=True)
-            rows.append(run_profile(name, overrides))
+            rows.append(run_profile(name, overrides, args.cached))
             params.write_text(original)  # the next profile starts from the committed params
     finally:
         params.write_text(original)
@@ -140,6 +142,7 @@ def parse_args() -> Args:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profiles", nargs="*", default=[], help="names in profiles.yaml (default: all)")
     parser.add_argument("--out", type=Path, default=Args.out, help="writes OUT.json and OUT.md")
+    parser.add_argument("--cached", action="store_true", help="reuse unchanged stages (wall time: what reran)")
     return Args(**vars(parser.parse_args()))
 
 

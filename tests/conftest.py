@@ -51,6 +51,7 @@ TINY = {
     "render": {"num_images": 200},
     "train_refiner": {"channels": 8, "num_blocks": 2, "disc_layers": [[8, 1], [8, 1]], "batch_size": 32,
                       "pretrain_refiner_steps": 100, "pretrain_disc_steps": 5, "lr": 0.003, "steps": 10,
+                      "semantic_steps": 60,
                       "history_size": 64, "log_every": 5},
     "refine": {"batch_size": 64},
     "train_estimator": {"steps": 120, "eval_every": 60, "batch_size": 64, "num_seeds": 2, "self_training_rounds": 1},
