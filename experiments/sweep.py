@@ -76,7 +76,7 @@ def run_profile(name: str, overrides: dict, cached: bool = False) -> dict:
     return row
 
 
-LABEL_FREE = ("realism", "label_kept", "real_confidence", "selection_score")
+LABEL_FREE = ("realism", "label_kept", "real_confidence", "reverse_score", "selection_score")
 GAINS = ("refinery_gain", "baseline", "end_to_end_gain")
 
 

@@ -31,12 +31,12 @@ class SimGANParams(Section):
     disc_layers: tuple[tuple[int, int], ...] = Field(
         ((64, 1), (64, 1)), min_length=1,
         description="(channels, stride) per 3x3 conv of the discriminator: two stride-1 convs see 5x5 patches")
-    lam: float = Field(0.3, alias="lambda", ge=0, description=(
+    lam: float = Field(10.0, alias="lambda", ge=0, description=(
         "self-regularization weight on mean L1 (the paper's lambda); chosen label-free (experiments/README.md)"))
     psi: Literal["pixels", "blur"] = Field("pixels", description=(
         "space of the self-regularization L1 (the paper's psi): pixels, or a 3x3 box blur of both images, "
         "so a stroke may move by a pixel while the image's mass stays put"))
-    semantic_weight: float = Field(1.0, ge=0, description=(
+    semantic_weight: float = Field(0.0, ge=0, description=(
         "weight of the task-consistency term: a frozen estimator trained on the synthetic images must still "
         "predict their labels on the refined ones (CyCADA's semantic loss); 0: off"))
     semantic_steps: int = Field(600, ge=1, description="training steps of that frozen estimator")

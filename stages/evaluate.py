@@ -65,7 +65,8 @@ def evaluate(params: Params, estimators: dict[str, list], plain: dict[str, list]
     baseline = evaluation.baseline_gain(task, training_sets, test["image"], test_targets)
     report.update(metric=task.metric.name, refinery_gain=gain, baseline=baseline,
                   end_to_end_gain=evaluation.gain(task, results),
-                  **evaluation.label_free(task, estimators, training_sets, pool["image"], params.seed))
+                  **evaluation.label_free(task, estimators, plain, training_sets, pool["image"],
+                                          params.train_estimator, params.seed))
     report["selection_score"] = evaluation.selection_score(report, params.evaluate.label_kept_min,
                                                            task.metric.higher_is_better)
     return {"results": results, "report": report, "table": evaluation.table(task, results, gain, baseline),
@@ -92,7 +93,7 @@ def run(params: Params) -> dict:
                             "end_to_end_gain": report["end_to_end_gain"]})
         if report["baseline"]:
             mlflow.log_metric("baseline_gain", report["baseline"]["gain"])
-        for figure in ("realism", "label_kept", "real_confidence"):
+        for figure in ("realism", "label_kept", "real_confidence", "reverse_score"):
             mlflow.log_metrics({f"{figure}_{trained_on}": value for trained_on, value in report[figure].items()})
         reported = {trained_on: r[name] for trained_on, r in out["results"].items()}
         if tracking.promote_champion(used, reported, report["selection_score"]):
@@ -104,6 +105,8 @@ def run(params: Params) -> dict:
           + ", ".join(f"{trained_on} {value:.3f}" for trained_on, value in report["realism"].items()))
     print("label kept (synthetic-trained estimators on refined images, synthetic labels): "
           f"{report['label_kept']['refined']:.3f} (on the synthetic images: {report['label_kept']['synthetic']:.3f})")
+    print("reverse validation (real pool labelled by the estimators, scored back on synthetic): "
+          + ", ".join(f"{trained_on} {value:.3f}" for trained_on, value in report["reverse_score"].items()))
     return {"table": out["table"], "report": report, "mlflow_run_id": mlflow_run.info.run_id}
 
 

@@ -36,6 +36,8 @@ def train_estimator(params: Params, training_set: dataset.ImageDataset, unlabele
     pool = unlabeled.load()["image"] if unlabeled is not None else None
     runs = train_seeds(task, rows["image"], task.targets(rows), params.train_estimator, params.seed, progress, pool)
     out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob("*-seed*.pt"):  # a former run's seeds or plain models (the flow reuses the folder)
+        stale.unlink()
     for run in runs:
         save_model(run.model, task, rows["image"].shape[1:], run.seed, out_dir / f"model-seed{run.seed}.pt")
         if run.plain is not run.model:

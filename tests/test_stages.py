@@ -144,15 +144,29 @@ def test_label_free_selection_refuses_a_refiner_that_lost_labels():
     sure = DIGITS.confidence([predict(DIGITS, ConstantDigit(3), images)])
     unsure = DIGITS.confidence([predict(DIGITS, ConstantDigit(3, 0.0), images)])
     assert sure > 0.99 and abs(unsure - 0.1) < 1e-6
-    report = {"label_kept": kept, "real_confidence": {"synthetic": unsure, "refined": sure}}
+    report = {"label_kept": kept, "real_confidence": {"synthetic": unsure, "refined": sure},
+              "reverse_score": {"synthetic": 0.5, "refined": 0.7}}
     assert evaluation.selection_score(report, 0.97) is None  # half the refined digits changed class
     report["label_kept"] = {"synthetic": 1.0, "refined": 0.98}
-    assert evaluation.selection_score(report, 0.97) == sure
+    assert evaluation.selection_score(report, 0.97) == 0.7
     assert evaluation.selection_score(report, 0.99) is None
 
 
+def test_reverse_validation_scores_models_by_how_well_their_real_labels_transfer_back(real):
+    from refiner.tasks.digits.renderer import counts_to_unit, render_digits
+    _, images, labels = render_digits(300, seed=2, progress=False)
+    synthetic = (counts_to_unit(images), labels)
+    pool = real[0].load()["image"][:300]
+    recipe = load_params().train_estimator.model_copy(update={"steps": 300, "eval_every": 300, "batch_size": 64})
+    trained, _ = train_model(DIGITS, *synthetic, recipe, seed=0, progress=False)
+    good = evaluation.reverse_score(DIGITS, [trained], pool, synthetic, recipe, seed=0)
+    always_three = evaluation.reverse_score(DIGITS, [ConstantDigit(3)], pool, synthetic, recipe, seed=0)
+    assert always_three == pytest.approx(0.1)  # a reverse model that learnt "3" gets the 3s of a balanced set
+    assert good > always_three + 0.15
+
+
 def test_label_free_selection_for_an_error_metric_refuses_a_refiner_whose_error_grew():
-    report = {"label_kept": {"synthetic": 4.0, "refined": 4.1}, "real_confidence": {"refined": -2.0}}
+    report = {"label_kept": {"synthetic": 4.0, "refined": 4.1}, "reverse_score": {"refined": -2.0}}
     assert evaluation.selection_score(report, 0.97, higher_is_better=False) == -2.0  # 4.1 <= 4 / 0.97
     report["label_kept"]["refined"] = 4.5
     assert evaluation.selection_score(report, 0.97, higher_is_better=False) is None

@@ -87,6 +87,10 @@ class Task:
         """(mask of the predictions sure enough to train on, their targets); ``can_pseudo_label`` tasks only."""
         raise NotImplementedError
 
+    def as_targets(self, predictions: np.ndarray) -> np.ndarray:
+        """Predictions as training targets (reverse validation trains on them)."""
+        return np.asarray(predictions, np.float32)
+
     def confidence(self, predictions_per_model: list[np.ndarray]) -> float:
         """How sure the models are on unlabelled images, higher is surer: the label-free score."""
         raise NotImplementedError
@@ -153,7 +157,10 @@ class ClassificationTask(Task):
         return float((predictions.argmax(1) == np.asarray(targets)).mean())
 
     def pseudo_labels(self, predictions, threshold):
-        return predictions.max(1) >= threshold, predictions.argmax(1)
+        return predictions.max(1) >= threshold, self.as_targets(predictions)
+
+    def as_targets(self, predictions):
+        return predictions.argmax(1)
 
     def baseline(self):
         from sklearn.svm import SVC
