@@ -102,7 +102,7 @@ def metric_table(metric: str, rows: list[dict]) -> str:
     chosen = select(rows)
     def gain(row):
         g = row["refinery_gain"]
-        return f"{g['gain']:+.4g} ± {g['gain_sd']:.2g}"
+        return f"{g['gain']:+.3f} ± {g['gain_sd']:.3f}"
     lines = [f"| profile | refinery gain (self-training off) | scikit-learn gain | synthetic {metric} (end to end) "
              "| refined | oracle | realism syn / ref | label kept syn / ref | selection score | refiner train | whole run |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -110,7 +110,7 @@ def metric_table(metric: str, rows: list[dict]) -> str:
         mark = " **(selected)**" if row["profile"] == chosen else ""
         score = "lost labels" if row.get("selection_score") is None else f"{row['selection_score']:.3f}"
         lines.append(
-            f"| {row['profile']}{mark} | {gain(row)} | {row['baseline']['gain'] if row['baseline'] else float('nan'):+.4g} "
+            f"| {row['profile']}{mark} | {gain(row)} | {row['baseline']['gain'] if row['baseline'] else float('nan'):+.3f} "
             f"| {figure(row, 'synthetic')} | {figure(row, 'refined')} | {figure(row, 'oracle')} "
             f"| {row['realism']['synthetic']:.3f} / {row['realism']['refined']:.3f} "
             f"| {row['label_kept']['synthetic']:.3f} / {row['label_kept']['refined']:.3f} | {score} "

@@ -3,7 +3,7 @@
     python -m refiner.lineage data/refined              # a dataset directory
     python -m refiner.lineage 155873199f6e...           # a dataset digest (a prefix is enough)
     python -m refiner.lineage <run id>                  # a stage run
-    python -m refiner.lineage models:/simrefinery-task@champion   # a model
+    python -m refiner.lineage models:/simrefinery-estimator@champion   # a model
 
 It follows the links that ``refiner.tracking`` records: a run's dataset inputs (by
 contract digest) lead to the run whose output tag holds that digest; its model inputs

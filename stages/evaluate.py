@@ -39,14 +39,21 @@ def pool_targets(task, pool_ids: np.ndarray, path: Path) -> np.ndarray | None:
     return task.targets(labels)
 
 
-def evaluate(params: Params, estimators: dict[str, list], plain: dict[str, list], plots_dir: Path,
-             progress: bool = True) -> dict:
+def open_inputs() -> dict[str, dataset.ImageDataset]:
+    """Every dataset evaluate reads, opened (and hash-checked) once."""
+    return {"real-test": dataset.open_dataset(common.REAL_TEST),
+            "real-unlabeled": dataset.open_unlabeled(common.REAL_UNLABELED),
+            **{name: dataset.open_dataset(path) for name, path in common.TRAINING_SETS.items()}}
+
+
+def evaluate(params: Params, inputs: dict[str, dataset.ImageDataset], estimators: dict[str, list],
+             plain: dict[str, list], plots_dir: Path, progress: bool = True) -> dict:
     """The whole report: real-test results per training set (and the oracle), the refinery
     gain (``plain``: the estimators before self-training) for our estimator and for a
     scikit-learn one, the label-free figures and the selection score. Writes the task's plots."""
     task = TASKS[params.task]
-    test = dataset.open_dataset(common.REAL_TEST).load()
-    pool = dataset.open_unlabeled(common.REAL_UNLABELED).load()
+    test = inputs["real-test"].load()
+    pool = inputs["real-unlabeled"].load()
     test_targets = task.targets(test)
     results = {name: evaluation.score(task, models, test["image"], test_targets) for name, models in estimators.items()}
     oracle_targets = pool_targets(task, pool["id"], common.POOL_LABELS) if params.evaluate.oracle else None
@@ -58,8 +65,8 @@ def evaluate(params: Params, estimators: dict[str, list], plain: dict[str, list]
     plots = task.plot(results, plots_dir)
     report = {name: evaluation.for_json(result) for name, result in results.items()}
     training_sets = {}
-    for name, path in common.TRAINING_SETS.items():
-        rows = dataset.open_dataset(path).load()
+    for name in common.TRAINING_SETS:
+        rows = inputs[name].load()
         training_sets[name] = (rows["image"], task.targets(rows))
     gain = evaluation.refinery_gain(task, plain, test["image"], test_targets)
     baseline = evaluation.baseline_gain(task, training_sets, test["image"], test_targets)
@@ -79,12 +86,14 @@ def run(params: Params) -> dict:
     task = TASKS[params.task]
     directories = {name: common.estimator_dir(name) for name in common.TRAINING_SETS}
     with tracking.stage_run("evaluate", common.declared_params("evaluate", params)) as mlflow_run:
-        tracking.log_dataset(dataset.open_dataset(common.REAL_TEST), "input", "real-test")
+        inputs = open_inputs()
+        for name, data in inputs.items():
+            tracking.log_dataset(data, "input", name)
         used = {name: tracking.log_model_input(directory) for name, directory in directories.items()}
         used["refiner"] = tracking.log_model_input(common.REFINER_DIR)
         estimators = {name: load_estimators(directory) for name, directory in directories.items()}
         plain = {name: load_estimators(directory, "plain") for name, directory in directories.items()}
-        out = evaluate(params, estimators, plain, common.PLOTS / "evaluate")
+        out = evaluate(params, inputs, estimators, plain, common.PLOTS / "evaluate")
         report, name = out["report"], task.metric.name
         common.write_json(common.METRICS / "eval.json", report)
         (common.METRICS / "eval.md").write_text(out["table"] + "\n")
