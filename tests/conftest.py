@@ -97,3 +97,17 @@ def make_project(repo: Path, params_update: dict, extra_files: dict[str, str] | 
     sh("git", "add", "-A", cwd=repo, env=env)
     sh("git", "commit", "-qm", "tiny", cwd=repo, env=env)
     return env
+
+
+@pytest.fixture(scope="session")
+def dvc_project(tmp_path_factory):
+    """A fresh git + DVC repo holding the project's tracked files and tiny params, reproduced
+    once per session: (repo, env, the repro's output, its datasets' digests right after it;
+    later tests may run experiments in it)."""
+    from refiner import dataset
+    repo = tmp_path_factory.mktemp("project")
+    env = make_project(repo, TINY)
+    first = sh("dvc", "repro", cwd=repo, env=env)
+    digests = {name: dataset.open_dataset(repo / "data" / name).digest
+               for name in ("synthetic", "real/unlabeled", "real/test", "refined")}
+    return repo, env, first, digests

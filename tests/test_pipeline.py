@@ -31,11 +31,8 @@ def stages_run(output: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    """A fresh git + DVC repo holding the project's tracked files and tiny params, reproduced."""
-    repo = tmp_path_factory.mktemp("project")
-    env = make_project(repo, TINY)
-    first = sh("dvc", "repro", cwd=repo, env=env)
+def project(dvc_project):
+    repo, env, first, _ = dvc_project
     return repo, env, first
 
 
@@ -214,12 +211,15 @@ def test_exp_run_with_changed_lambda_reruns_only_dependent_stages(project, first
 def test_sweep_runs_a_profile_as_a_dvc_experiment_and_restores_params(project):
     repo, env, _ = project
     params_before = (repo / "params.yaml").read_text()
-    sh(sys.executable, "-m", "experiments.sweep", "--profiles", "fonts-only", cwd=repo, env=env)
+    output = sh(sys.executable, "-m", "experiments.sweep", "--cached", "--profiles", "lambda-2", cwd=repo, env=env)
+    assert "Stage 'render' didn't change, skipping" in output  # --cached: only what the profile changes reruns
     assert (repo / "params.yaml").read_text() == params_before
-    rendered = dataset.open_dataset(repo / "data/synthetic").manifest["params"]  # what the experiment ran with
-    assert rendered["digits"]["handwritten_fraction"] == 0.0 and rendered["digits"]["jitter"]["fill_range"] == [0.8, 1.0]
+    import torch
+    checkpoint = torch.load(repo / "models/refiner/refiner.pt", weights_only=True)  # what the experiment ran with
+    assert checkpoint["config"]["lambda"] == 2.0 and checkpoint["config"]["semantic_weight"] == 0.0
     [row] = json.loads((repo / "experiments/results/sweep.json").read_text())
     eval_report = json.loads((repo / "metrics/eval.json").read_text())  # the experiment's own evaluation
-    assert row["profile"] == "fonts-only" and row["refined"]["accuracy"] == eval_report["refined"]["accuracy"]
-    assert "| fonts-only" in (repo / "experiments/results/sweep.md").read_text()
-    assert "fonts-only-" in sh("dvc", "exp", "list", cwd=repo, env=env)
+    assert row["profile"] == "lambda-2" and row["refined"]["accuracy"] == eval_report["refined"]["accuracy"]
+    assert row["refinery_gain"] == eval_report["refinery_gain"] and row["cached"]
+    assert "| lambda-2" in (repo / "experiments/results/sweep.md").read_text()
+    assert "lambda-2-" in sh("dvc", "exp", "list", cwd=repo, env=env)

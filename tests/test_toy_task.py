@@ -53,7 +53,8 @@ TASK = Toy()
 
 @pytest.mark.slow
 def test_a_task_registered_in_one_file_runs_through_dvc_repro(tmp_path):
-    env = make_project(tmp_path, {**TINY, "task": "toy", "toy": {"size": 10}},
+    small = {"train_estimator": {**TINY["train_estimator"], "num_seeds": 1, "self_training_rounds": 0}}
+    env = make_project(tmp_path, {**TINY, **small, "task": "toy", "toy": {"size": 10}},
                        extra_files={"refiner/tasks/toy.py": TOY_TASK})
     files = sh("git", "ls-files", cwd=tmp_path, env=env).split()
     edited = [name for name in files if not (ROOT / name).is_file() or (ROOT / name).read_bytes() != (tmp_path / name).read_bytes()]
