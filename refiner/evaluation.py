@@ -32,39 +32,47 @@ def for_json(result: dict) -> dict:
     return {key: value for key, value in result.items() if not isinstance(value, list) or key.endswith("_per_seed")}
 
 
-def gain(task: Task, results: dict[str, dict]) -> float:
-    """How much better the estimators trained on refined data score on real data than those
-    trained on synthetic data (positive: refinement helped, whichever way the metric runs)."""
+def improvement(task: Task, synthetic: float, refined: float) -> float:
+    """How much better refined scored than synthetic (positive: refinement helped, whichever
+    way the metric runs)."""
+    return refined - synthetic if task.metric.higher_is_better else synthetic - refined
+
+
+def paired_gain(task: Task, synthetic: list[float], refined: list[float]) -> dict:
+    """The gain paired by seed (seed s trained on refined against seed s on synthetic)."""
+    paired = [improvement(task, s, r) for s, r in zip(synthetic, refined)]
+    return {"gain": float(np.mean(paired)), "gain_sd": float(np.std(paired)), "gain_per_seed": paired}
+
+
+def end_to_end_gain(task: Task, results: dict[str, dict]) -> dict:
+    """The paired gain of the end-to-end estimators (self-training on, when the recipe says so)."""
     name = task.metric.name
-    difference = results["refined"][name] - results["synthetic"][name]
-    return difference if task.metric.higher_is_better else -difference
+    return paired_gain(task, results["synthetic"][f"{name}_per_seed"], results["refined"][f"{name}_per_seed"])
 
 
 def refinery_gain(task: Task, plain: dict[str, list], images01: np.ndarray, targets: np.ndarray) -> dict:
     """What the refiner alone buys: the same recipe without self-training, trained on refined
-    vs on synthetic data, scored on real labelled images; paired by seed (seed s of one
-    against seed s of the other), positive when refinement helped."""
-    sign = 1.0 if task.metric.higher_is_better else -1.0
+    vs on synthetic data, scored on real labelled images, paired by seed."""
     scores = {name: [task.score(predict(task, model, images01), targets) for model in models]
               for name, models in plain.items()}
-    paired = [sign * (r - s) for s, r in zip(scores["synthetic"], scores["refined"])]
     return {"synthetic": float(np.mean(scores["synthetic"])), "synthetic_sd": float(np.std(scores["synthetic"])),
             "refined": float(np.mean(scores["refined"])), "refined_sd": float(np.std(scores["refined"])),
-            "gain": float(np.mean(paired)), "gain_sd": float(np.std(paired)), "gain_per_seed": paired}
+            **paired_gain(task, scores["synthetic"], scores["refined"])}
 
 
 def baseline_gain(task: Task, training_sets: dict[str, tuple[np.ndarray, np.ndarray]], images01: np.ndarray,
                   targets: np.ndarray) -> dict | None:
     """The task's scikit-learn baseline trained on each training set's Parquet images and
     scored on real labelled ones: the refined dataset as a product for someone else's model."""
-    if task.baseline() is None:
+    models = {name: task.baseline() for name in training_sets}
+    if None in models.values():
         return None
     scores = {}
     for name, (train_images, train_targets) in training_sets.items():
-        model = task.baseline().fit(train_images.reshape(len(train_images), -1), train_targets)
+        model = models[name].fit(train_images.reshape(len(train_images), -1), train_targets)
         scores[name] = task.score(task.baseline_predictions(model, images01.reshape(len(images01), -1)), targets)
-    sign = 1.0 if task.metric.higher_is_better else -1.0
-    return {**scores, "gain": sign * (scores["refined"] - scores["synthetic"]), "model": type(task.baseline()).__name__}
+    return {**scores, "gain": improvement(task, scores["synthetic"], scores["refined"]),
+            "model": type(models["refined"]).__name__}
 
 
 def realism(fake01: np.ndarray, real01: np.ndarray, seed: int) -> float:
@@ -132,14 +140,11 @@ def selection_score(report: dict, label_kept_min: float, higher_is_better: bool 
     return report["reverse_score"]["refined"] if kept else None
 
 
-def table(task: Task, results: dict[str, dict], gain: dict, baseline: dict | None) -> str:
+def table(task: Task, results: dict[str, dict], gain: dict, end_to_end: dict, baseline: dict | None) -> str:
     """The markdown result table: the refiner alone (self-training off), end to end, and a
-    scikit-learn model, each trained on synthetic and on refined data; the paired gain; the oracle."""
+    scikit-learn model, each trained on synthetic and on refined data; the paired gains; the oracle."""
     name, cell = task.metric.name, task.metric.cell.format
     seeds = len(results["synthetic"][f"{name}_per_seed"])
-    sign = 1.0 if task.metric.higher_is_better else -1.0
-    end_to_end = [sign * (r - s) for s, r in zip(results["synthetic"][f"{name}_per_seed"],
-                                                 results["refined"][f"{name}_per_seed"])]
     baseline_title = f"scikit-learn {baseline['model']}" if baseline else "scikit-learn"
     lines = [f"{task.metric.title}, mean ± sd over {seeds} seeds:", "",
              f"| trained on | estimator, self-training off | estimator + self-training (end to end) | {baseline_title} |",
@@ -149,7 +154,7 @@ def table(task: Task, results: dict[str, dict], gain: dict, baseline: dict | Non
         lines.append(f"| {trained_on} | {cell(gain[trained_on])} ± {cell(gain[trained_on + '_sd'])} "
                      f"| {cell(r[name])} ± {cell(r[name + '_sd'])} | {cell(baseline[trained_on]) if baseline else '-'} |")
     lines.append(f"| **refinery gain** (refined − synthetic, paired by seed) | **{_signed(cell, gain['gain'])} ± "
-                 f"{cell(gain['gain_sd'])}** | {_signed(cell, np.mean(end_to_end))} ± {cell(np.std(end_to_end))} "
+                 f"{cell(gain['gain_sd'])}** | {_signed(cell, end_to_end['gain'])} ± {cell(end_to_end['gain_sd'])} "
                  f"| {_signed(cell, baseline['gain']) if baseline else '-'} |")
     if "oracle" in results:
         r = results["oracle"]

@@ -70,13 +70,13 @@ def evaluate(params: Params, inputs: dict[str, dataset.ImageDataset], estimators
         training_sets[name] = (rows["image"], task.targets(rows))
     gain = evaluation.refinery_gain(task, plain, test["image"], test_targets)
     baseline = evaluation.baseline_gain(task, training_sets, test["image"], test_targets)
-    report.update(metric=task.metric.name, refinery_gain=gain, baseline=baseline,
-                  end_to_end_gain=evaluation.gain(task, results),
+    end_to_end = evaluation.end_to_end_gain(task, results)
+    report.update(metric=task.metric.name, refinery_gain=gain, baseline=baseline, end_to_end_gain=end_to_end["gain"],
                   **evaluation.label_free(task, estimators, plain, training_sets, pool["image"],
                                           params.train_estimator, params.seed))
     report["selection_score"] = evaluation.selection_score(report, params.evaluate.label_kept_min,
                                                            task.metric.higher_is_better)
-    return {"results": results, "report": report, "table": evaluation.table(task, results, gain, baseline),
+    return {"results": results, "report": report, "table": evaluation.table(task, results, gain, end_to_end, baseline),
             "plots": plots}
 
 
