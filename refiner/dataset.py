@@ -14,9 +14,15 @@ to decode it as an image).
 
 Writes are atomic: files go to a hidden staging directory beside the target, which is
 renamed into place only once complete, so a reader never sees a half-written dataset and
-an interrupted write leaves the previous dataset (if any) untouched. A writer given a
-resume key keeps its finished parts across a crash, so a long job can pick up where it
-stopped.
+an interrupted write leaves the previous dataset (if any) untouched. One writer at a time
+per target (a file lock beside it); a dataset with no rows is never committed. A writer
+given a resume key keeps its finished parts across a crash, so a long job can pick up
+where it stopped.
+
+Every row is checked where it enters (``RowChecker``: ids unique and present, labels
+present and in the task's range, each image a readable grayscale PNG of the dataset's
+shape), by the writer part by part and by ``validate`` file by file, so a bad record is
+refused naming its file and row id before any work, and never committed.
 """
 
 from __future__ import annotations
@@ -27,13 +33,15 @@ import json
 import os
 import shutil
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from filelock import FileLock, Timeout
 from PIL import Image
 
 FORMAT = "simrefinery.imageset/1"
@@ -111,8 +119,12 @@ def encode_png(pixels: np.ndarray) -> bytes:
 
 
 def decode_png(data: bytes) -> np.ndarray:
+    """PNG bytes -> uint8 HxW; refuses anything but 8-bit grayscale (mode L), which is what
+    the contract stores: a silent conversion would hide an RGB or 16-bit source."""
     with Image.open(io.BytesIO(data)) as image:
-        return np.asarray(image.convert("L"), dtype=np.uint8)
+        if image.mode != "L":
+            raise ValueError(f"PNG mode {image.mode}, the contract holds 8-bit grayscale (mode L)")
+        return np.asarray(image, dtype=np.uint8)
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
@@ -125,18 +137,73 @@ def image_column(images_uint8: np.ndarray) -> pa.Array:
                     type=IMAGE_TYPE)
 
 
-def decode_image_column(table: pa.Table, file_name: str = "<memory>") -> np.ndarray:
-    """The image column of a table -> float32 N x H x W in [0, 1]."""
+def decode_image_column(table: pa.Table, file_name: str = "<memory>", shape: list[int] | None = None) -> np.ndarray:
+    """The image column of a table -> float32 N x H x W in [0, 1]. Every image must have
+    ``shape`` (default: the first image's)."""
     ids = table.column("id").to_pylist()
     images = []
     for row_id, cell in zip(ids, table.column("image").combine_chunks().field("bytes").to_pylist()):
         try:
-            images.append(decode_png(cell))
+            pixels = decode_png(cell)
         except Exception as err:  # PIL raises several types for corrupt bytes
             raise DatasetError(f"{file_name}: row id={row_id!r}: image is not a readable PNG ({err})") from err
+        shape = shape or list(pixels.shape)
+        if list(pixels.shape) != list(shape):
+            raise DatasetError(f"{file_name}: row id={row_id!r}: image is {pixels.shape[0]}x{pixels.shape[1]}, "
+                               f"the dataset's images are {shape[0]}x{shape[1]}")
+        images.append(pixels)
     if not images:
         return np.zeros((0, 0, 0), dtype=np.float32)
     return np.stack(images).astype(np.float32) / 255.0
+
+
+# A task's label check: label columns (numpy) -> {problem: mask of the rows that have it}
+BadLabels = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+
+
+def first_bad(file_name: str, ids: list, bad: np.ndarray, problem: str) -> DatasetError:
+    rows = np.flatnonzero(bad)
+    more = f" (and {len(rows) - 1} more rows)" if len(rows) > 1 else ""
+    return DatasetError(f"{file_name}: row id={ids[rows[0]]!r}: {problem}{more}")
+
+
+class RowChecker:
+    """Checks tables part by part and remembers what spans parts (ids seen, image shape):
+    memory grows with the ids only, never with the images."""
+
+    def __init__(self, label_columns, bad_labels: BadLabels | None = None, image_shape: list[int] | None = None):
+        self.label_columns, self.bad_labels, self.image_shape = list(label_columns), bad_labels, image_shape
+        self.seen: set[str] = set()
+
+    def check(self, table: pa.Table, file_name: str) -> np.ndarray:
+        """Raises DatasetError naming the file, the first bad row's id and the problem;
+        returns the decoded images."""
+        ids = table.column("id").to_pylist()
+        if None in ids:
+            raise DatasetError(f"{file_name}: row {ids.index(None)}: id is missing")
+        counts = Counter(ids)
+        duplicate = np.array([counts[i] > 1 or i in self.seen for i in ids], dtype=bool)
+        if duplicate.any():
+            raise first_bad(file_name, ids, duplicate, "id is not unique")
+        self.seen.update(ids)
+        labels = {}
+        for name in self.label_columns:
+            column = table.column(name)
+            if column.null_count:
+                raise first_bad(file_name, ids, column.is_null().to_numpy(zero_copy_only=False), f"label {name!r} is missing")
+            labels[name] = label_numpy(column)
+        for name, values in labels.items():
+            if np.issubdtype(values.dtype, np.floating):
+                not_finite = ~np.isfinite(values).reshape(len(values), -1).all(1)
+                if not_finite.any():
+                    raise first_bad(file_name, ids, not_finite, f"label {name!r} is NaN or infinite")
+        for problem, bad in (self.bad_labels(labels) if self.bad_labels and labels else {}).items():
+            if np.any(bad):
+                raise first_bad(file_name, ids, np.asarray(bad), problem)
+        images = decode_image_column(table, file_name, self.image_shape)
+        if len(images):
+            self.image_shape = list(images.shape[1:])
+        return images
 
 
 def make_table(ids, images_uint8: np.ndarray, labels: dict[str, np.ndarray], source: str,
@@ -176,26 +243,40 @@ class DatasetWriter:
     ``resume_key`` the staging directory is named by it, so a rerun of the same job after a
     crash or kill finds the parts already written (``has_part``) and only writes the rest.
     Each part file is itself written to a temporary name and renamed, so a staged part is
-    always complete.
+    always complete. The writer holds the target's lock from creation to commit or abort:
+    a second writer is refused, and staging left beside the target can only be a dead
+    writer's, so it is swept. Each part's rows are checked (``RowChecker``) before it is
+    staged; ``bad_labels`` is the task's label check.
     """
 
     def __init__(self, path: str | Path, *, label_schema: pa.Schema, producer: str,
                  params: dict | None = None, upstream: dict[str, str] | None = None,
-                 resume_key: str | None = None):
+                 resume_key: str | None = None, bad_labels: BadLabels | None = None):
         self.path = Path(path)
         self.schema = schema_for(label_schema)
         self.label_columns = tuple(label_schema.names)
         self.producer, self.params, self.upstream = producer, params or {}, upstream or {}
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.lock = FileLock(self.path.parent / f".{self.path.name}.lock")
+        try:
+            self.lock.acquire(timeout=0)
+        except Timeout:
+            raise DatasetError(f"{self.path}: another process is writing this dataset (lock "
+                               f"{self.lock.lock_file}); wait for it to finish or stop it") from None
         name = f".{self.path.name}.partial-{resume_key}" if resume_key else f".{self.path.name}.tmp-{uuid.uuid4().hex[:8]}"
         self.tmp = self.path.parent / name
         for stale in self.path.parent.glob(f".{self.path.name}.*"):
             if stale != self.tmp and (".tmp-" in stale.name or ".partial-" in stale.name):
+                if ".partial-" in stale.name and resume_key:
+                    print(f"{self.path}: an interrupted job with other inputs or settings left parts; starting clean")
                 shutil.rmtree(stale, ignore_errors=True)
         self.tmp.mkdir(exist_ok=True)
         for half_written in self.tmp.glob(".*.writing"):
             half_written.unlink()
         self.resume_key = resume_key
+        self.rows = RowChecker(self.label_columns, bad_labels)
+        for kept in sorted(self.tmp.glob("part-*.parquet")):  # a resumed job: ids stay unique across parts
+            self.rows.seen.update(pq.read_table(kept, columns=["id"]).column("id").to_pylist())
         self.manifest: dict | None = None
 
     @staticmethod
@@ -206,35 +287,40 @@ class DatasetWriter:
         return (self.tmp / self.part_name(index)).is_file()
 
     def write_part(self, index: int, table: pa.Table) -> None:
-        table = self._conform(table)
         target = self.tmp / self.part_name(index)
+        where = f"{self.path} ({target.name})"
+        table = self._conform(table, where)
         writing = self.tmp / f".{target.name}.writing"
         pq.write_table(table, writing, compression="zstd", row_group_size=8192)
         os.replace(writing, target)
 
-    def _conform(self, table: pa.Table) -> pa.Table:
+    def _conform(self, table: pa.Table, where: str) -> pa.Table:
+        """The contract's columns in its order and types, every row checked."""
         expected = [f.name for f in self.schema]
         if sorted(table.column_names) != sorted(expected):
-            raise DatasetError(f"{self.path}: columns {table.column_names} do not match contract {expected}")
-        return table.select(expected).cast(self.schema)
+            raise DatasetError(f"{where}: columns {table.column_names} do not match contract {expected}")
+        table = table.select(expected)
+        self.rows.check(table, where)
+        try:
+            return table.cast(self.schema)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as err:
+            raise DatasetError(f"{where}: columns do not have the contract's types ({err})") from err
 
     def commit(self) -> dict:
         parts = sorted(self.tmp.glob("part-*.parquet"))
-        if not parts:
-            self.write_part(0, self.schema.empty_table())
-            parts = sorted(self.tmp.glob("part-*.parquet"))
         if [p.name for p in parts] != [self.part_name(i) for i in range(len(parts))]:
             raise DatasetError(f"{self.path}: parts are not numbered 0..{len(parts) - 1}: {[p.name for p in parts]}")
         files = [{"name": p.name, "rows": pq.ParquetFile(p).metadata.num_rows, "sha256": file_sha256(p)} for p in parts]
-        first = next((p for p, f in zip(parts, files) if f["rows"]), None)
-        image_shape = None
-        if first:  # every image of a dataset has one shape: read it off the first
-            first_image = pq.read_table(first, columns=["image"]).column("image")[0]["bytes"].as_py()
-            image_shape = list(decode_png(first_image).shape)
+        if not sum(f["rows"] for f in files):
+            raise DatasetError(f"{self.path}: no rows to write; nothing committed"
+                               + (" (the previous dataset is kept)" if self.path.exists() else ""))
+        first = next(p for p, f in zip(parts, files) if f["rows"])
+        # every image of a dataset has one shape (the row checks hold it): read it off the first
+        first_image = pq.read_table(first, columns=["image"]).column("image")[0]["bytes"].as_py()
         self.manifest = {
             "format": FORMAT,
             "num_rows": sum(f["rows"] for f in files),
-            "image_shape": image_shape,
+            "image_shape": list(decode_png(first_image).shape),
             "label_columns": list(self.label_columns),
             "schema": {f.name: str(f.type) for f in self.schema},
             "files": files,
@@ -244,18 +330,24 @@ class DatasetWriter:
         }
         (self.tmp / MANIFEST).write_text(json.dumps(self.manifest, indent=2, sort_keys=True, default=str))
         _replace_dir(self.tmp, self.path)
+        self.lock.release()
         return self.manifest
 
     def abort(self) -> None:
         if self.resume_key is None:
             shutil.rmtree(self.tmp, ignore_errors=True)
+        self.lock.release()
 
     def __enter__(self) -> "DatasetWriter":
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
-            self.commit()
+            try:
+                self.commit()
+            except BaseException:
+                self.abort()
+                raise
         else:
             self.abort()
 
@@ -271,12 +363,14 @@ def _replace_dir(src: Path, dst: Path) -> None:
 
 def write_dataset(path, ids, images_uint8, labels: dict[str, np.ndarray], *, source: str,
                   producer: str, label_schema: pa.Schema | None = None, params: dict | None = None,
-                  upstream: dict | None = None, rows_per_file: int = 50_000) -> dict:
+                  upstream: dict | None = None, rows_per_file: int = 50_000,
+                  bad_labels: BadLabels | None = None) -> dict:
     """Write a whole in-memory dataset in parts of ``rows_per_file`` rows; returns the manifest.
-    ``label_schema``: the task's label types (inferred from the arrays when not given)."""
+    ``label_schema``: the task's label types (inferred from the arrays when not given);
+    ``bad_labels``: the task's label check."""
     label_schema = label_schema if label_schema is not None else infer_label_schema(labels)
     with DatasetWriter(path, label_schema=label_schema, producer=producer, params=params,
-                       upstream=upstream) as writer:
+                       upstream=upstream, bad_labels=bad_labels) as writer:
         for index, start in enumerate(range(0, len(ids), rows_per_file)):
             stop = start + rows_per_file
             writer.write_part(index, make_table(ids[start:stop], images_uint8[start:stop],
@@ -328,7 +422,7 @@ class ImageDataset:
         """Everything in memory: ids, images (float32 N x H x W in [0,1]) and label columns."""
         parts = [(file, table) for file, table in self.tables()]
         out = {"id": np.array([i for _, t in parts for i in t.column("id").to_pylist()], dtype=object)}
-        images = [decode_image_column(t, str(f)) for f, t in parts if t.num_rows]
+        images = [decode_image_column(t, str(f), self.manifest["image_shape"]) for f, t in parts if t.num_rows]
         out["image"] = np.concatenate(images) if images else np.zeros((0, 0, 0), np.float32)
         for name in self.label_columns:
             out[name] = np.concatenate([label_numpy(t.column(name)) for _, t in parts])
@@ -366,12 +460,18 @@ def open_dataset(path: str | Path, *, verify_hashes: bool = True) -> ImageDatase
     return ImageDataset(path, manifest)
 
 
-def validate(path: str | Path) -> ImageDataset:
-    """Full check: hashes, schema of every file, every image decodes, row counts match."""
+def validate(path: str | Path, bad_labels: BadLabels | None = None) -> ImageDataset:
+    """The one validation pass every stage runs on its inputs before any work: the manifest
+    and file hashes, each file's schema, then row by row (``RowChecker``: ids, labels,
+    ``bad_labels``, every image decodes with the manifest's shape), one file in memory at a
+    time; a dataset with no rows is refused."""
     dataset = open_dataset(path)
+    if not dataset.num_rows:
+        raise DatasetError(f"{dataset.path}: the dataset has no rows")
+    rows = RowChecker(dataset.label_columns, bad_labels, dataset.manifest["image_shape"])
     total = 0
     for file, table in dataset.tables():
-        decode_image_column(table, str(file))
+        rows.check(table, str(file))
         total += table.num_rows
     if total != dataset.num_rows:
         raise DatasetError(f"{dataset.path}: manifest says {dataset.num_rows} rows, files hold {total}")
@@ -379,17 +479,19 @@ def validate(path: str | Path) -> ImageDataset:
 
 
 def open_unlabeled(path: str | Path) -> ImageDataset:
-    """Real images for training (the refiner, self-training): refuse any dataset with labels."""
-    real = open_dataset(path)
+    """Real images for training (the refiner, self-training), validated: refuse any dataset
+    with labels."""
+    real = validate(path)
     if real.label_columns:
         raise DatasetError(f"{path}: real data for training must be unlabelled, has label columns {real.label_columns}")
     return real
 
 
-def open_training_set(path: str | Path, label_schema: pa.Schema) -> ImageDataset:
-    """Synthetic or refined images to train an estimator on: refuse real data (only evaluate
-    reads real labels) and data without the task's label columns."""
-    data = open_dataset(path)
+def open_training_set(path: str | Path, label_schema: pa.Schema, bad_labels: BadLabels | None = None) -> ImageDataset:
+    """Synthetic or refined images to train an estimator on (or to refine), validated:
+    refuse real data (only evaluate reads real labels) and data without the task's label
+    columns."""
+    data = validate(path, bad_labels)
     if data.manifest["producer"] == "stages.ingest":
         raise DatasetError(f"{path}: real data must not train the estimator (only evaluate reads real labels)")
     missing = [name for name in label_schema.names if name not in data.label_columns]

@@ -5,7 +5,8 @@ once: one actor per GPU when the cluster has GPUs, fractional-CPU actors otherwi
 driver streams finished batches, in input order, into the dataset writer: output part i
 holds exactly the rows of input file i, so memory stays bounded by one part however many
 images pass, and a killed job rerun with the same inputs refines only the parts it had not
-finished (the staging directory is keyed by source digest, checkpoint and params). Rows
+finished (the staging directory is keyed by source digest, checkpoint, precision, params
+and the refine code, so parts made another way are never mixed in). Rows
 keep their id, labels and order; only ``image`` and ``source`` change.
 
 Works on a local Ray or, given an address (or ``RAY_ADDRESS``), on a cluster: the
@@ -27,7 +28,6 @@ import torch
 from refiner import dataset
 from refiner.simgan import from_model, load_refiner, to_model
 
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -85,10 +85,23 @@ def actor_resources(num_actors: int, actor_num_cpus: float) -> dict:
     return {"compute": ray.data.ActorPoolStrategy(size=num_actors), "num_cpus": actor_num_cpus}
 
 
-def job_key(source: dataset.ImageDataset, checkpoint_bytes: bytes, params: dict | None) -> str:
-    """Names the staging directory: a rerun of the same job resumes, another job starts clean."""
-    material = source.digest + hashlib.sha256(checkpoint_bytes).hexdigest() + dataset.canonical_json(params or {})
-    return hashlib.sha256(material.encode()).hexdigest()[:16]
+def code_version() -> str:
+    """A hash of the modules that turn a synthetic part into refined bytes: parts refined by
+    other code are never resumed into a dataset."""
+    from refiner import networks, simgan
+    digest = hashlib.sha256()
+    for module in (dataset, networks, simgan):
+        digest.update(Path(module.__file__).read_bytes())
+    digest.update(Path(__file__).read_bytes())
+    return digest.hexdigest()
+
+
+def job_key(source: dataset.ImageDataset, checkpoint_bytes: bytes, params: dict) -> str:
+    """Names the staging directory: a rerun of the same job resumes; any change to what sets
+    the output bytes (source, checkpoint, params such as precision, code) starts clean."""
+    material = [source.digest, hashlib.sha256(checkpoint_bytes).hexdigest(), dataset.canonical_json(params),
+                code_version()]
+    return hashlib.sha256("\n".join(material).encode()).hexdigest()[:16]
 
 
 def refine_dataset(source: dataset.ImageDataset, checkpoint: Path, out: Path, *, batch_size: int = 1024,
@@ -99,6 +112,7 @@ def refine_dataset(source: dataset.ImageDataset, checkpoint: Path, out: Path, *,
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     load_refiner(checkpoint, source.manifest["image_shape"])  # a mismatch fails before any work
     checkpoint_bytes = Path(checkpoint).read_bytes()
+    params = {**(params or {}), "precision": precision}  # the manifest says how its bytes were made
     with dataset.DatasetWriter(out, label_schema=source.label_schema, producer="stages.refine",
                                params=params, upstream=upstream,
                                resume_key=job_key(source, checkpoint_bytes, params)) as writer:

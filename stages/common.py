@@ -9,7 +9,9 @@ from pathlib import Path
 
 import yaml
 
+from refiner.dataset import DatasetError
 from refiner.params import Params, ParamsError, load_params
+from refiner.simgan import CheckpointError
 
 DVC_FILE = Path("dvc.yaml")
 SYNTHETIC = Path("data/synthetic")
@@ -49,11 +51,13 @@ def declared_params(stage: str, params: Params) -> dict:
     return {key: params.section(key) for key in dict.fromkeys(["task", "seed", *keys])}
 
 
-def main_params() -> Params:
-    """params.yaml for a stage's ``main()``: a bad key ends the process with the key named."""
+def main(run, *args) -> None:
+    """A stage's ``main()``: ``run(params.yaml's params, *args)``. A refused input (a bad
+    params key, a dataset or source breaking the contract, an unusable checkpoint) ends the
+    process with one line naming the file and the problem, not a traceback."""
     try:
-        return load_params()
-    except ParamsError as err:
+        run(load_params(), *args)
+    except (ParamsError, DatasetError, CheckpointError) as err:
         raise SystemExit(f"error: {err}") from None
 
 

@@ -39,11 +39,12 @@ def pool_targets(task, pool_ids: np.ndarray, path: Path) -> np.ndarray | None:
     return task.targets(labels)
 
 
-def open_inputs() -> dict[str, dataset.ImageDataset]:
-    """Every dataset evaluate reads, opened (and hash-checked) once."""
-    return {"real-test": dataset.open_dataset(common.REAL_TEST),
+def open_inputs(task) -> dict[str, dataset.ImageDataset]:
+    """Every dataset evaluate reads, validated once."""
+    return {"real-test": dataset.validate(common.REAL_TEST, task.bad_labels),
             "real-unlabeled": dataset.open_unlabeled(common.REAL_UNLABELED),
-            **{name: dataset.open_dataset(path) for name, path in common.TRAINING_SETS.items()}}
+            **{name: dataset.open_training_set(path, task.labels, task.bad_labels)
+               for name, path in common.TRAINING_SETS.items()}}
 
 
 def evaluate(params: Params, inputs: dict[str, dataset.ImageDataset], estimators: dict[str, list],
@@ -86,7 +87,7 @@ def run(params: Params) -> dict:
     task = TASKS[params.task]
     directories = {name: common.estimator_dir(name) for name in common.TRAINING_SETS}
     with tracking.stage_run("evaluate", common.declared_params("evaluate", params)) as mlflow_run:
-        inputs = open_inputs()
+        inputs = open_inputs(task)
         for name, data in inputs.items():
             tracking.log_dataset(data, "input", name)
         used = {name: tracking.log_model_input(directory) for name, directory in directories.items()}
@@ -120,7 +121,7 @@ def run(params: Params) -> dict:
 
 
 def main() -> None:
-    run(common.main_params())
+    common.main(run)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ def ingest(params: Params, unlabeled_out: Path, test_out: Path, pool_labels_out:
     dataset.write_dataset(unlabeled_out, pool.ids, dataset.to_uint8(pool.pixels), {}, source="real",
                           producer="stages.ingest", params=declared)
     dataset.write_dataset(test_out, test.ids, dataset.to_uint8(test.pixels), test.labels, label_schema=task.labels,
-                          source="real", producer="stages.ingest", params=declared)
+                          source="real", producer="stages.ingest", params=declared, bad_labels=task.bad_labels)
     write_pool_labels(pool_labels_out, pool.ids, pool.labels, task.labels)
     return dataset.open_dataset(unlabeled_out), dataset.open_dataset(test_out)
 
@@ -48,7 +48,7 @@ def run(params: Params) -> dict:
 
 
 def main() -> None:
-    run(common.main_params())
+    common.main(run)
 
 
 if __name__ == "__main__":

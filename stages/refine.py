@@ -5,13 +5,14 @@ from __future__ import annotations
 from refiner import dataset
 from refiner.params import Params
 from refiner.refine_job import refine_dataset
+from refiner.tasks import TASKS
 from stages import common
 
 
 def run(params: Params) -> dict:
     from refiner import tracking
-    section = params.refine
-    synthetic = dataset.open_dataset(common.SYNTHETIC)
+    section, task = params.refine, TASKS[params.task]
+    synthetic = dataset.open_training_set(common.SYNTHETIC, task.labels, task.bad_labels)  # before Ray starts
     checkpoint_digest = dataset.file_sha256(common.REFINER_CHECKPOINT)
     with tracking.stage_run("refine", common.declared_params("refine", params)) as mlflow_run:
         tracking.log_dataset(synthetic, "input", "synthetic")
@@ -28,7 +29,7 @@ def run(params: Params) -> dict:
 
 
 def main() -> None:
-    run(common.main_params())
+    common.main(run)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ def render(params: Params, out: Path) -> ImageDataset:
     task = TASKS[params.task]
     images = task.synthesize(params)
     dataset.write_dataset(out, images.ids, dataset.to_uint8(images.pixels), images.labels, label_schema=task.labels,
-                          source="synthetic", producer="stages.render", params=common.declared_params("render", params))
+                          source="synthetic", producer="stages.render", params=common.declared_params("render", params),
+                          bad_labels=task.bad_labels)
     return dataset.open_dataset(out)
 
 
@@ -33,7 +34,7 @@ def run(params: Params) -> dict:
 
 
 def main() -> None:
-    run(common.main_params())
+    common.main(run)
 
 
 if __name__ == "__main__":

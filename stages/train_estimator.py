@@ -55,7 +55,7 @@ def run(params: Params, trained_on: str) -> dict:
     self_training = params.train_estimator.self_training_rounds > 0
     logged = {**common.declared_params("train_estimator", params), "trained_on": trained_on}
     with tracking.stage_run(f"train_estimator@{trained_on}", logged) as mlflow_run:
-        training_set = dataset.open_training_set(common.TRAINING_SETS[trained_on], task.labels)
+        training_set = dataset.open_training_set(common.TRAINING_SETS[trained_on], task.labels, task.bad_labels)
         tracking.log_dataset(training_set, "input", trained_on)
         unlabeled = dataset.open_unlabeled(common.REAL_UNLABELED) if self_training else None
         if unlabeled is not None:
@@ -80,7 +80,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("trained_on", choices=sorted(common.TRAINING_SETS))
     trained_on = parser.parse_args().trained_on
-    run(common.main_params(), trained_on)
+    common.main(run, trained_on)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from refiner.tasks import TASKS
 from stages import common
 
 SAMPLES = 16
+MIN_IMAGES = SAMPLES  # of each input: the sample grid shows 16 of each, and a GAN on fewer is no refiner
 FROZEN_SEED_OFFSET = 10_000  # the semantic term's estimator: a seed apart from the evaluated ones
 
 
@@ -67,12 +68,14 @@ def semantic_term(params: Params, synthetic: dict, progress: bool = True):
 def run(params: Params) -> dict:
     import mlflow
     from refiner import tracking
-    config = params.train_refiner
+    config, task = params.train_refiner, TASKS[params.task]
     plots_dir = common.PLOTS / "refiner"
     with tracking.stage_run("train_refiner", common.declared_params("train_refiner", params)) as mlflow_run:
-        inputs = {"synthetic": dataset.open_dataset(common.SYNTHETIC),
+        inputs = {"synthetic": dataset.open_training_set(common.SYNTHETIC, task.labels, task.bad_labels),
                   "real-unlabeled": dataset.open_unlabeled(common.REAL_UNLABELED)}
         for name, data in inputs.items():
+            if data.num_rows < MIN_IMAGES:
+                raise dataset.DatasetError(f"{data.path}: {data.num_rows} images; the refiner needs at least {MIN_IMAGES}")
             tracking.log_dataset(data, "input", name)
         synthetic = inputs["synthetic"].load()
         trainer, log = train_refiner(synthetic["image"], inputs["real-unlabeled"].load()["image"],
@@ -99,7 +102,7 @@ def run(params: Params) -> dict:
 
 
 def main() -> None:
-    run(common.main_params())
+    common.main(run)
 
 
 if __name__ == "__main__":

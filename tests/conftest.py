@@ -1,7 +1,6 @@
 import os
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 # Prefect: a throwaway home, no analytics (else a 'database is locked' traceback), slow CI
@@ -88,8 +87,8 @@ def make_project(repo: Path, params_update: dict, extra_files: dict[str, str] | 
     for name, text in (extra_files or {}).items():
         (repo / name).write_text(text)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "RAY_AUTH_MODE": "disabled"}
-    for leaked in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS", "SIMREFINERY_PIPELINE_ID"):
+           "DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    for leaked in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS", "RAY_AUTH_MODE", "SIMREFINERY_PIPELINE_ID"):
         env.pop(leaked, None)
     sh("git", "init", "-q", cwd=repo, env=env)
     sh("git", "config", "user.email", "ci@example.com", cwd=repo, env=env)

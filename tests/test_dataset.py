@@ -93,10 +93,10 @@ def test_corrupt_image_is_refused_naming_file_and_row(tmp_path):
     images = table.column("image").to_pylist()
     images[1]["bytes"] = images[1]["bytes"][:20]  # truncated PNG
     table = table.set_column(1, "image", pa.array(images, dataset.IMAGE_TYPE))
-    with DatasetWriter(tmp_path / "ds", label_schema=LABELS, producer="test") as writer:
-        writer.write_part(0, table)
-    with pytest.raises(DatasetError, match=r"part-00000.parquet: row id='bad': image is not a readable PNG"):
-        validate(tmp_path / "ds")
+    with pytest.raises(DatasetError, match=r"part-00000.parquet\): row id='bad': image is not a readable PNG"):
+        with DatasetWriter(tmp_path / "ds", label_schema=LABELS, producer="test") as writer:
+            writer.write_part(0, table)
+    assert not (tmp_path / "ds").exists()
 
 
 def test_writer_refuses_tables_breaking_the_contract(tmp_path):
@@ -122,7 +122,7 @@ def test_interrupted_write_leaves_no_dataset_and_keeps_the_old_one(tmp_path):
             writer.write_part(0, make_table(["x", "y", "z"], uint8_images(3), {"label": np.array([1, 2, 3])}, "s"))
             raise RuntimeError("killed mid-write")
     assert open_dataset(target).digest == before
-    assert [p.name for p in tmp_path.iterdir()] == ["ds"]  # no temporary leftovers
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".ds.lock", "ds"]  # no temporary leftovers
 
 
 def test_stale_temporary_directory_from_a_killed_writer_is_swept(tmp_path):
@@ -144,18 +144,28 @@ def test_resumable_writer_keeps_finished_parts_for_the_same_job(tmp_path):
     assert not (tmp_path / "ds").exists()
     again = DatasetWriter(tmp_path / "ds", label_schema=LABELS, producer="t", resume_key="job1")
     assert again.has_part(0) and not again.has_part(1)
+    again.abort()  # killed again: its parts stay staged, its lock is released
     other = DatasetWriter(tmp_path / "ds", label_schema=LABELS, producer="t", resume_key="job2")
     assert not other.has_part(0)  # another job starts clean (and swept job1's parts)
     other.write_part(0, table)
-    other.write_part(1, table)
+    other.write_part(1, make_table(["c", "d"], uint8_images(2), {"label": np.array([3, 4])}, "s"))
     assert other.commit()["num_rows"] == 4
 
 
+def test_resumed_writer_still_refuses_ids_of_the_parts_it_kept(tmp_path):
+    table = make_table(["a", "b"], uint8_images(2), {"label": np.array([1, 2])}, "s")
+    writer = DatasetWriter(tmp_path / "ds", label_schema=LABELS, producer="t", resume_key="job")
+    writer.write_part(0, table)
+    writer.abort()
+    resumed = DatasetWriter(tmp_path / "ds", label_schema=LABELS, producer="t", resume_key="job")
+    with pytest.raises(DatasetError, match=r"part-00001.parquet\): row id='a': id is not unique"):
+        resumed.write_part(1, table)
+
+
 def test_parts_must_be_numbered_without_gaps(tmp_path):
-    writer = DatasetWriter(tmp_path / "ds", label_schema=LABELS, producer="t")
-    writer.write_part(1, make_table(["a"], uint8_images(1), {"label": np.array([1])}, "s"))
     with pytest.raises(DatasetError, match="not numbered"):
-        writer.commit()
+        with DatasetWriter(tmp_path / "ds", label_schema=LABELS, producer="t") as writer:
+            writer.write_part(1, make_table(["a"], uint8_images(1), {"label": np.array([1])}, "s"))
 
 
 def test_label_schema_with_keypoints_round_trips_and_is_recorded(tmp_path):

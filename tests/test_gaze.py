@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from refiner.dataset import DatasetError
 from refiner.tasks.gaze.angles import (EYE_SIZE, angular_error_deg, mpiigaze_vector_to_pitch_yaw,
                                        pitch_yaw_to_vector, unityeyes_look_to_pitch_yaw)
 from refiner.tasks.gaze.readers import read_image_folder, read_mpiigaze, read_unityeyes
@@ -137,8 +138,39 @@ def test_mpiigaze_reader_reports_bad_files_and_refuses_a_wrong_root(tmp_path):
     assert "unreadable .mat" in reasons[str(tmp_path / "Data/Normalized/p00/day03.mat")]
     assert "3 images but 2 gaze vectors" in reasons[str(tmp_path / "Data/Normalized/p00/day04.mat") + ":left"]
     assert len(result.ids) == 4 + 1  # day01 both eyes, day04's good right eye
-    with pytest.raises(FileNotFoundError, match="no Data/Normalized"):
+    with pytest.raises(DatasetError, match="no Data/Normalized"):
         read_mpiigaze(tmp_path / "Data")
+
+
+def test_mpiigaze_reader_skips_directionless_gaze_and_scales_float_images(tmp_path):
+    """A zero or NaN gaze vector has no direction: skipped and reported, never a NaN label.
+    Float images in [0, 1] are scaled (a plain uint8 cast made them black); out of range: skipped."""
+    left = mpiigaze_side(4, 0)
+    left["gaze"][1] = 0.0
+    left["gaze"][2, 0] = np.nan
+    right = mpiigaze_side(2, 1)
+    right["image"] = right["image"].astype(np.float64) / 255
+    right["image"][1, 0, 0] = 7.5  # floats beyond 0..1 but not 0..255 integers either: scaled as 0..255
+    right["image"][1, 0, 1] = -3.0  # negative: refused
+    write_mat(tmp_path / "Data/Normalized/p00/day01.mat", {"left": left, "right": right})
+    result = read_mpiigaze(tmp_path)
+    reasons = dict(result.skipped)
+    day = str(tmp_path / "Data/Normalized/p00/day01.mat")
+    assert "has no direction" in reasons[f"{day}:left[1]"] and "has no direction" in reasons[f"{day}:left[2]"]
+    assert "range -3..7.5" in reasons[f"{day}:right[1]"]
+    assert result.ids == ["mpiigaze-p00-day01-left-0000", "mpiigaze-p00-day01-left-0003",
+                          "mpiigaze-p00-day01-right-0000"]
+    ids, images, gaze = result.arrays()
+    assert np.isfinite(gaze).all()
+    assert images[2].max() > 200  # the float eye kept its brightness (mirrored, resized)
+
+
+def test_unityeyes_reader_skips_a_zero_look_vector(tmp_path):
+    write_unityeyes(tmp_path, "1")
+    write_unityeyes(tmp_path, "2", look="(0.0, 0.0, 0.0, 0.0)")
+    result = read_unityeyes(tmp_path)
+    assert result.ids == ["unityeyes-1"]
+    assert "has no direction" in dict(result.skipped)[str(tmp_path / "2.json")]
 
 
 # --- a folder of unlabelled real eyes ------------------------------------------------------

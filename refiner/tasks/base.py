@@ -65,6 +65,11 @@ class Task:
         labels where the source has them: ingest stores them apart, for evaluate's oracle only."""
         raise NotImplementedError
 
+    def bad_labels(self, labels: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Rows whose labels the task cannot train or score on: {problem: mask of rows}.
+        Every dataset check already refuses missing, NaN and infinite labels."""
+        return {}
+
     # -- the estimator
     def estimator(self, image_shape: tuple[int, int]) -> nn.Module:
         raise NotImplementedError
@@ -140,6 +145,10 @@ class ClassificationTask(Task):
     labels = pa.schema([("label", pa.int64())])
     metric = Metric("accuracy", True, "{:.1%}", "accuracy on real test")
     can_pseudo_label = True
+
+    def bad_labels(self, labels):
+        values = np.asarray(labels["label"])
+        return {f"label outside the classes 0..{self.num_classes - 1}": (values < 0) | (values >= self.num_classes)}
 
     def estimator(self, image_shape):
         return SmallCNN(self.num_classes)

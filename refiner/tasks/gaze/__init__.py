@@ -17,6 +17,7 @@ from pydantic import Field
 from torch import nn
 
 from refiner.config import Section
+from refiner.dataset import DatasetError
 from refiner.tasks.base import Images, Metric, RegressionTask
 from refiner.tasks.gaze import readers, renderer
 from refiner.tasks.gaze.angles import angular_error_deg
@@ -41,7 +42,7 @@ def load_eyes(source: str, num_images: int, seed: int, max_head_pose_deg: float 
     else:
         path = Path(source)
         if not path.is_dir():
-            raise FileNotFoundError(f"{source}: not 'render', 'camera' or a folder of eye data")
+            raise DatasetError(f"{source}: not 'render', 'camera' or a folder of eye data")
         if (path / "Data" / "Normalized").is_dir():
             result, name = readers.read_mpiigaze(path), "MPIIGaze"
         elif any(path.glob("*.json")):
@@ -50,7 +51,7 @@ def load_eyes(source: str, num_images: int, seed: int, max_head_pose_deg: float 
             result, name = readers.read_image_folder(path), "image folder"
         print(result.summary(f"{name} {path}"))
         if not result.ids:
-            raise ValueError(f"{source}: no usable {name} images (see the skipped list above)")
+            raise DatasetError(f"{source}: no usable {name} images (see the skipped list above)")
         ids, pixels, gaze = result.arrays()
         pixels = pixels.astype(np.float32) / 255
     labels = None if gaze is None else {"gaze_pitch": gaze[:, 0], "gaze_yaw": gaze[:, 1]}
@@ -84,7 +85,7 @@ class GazeTask(RegressionTask):
         section = params.gaze
         eyes = load_eyes(section.synthetic, params.render.num_images, params.seed, section.max_head_pose_deg)
         if eyes.labels is None:
-            raise ValueError(f"{section.synthetic}: synthetic eyes need gaze labels (UnityEyes JSON)")
+            raise DatasetError(f"{section.synthetic}: synthetic eyes need gaze labels (UnityEyes JSON)")
         return eyes
 
     def read_real(self, params):
@@ -99,9 +100,13 @@ class GazeTask(RegressionTask):
             n_test = int(round(len(real.ids) * params.ingest.test_fraction))
             pool, test = real.take(np.sort(order[n_test:])), real.take(np.sort(order[:n_test]))
         if test.labels is None:
-            raise ValueError(f"{section.test or section.real}: the real test split needs gaze labels: "
+            raise DatasetError(f"{section.test or section.real}: the real test split needs gaze labels: "
                              "set gaze.test to 'camera' or an MPIIGaze root")
         return pool, test
+
+    def bad_labels(self, labels):
+        pitch, yaw = np.abs(labels["gaze_pitch"]), np.abs(labels["gaze_yaw"])
+        return {"gaze outside pitch ±90°, yaw ±180° (radians expected)": (pitch > np.pi / 2) | (yaw > np.pi)}
 
     def estimator(self, image_shape):
         return GazeCNN()

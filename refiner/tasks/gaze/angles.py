@@ -10,16 +10,25 @@ import numpy as np
 EYE_SIZE = (35, 55)  # height, width
 
 
+def unit(vector) -> np.ndarray:
+    """A gaze vector scaled to length 1; a zero or non-finite one is a ValueError (it has no
+    direction: dividing would make a NaN label)."""
+    vector = np.asarray(vector, np.float64)
+    norm = np.linalg.norm(vector)
+    if not np.isfinite(norm) or norm == 0:
+        raise ValueError(f"gaze vector {vector.tolist()} has no direction")
+    return vector / norm
+
+
 def unityeyes_look_to_pitch_yaw(look_vec) -> tuple[float, float]:
     """UnityEyes' ``look_vec`` (x right, y up, z away from the camera) -> (pitch, yaw)."""
-    vector = np.asarray(look_vec, np.float64)[:3]
-    x, y, z = vector / np.linalg.norm(vector)
+    x, y, z = unit(np.asarray(look_vec, np.float64)[:3])
     return float(np.arcsin(y)), float(np.arctan2(-x, -z))
 
 
 def mpiigaze_vector_to_pitch_yaw(gaze) -> tuple[float, float]:
     """MPIIGaze's normalised gaze vector (camera axes: x right, y down, z forward) -> (pitch, yaw)."""
-    x, y, z = np.asarray(gaze, np.float64) / np.linalg.norm(gaze)
+    x, y, z = unit(gaze)
     return float(np.arcsin(-y)), float(np.arctan2(-x, -z))
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from refiner.dataset import DatasetError
 from refiner.tasks.gaze.angles import EYE_SIZE, mpiigaze_vector_to_pitch_yaw, unityeyes_look_to_pitch_yaw
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -43,6 +44,23 @@ class ReadResult:
 
 def to_eye_image(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("L").resize(EYE_SIZE[::-1], Image.Resampling.BILINEAR), np.uint8)
+
+
+def as_uint8(pixels: np.ndarray) -> np.ndarray:
+    """An image array of any numeric type -> uint8: floats in [0, 1] are scaled by 255 (a
+    plain cast would make them black), floats or integers in [0, 255] are kept; anything
+    else is a ValueError naming the range."""
+    pixels = np.asarray(pixels)
+    if pixels.dtype == np.uint8:
+        return pixels
+    if not np.issubdtype(pixels.dtype, np.number) or not np.isfinite(pixels).all():
+        raise ValueError(f"image of type {pixels.dtype} with non-numeric or non-finite pixels")
+    low, high = float(pixels.min()), float(pixels.max())
+    if np.issubdtype(pixels.dtype, np.floating) and low >= 0 and high <= 1:
+        return np.rint(pixels * 255).astype(np.uint8)
+    if low >= 0 and high <= 255:
+        return np.rint(pixels).astype(np.uint8)
+    raise ValueError(f"{pixels.dtype} pixels range {low:g}..{high:g}, expected 0..1 or 0..255")
 
 
 def _parse_tuple(text) -> tuple[float, ...]:
@@ -113,7 +131,7 @@ def read_mpiigaze(root: Path, flip_right: bool = True) -> ReadResult:
     result = ReadResult()
     files = sorted(Path(root).glob("Data/Normalized/p*/day*.mat"))
     if not files:
-        raise FileNotFoundError(f"{root}: no Data/Normalized/pXX/dayYY.mat files (is this the MPIIGaze root?)")
+        raise DatasetError(f"{root}: no Data/Normalized/pXX/dayYY.mat files (is this the MPIIGaze root?)")
     for path in files:
         try:
             data = loadmat(path, squeeze_me=False, struct_as_record=False)["data"][0, 0]
@@ -136,8 +154,12 @@ def read_mpiigaze(root: Path, flip_right: bool = True) -> ReadResult:
                 result.skipped.append((f"{path}:{side}", f"{len(images)} images but {len(gaze)} gaze vectors"))
                 continue
             for index, (image, vector) in enumerate(zip(images, gaze)):
-                pitch, yaw = mpiigaze_vector_to_pitch_yaw(vector)
-                eye = to_eye_image(Image.fromarray(np.asarray(image, np.uint8)))
+                try:
+                    pitch, yaw = mpiigaze_vector_to_pitch_yaw(vector)
+                    eye = to_eye_image(Image.fromarray(as_uint8(image)))
+                except ValueError as error:
+                    result.skipped.append((f"{path}:{side}[{index}]", str(error)))
+                    continue
                 if side == "right" and flip_right:
                     eye, yaw = eye[:, ::-1].copy(), -yaw
                 result.ids.append(f"mpiigaze-{path.parent.name}-{path.stem}-{side}-{index:04d}")

@@ -1,0 +1,298 @@
+"""Data integrity under bad input, kills, reruns and neighbours: a corpus of bad datasets
+written here (as another tool would write them: valid Parquet, a manifest that matches the
+files, bad rows inside) goes through the validation pass, the writer and the stages'
+``python -m`` entry points; each is refused naming the file, the row id and the problem, and
+nothing is committed."""
+
+import contextlib
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from refiner import dataset
+from refiner.refine_job import refine_dataset
+from refiner.tasks import TASKS
+from tests.conftest import sh, uint8_images
+
+DIGITS, GAZE = TASKS["digits"], TASKS["gaze"]
+
+
+def png(pixels: np.ndarray, mode: str = "L") -> bytes:
+    from PIL import Image
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).convert(mode).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def digits_rows(ids=("a", "b", "c"), labels=(1, 2, 3), images=None):
+    images = [png(p) for p in uint8_images(len(ids))] if images is None else images
+    return {"id": list(ids), "image": images, "label": list(labels)}
+
+
+def gaze_rows(pitch=(0.1, 0.2, 0.3)):
+    n = len(pitch)
+    return {"id": [f"g{i}" for i in range(n)], "image": [png(p) for p in uint8_images(n, (35, 55))],
+            "gaze_pitch": list(pitch), "gaze_yaw": [0.0] * n}
+
+
+def bad_images(index: int, replacement: bytes) -> list[bytes]:
+    images = [png(p) for p in uint8_images(3)]
+    images[index] = replacement
+    return images
+
+
+# case -> (task, columns of the one bad part, what the refusal must say)
+CORPUS = {
+    "duplicate id": (DIGITS, digits_rows(ids=("a", "b", "a")), r"row id='a': id is not unique"),
+    "missing id": (DIGITS, digits_rows(ids=("a", None, "c")), r"row 1: id is missing"),
+    "label out of range": (DIGITS, digits_rows(labels=(1, 11, 3)), r"row id='b': label outside the classes 0..9"),
+    "negative label": (DIGITS, digits_rows(labels=(-1, 2, 3)), r"row id='a': label outside the classes 0..9"),
+    "missing label": (DIGITS, digits_rows(labels=(1, None, 3)), r"row id='b': label 'label' is missing"),
+    "NaN gaze": (GAZE, gaze_rows(pitch=(0.1, float("nan"), 0.3)), r"row id='g1': label 'gaze_pitch' is NaN"),
+    "gaze in degrees": (GAZE, gaze_rows(pitch=(0.1, 0.2, 30.0)), r"row id='g2': gaze outside pitch"),
+    "no rows": (DIGITS, digits_rows(ids=(), labels=(), images=[]), r"the dataset has no rows"),
+    "9x7 image": (DIGITS, digits_rows(images=bad_images(2, png(np.zeros((9, 7), np.uint8)))),
+                  r"row id='c': image is 9x7, the dataset's images are 8x8"),
+    "RGB image": (DIGITS, digits_rows(images=bad_images(1, png(np.zeros((8, 8), np.uint8), "RGB"))),
+                  r"row id='b': image is not a readable PNG \(PNG mode RGB"),
+    "corrupt PNG": (DIGITS, digits_rows(images=bad_images(0, png(np.zeros((8, 8), np.uint8))[:30])),
+                    r"row id='a': image is not a readable PNG"),
+}
+
+
+def forge(path: Path, task, columns: dict, image_shape=(8, 8)) -> Path:
+    """A dataset directory as another tool might write one: a Parquet part of the contract's
+    schema holding ``columns`` and a manifest whose hashes and counts match it."""
+    contract = dataset.schema_for(task.labels)  # with every column nullable, as other tools write them
+    schema = pa.schema([field.with_nullable(True) for field in contract], metadata=contract.metadata)
+    values = {**columns, "image": [{"bytes": b, "path": None} for b in columns["image"]],
+              "source": ["synthetic"] * len(columns["id"])}
+    table = pa.table({field.name: pa.array(values[field.name], field.type) for field in schema}, schema=schema)
+    path.mkdir(parents=True)
+    part = path / "part-00000.parquet"
+    pq.write_table(table, part)
+    manifest = {"format": dataset.FORMAT, "num_rows": table.num_rows, "image_shape": list(image_shape),
+                "label_columns": task.labels.names, "schema": {f.name: str(f.type) for f in schema},
+                "files": [{"name": part.name, "rows": table.num_rows, "sha256": dataset.file_sha256(part)}],
+                "producer": "another-tool", "params": {}, "upstream": {}}
+    (path / dataset.MANIFEST).write_text(json.dumps(manifest))
+    return path
+
+
+@pytest.mark.parametrize("case", CORPUS)
+def test_validation_refuses_each_bad_dataset_naming_file_row_and_problem(case, tmp_path):
+    task, columns, message = CORPUS[case]
+    path = forge(tmp_path / "bad", task, columns, (35, 55) if task is GAZE else (8, 8))
+    where = "bad" if case == "no rows" else r"part-00000.parquet"
+    with pytest.raises(dataset.DatasetError, match=f"{where}: {message}"):
+        dataset.validate(path, task.bad_labels)
+
+
+@pytest.mark.parametrize("case", CORPUS)
+def test_writer_refuses_the_same_rows_and_keeps_the_previous_dataset(case, tmp_path):
+    task, columns, message = CORPUS[case]
+    source = forge(tmp_path / "source", task, columns, (35, 55) if task is GAZE else (8, 8))
+    table = pq.read_table(source / "part-00000.parquet")
+    target = tmp_path / "target"
+    good = {"id": ["ok"], "image": [png(uint8_images(1, (35, 55) if task is GAZE else (8, 8))[0])],
+            **{name: [0.0 if task is GAZE else 0] for name in task.labels.names}}
+    dataset.write_dataset(target, np.array(good["id"], dtype=object),
+                          np.stack([dataset.decode_png(b) for b in good["image"]]),
+                          {k: np.array(good[k]) for k in task.labels.names}, label_schema=task.labels,
+                          source="synthetic", producer="test")
+    before = dataset.open_dataset(target).digest
+    with pytest.raises(dataset.DatasetError, match=message.replace("the dataset has no rows", "no rows to write")):
+        with dataset.DatasetWriter(target, label_schema=task.labels, producer="test",
+                                   bad_labels=task.bad_labels) as writer:
+            writer.write_part(0, table)
+    assert dataset.open_dataset(target).digest == before
+    assert not list(tmp_path.glob(".target.tmp-*"))
+
+
+# ---------------------------------------------------------------- the stages' entry points
+
+@pytest.fixture(scope="module")
+def workspace(dvc_project, tmp_path_factory):
+    """A copy of the tiny reproduced project: stages run here as users run them."""
+    repo, env, _, _ = dvc_project
+    copy = tmp_path_factory.mktemp("workspace") / "project"
+    shutil.copytree(repo, copy, symlinks=True)
+    return copy, env
+
+
+def run_stage(workspace, *args):
+    repo, env = workspace
+    return subprocess.run([sys.executable, "-m", *args], cwd=repo, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def refusal(result) -> str:
+    """The one line a refused stage prints (no traceback)."""
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    return result.stderr.strip().splitlines()[-1]
+
+
+@contextlib.contextmanager
+def replaced(workspace, relative: str, task, columns, image_shape=(8, 8)):
+    """Swap one of the workspace's datasets for a bad one, and back."""
+    repo, _ = workspace
+    path, kept = repo / relative, repo / f"{relative}.kept"
+    os.replace(path, kept)
+    try:
+        forge(path, task, columns, image_shape)
+        yield
+    finally:
+        shutil.rmtree(path)
+        os.replace(kept, path)
+
+
+def test_refine_refuses_every_bad_synthetic_dataset_before_ray_and_commits_nothing(workspace):
+    repo, _ = workspace
+    before = dataset.open_dataset(repo / "data/refined").digest
+    for case, (task, columns, message) in CORPUS.items():
+        if task is not DIGITS:
+            continue  # the workspace's task is digits: gaze labels are covered by the two tests above
+        with replaced(workspace, "data/synthetic", task, columns):
+            started = time.monotonic()
+            line = refusal(run_stage(workspace, "stages.refine"))
+        where = "data/synthetic" if case == "no rows" else r"data/synthetic/part-00000.parquet"
+        assert re.search(f"^error: {where}: {message}", line), (case, line)
+        assert time.monotonic() - started < 60, "refused only after starting work"
+        assert dataset.open_dataset(repo / "data/refined").digest == before, case
+
+
+@pytest.mark.parametrize("stage, relative, case", [
+    (("stages.train_refiner",), "data/real/unlabeled", "9x7 image"),
+    (("stages.train_estimator", "synthetic"), "data/synthetic", "label out of range"),
+    (("stages.evaluate",), "data/real/test", "duplicate id"),
+])
+def test_other_stages_refuse_bad_inputs_in_one_line(workspace, stage, relative, case):
+    repo, _ = workspace
+    task, columns, message = CORPUS[case]
+    if relative == "data/real/unlabeled":  # the pool has no label columns
+        columns = {"id": columns["id"], "image": columns["image"]}
+        task = type("Unlabelled", (), {"labels": pa.schema([])})()
+    outputs = {p: p.stat().st_mtime_ns for p in (repo / "models").rglob("*") if p.is_file()}
+    with replaced(workspace, relative, task, columns):
+        line = refusal(run_stage(workspace, *stage))
+    assert re.search(f"^error: {relative}/part-00000.parquet: {message}", line), line
+    assert {p: p.stat().st_mtime_ns for p in (repo / "models").rglob("*") if p.is_file()} == outputs
+
+
+def test_train_refiner_refuses_too_few_real_images(workspace):
+    few = {"id": [f"r{i}" for i in range(5)], "image": [png(p) for p in uint8_images(5)]}
+    unlabelled = type("Unlabelled", (), {"labels": pa.schema([])})()
+    with replaced(workspace, "data/real/unlabeled", unlabelled, few):
+        line = refusal(run_stage(workspace, "stages.train_refiner"))
+    assert "data/real/unlabeled: 5 images; the refiner needs at least 16" in line
+
+
+def test_ingest_refuses_a_source_with_no_usable_images_in_one_line(workspace, tmp_path):
+    (tmp_path / "eyes").mkdir()
+    (tmp_path / "eyes" / "notes.txt").write_text("not an eye")
+    repo, env = workspace
+    params = repo / "params.yaml"
+    kept = params.read_text()
+    try:
+        edited = yaml.safe_load(kept)
+        edited.update(task="gaze", gaze={**edited["gaze"], "real": str(tmp_path / "eyes")})
+        edited["train_estimator"]["self_training_rounds"] = 0
+        params.write_text(yaml.safe_dump(edited))
+        line = refusal(run_stage(workspace, "stages.ingest"))
+    finally:
+        params.write_text(kept)
+    assert line == f"error: {tmp_path / 'eyes'}: no usable image folder images (see the skipped list above)"
+
+
+# ---------------------------------------------------------------- resume and neighbours
+
+def test_a_rerun_with_another_precision_starts_clean(local_ray, refine_inputs, tmp_path, monkeypatch):
+    source, checkpoint = refine_inputs
+    out = tmp_path / "refined"
+    write_part, written = dataset.DatasetWriter.write_part, []
+
+    def dies_after_two_parts(self, index, table):  # injected fault: the job is killed mid-way
+        if len(written) == 2:
+            raise KeyboardInterrupt("killed")
+        write_part(self, index, table)
+        written.append(index)
+
+    monkeypatch.setattr(dataset.DatasetWriter, "write_part", dies_after_two_parts)
+    with pytest.raises(KeyboardInterrupt):
+        refine_dataset(source, checkpoint, out, batch_size=16, num_actors=1, precision="fp32", progress=False)
+    monkeypatch.setattr(dataset.DatasetWriter, "write_part", write_part)
+    assert len(list(tmp_path.glob(".refined.partial-*/part-*.parquet"))) == 2
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        refined = refine_dataset(source, checkpoint, out, batch_size=16, num_actors=1, precision="bf16",
+                                 progress=False)
+    assert "starting clean" in printed.getvalue() and "resuming" not in printed.getvalue()
+    clean = refine_dataset(source, checkpoint, tmp_path / "clean-bf16", batch_size=16, num_actors=1,
+                           precision="bf16", progress=False)
+    assert refined.digest == clean.digest  # no fp32 part mixed in
+    assert refined.manifest["params"]["precision"] == "bf16"
+
+
+SLOW_JOB = """
+import sys, time
+from refiner import dataset, refine_job
+write_part = dataset.DatasetWriter.write_part
+def slow_write_part(self, index, table):  # injected fault: a slow writer, so a neighbour comes mid-job
+    write_part(self, index, table)
+    time.sleep(0.5)
+dataset.DatasetWriter.write_part = slow_write_part
+refine_job.refine_dataset(dataset.open_dataset(sys.argv[1]), sys.argv[2], sys.argv[3], batch_size=16,
+                          num_actors=1, progress=False)
+"""
+
+
+def test_a_second_refine_on_the_same_target_is_refused_and_the_first_completes(local_ray, refine_inputs, tmp_path):
+    source, checkpoint = refine_inputs
+    out = tmp_path / "refined"
+    first = subprocess.Popen([sys.executable, "-c", SLOW_JOB, str(source.path), str(checkpoint), str(out)],
+                             env={**os.environ, "PYTHONPATH": str(Path.cwd())}, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".refined.partial-*/part-*.parquet")):
+        assert first.poll() is None and time.monotonic() < deadline, "the first job never started writing"
+        time.sleep(0.1)
+    with pytest.raises(dataset.DatasetError, match=r"refined: another process is writing this dataset"):
+        refine_dataset(source, checkpoint, out, batch_size=16, num_actors=1, progress=False)
+    output, _ = first.communicate(timeout=300)
+    assert first.returncode == 0, output
+    clean = refine_dataset(source, checkpoint, tmp_path / "alone", batch_size=16, num_actors=1, progress=False)
+    assert dataset.validate(out).digest == clean.digest
+
+
+@pytest.fixture(scope="module")
+def refine_inputs(tmp_path_factory):
+    """Eight small synthetic parts and a briefly trained refiner."""
+    import torch
+    from refiner.config import SimGANParams
+    from refiner.simgan import SimGANTrainer
+    root = tmp_path_factory.mktemp("refine-inputs")
+    n = 8 * 20
+    dataset.write_dataset(root / "synthetic", np.array([f"syn-{i:04d}" for i in range(n)], dtype=object),
+                          uint8_images(n, seed=2), {"label": np.arange(n) % 10}, source="synthetic",
+                          producer="test", rows_per_file=20)
+    rng = np.random.default_rng(0)
+    trainer = SimGANTrainer(rng.random((64, 8, 8), dtype=np.float32), rng.random((64, 8, 8), dtype=np.float32),
+                            SimGANParams(channels=8, num_blocks=1, disc_layers=[[8, 1]], batch_size=16,
+                                         pretrain_refiner_steps=2, pretrain_disc_steps=2, steps=3, history_size=32))
+    trainer.train(progress=False)
+    torch.save(trainer.checkpoint((8, 8)), root / "refiner.pt")
+    return dataset.open_dataset(root / "synthetic"), root / "refiner.pt"
