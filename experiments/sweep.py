@@ -58,7 +58,8 @@ def set_args(overrides: dict) -> list[str]:
 def run_profile(name: str, overrides: dict, cached: bool = False) -> dict:
     """One `dvc exp run`; returns the row of the table."""
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    env = {**os.environ, "SIMREFINERY_PIPELINE_ID": f"sweep-{name}-{stamp}"}
+    pipeline = f"sweep-{name}-{stamp}"
+    env = {**os.environ, "SIMREFINERY_PIPELINE_ID": pipeline}
     started = time.perf_counter()
     # --force: every stage runs, so the wall time is the whole pipeline's, whatever ran before
     force = [] if cached else ["--force"]
@@ -68,12 +69,28 @@ def run_profile(name: str, overrides: dict, cached: bool = False) -> dict:
     metrics = json.loads((ROOT / "metrics" / "eval.json").read_text())
     refiner = json.loads((ROOT / "metrics" / "refiner.json").read_text())
     row = {"profile": name, "overrides": overrides, "wall_seconds": seconds, "cached": cached, "metric": metrics["metric"],
-           "refiner_train_seconds": refiner["seconds"], "diversity_ratio": refiner["diversity_ratio"],
+           "refiner_train_seconds": refiner_seconds(pipeline), "diversity_ratio": refiner["diversity_ratio"],
            **{key: metrics[key] for key in LABEL_FREE + GAINS}}
     for trained_on in ("synthetic", "refined", "oracle"):
         if trained_on in metrics:
             row[trained_on] = {k: v for k, v in metrics[trained_on].items() if k != "per_class_accuracy"}
     return row
+
+
+def refiner_seconds(pipeline: str) -> float | None:
+    """The refiner's training time as its MLflow run recorded it (DVC's outputs hold no
+    wall-clock time, so a retrain with the same weights changes none of them); None when
+    the stage did not run in this pipeline invocation (cached)."""
+    import mlflow
+    from refiner import tracking
+    experiment = tracking.setup(ROOT)
+    parents = mlflow.search_runs([experiment], output_format="list", filter_string=(
+        f"tags.`simrefinery.pipeline` = '{pipeline}' and tags.`simrefinery.role` = 'pipeline'"))
+    if not parents:
+        return None
+    runs = mlflow.search_runs([experiment], output_format="list", filter_string=(
+        f"tags.`mlflow.parentRunId` = '{parents[0].info.run_id}' and tags.`simrefinery.stage` = 'train_refiner'"))
+    return runs[0].data.metrics.get("seconds") if runs else None
 
 
 LABEL_FREE = ("realism", "label_kept", "real_confidence", "reverse_score", "selection_score")
@@ -85,6 +102,10 @@ def select(rows: list[dict]) -> str | None:
     among rows of one metric (one task)."""
     eligible = [row for row in rows if row.get("selection_score") is not None]
     return max(eligible, key=lambda row: row["selection_score"])["profile"] if eligible else None
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f} s"
 
 
 def table(rows: list[dict]) -> str:
@@ -114,7 +135,7 @@ def metric_table(metric: str, rows: list[dict]) -> str:
             f"| {figure(row, 'synthetic')} | {figure(row, 'refined')} | {figure(row, 'oracle')} "
             f"| {row['realism']['synthetic']:.3f} / {row['realism']['refined']:.3f} "
             f"| {row['label_kept']['synthetic']:.3f} / {row['label_kept']['refined']:.3f} | {score} "
-            f"| {row['refiner_train_seconds']:.0f} s | {row['wall_seconds'] / 60:.1f} min{' (cached stages)' if row.get('cached') else ''} |")
+            f"| {_seconds(row['refiner_train_seconds'])} | {row['wall_seconds'] / 60:.1f} min{' (cached stages)' if row.get('cached') else ''} |")
     return "\n".join(lines)
 
 

@@ -113,8 +113,11 @@ def refine_dataset(source: dataset.ImageDataset, checkpoint: Path, out: Path, *,
     load_refiner(checkpoint, source.manifest["image_shape"])  # a mismatch fails before any work
     checkpoint_bytes = Path(checkpoint).read_bytes()
     params = {**(params or {}), "precision": precision}  # the manifest says how its bytes were made
+    # the actors make each image from a checked input image of the same shape: the writer
+    # checks ids and labels, and leaves the images undecoded (a decode per image would cost
+    # the driver as much as the PNG encoding the actors do)
     with dataset.DatasetWriter(out, label_schema=source.label_schema, producer="stages.refine",
-                               params=params, upstream=upstream,
+                               params=params, upstream=upstream, check_images=False,
                                resume_key=job_key(source, checkpoint_bytes, params)) as writer:
         todo = [i for i in range(len(source.files)) if not writer.has_part(i)]
         if len(todo) < len(source.files):

@@ -11,6 +11,7 @@ and data give the same weights.
 
 from __future__ import annotations
 
+import pickle
 import time
 
 import numpy as np
@@ -171,6 +172,9 @@ def load_refiner(path, image_shape=None, device: str = "cpu") -> Refiner:
         config = SimGANParams.model_validate(checkpoint["config"])
         model = build_refiner(config, checkpoint["in_channels"])
         model.load_state_dict(checkpoint["state_dict"])
+    except pickle.UnpicklingError as err:  # torch's text suggests weights_only=False: never for a file we did not write
+        raise CheckpointError(f"{path}: not a usable refiner checkpoint (it holds Python objects, not only "
+                              f"tensors; refusing to load it)") from err
     except Exception as err:
         raise CheckpointError(f"{path}: not a usable refiner checkpoint ({type(err).__name__}: {err})") from err
     if image_shape is not None and list(image_shape) != list(checkpoint["image_shape"]):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import warnings
@@ -99,18 +100,63 @@ def pipeline_parent(experiment_id: str, root: Path) -> str:
 
 @contextmanager
 def stage_run(stage: str, params: dict, root: Path | str = "."):
-    """An MLflow run for one stage execution, a child of its pipeline invocation's run."""
+    """An MLflow run for one stage execution, a child of its pipeline invocation's run. It
+    ends FINISHED, FAILED on an error, KILLED on Ctrl-C or SIGTERM; a run whose process
+    died without a word (SIGKILL, power loss) is marked KILLED when the next stage starts."""
     import mlflow
     root = Path(root)
     experiment_id = setup(root)
+    end_dead_runs(experiment_id)
     parent = pipeline_parent(experiment_id, root)
     tags = {"simrefinery.stage": stage, "dvc.stage": stage, "simrefinery.role": "stage",
-            "simrefinery.params_hash": params_hash(params), **git_state(root),
+            "simrefinery.params_hash": params_hash(params), **git_state(root), **_process_tags(),
             "mlflow.source.name": _relative(Path(sys.argv[0]))}  # MLflow would record the absolute path
-    with mlflow.start_run(experiment_id=experiment_id, run_name=stage, tags=tags, parent_run_id=parent) as run:
-        mlflow.log_params(flatten(params))
-        yield run
-    mlflow.MlflowClient().set_terminated(parent)  # the parent shows the time of its latest stage
+    previous = signal.signal(signal.SIGTERM, _interrupt) if _main_thread() else None
+    try:
+        with mlflow.start_run(experiment_id=experiment_id, run_name=stage, tags=tags, parent_run_id=parent) as run:
+            mlflow.log_params(flatten(params))
+            try:
+                yield run
+            except KeyboardInterrupt:
+                mlflow.end_run("KILLED")
+                raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        mlflow.MlflowClient().set_terminated(parent)  # the parent shows the time of its latest stage
+
+
+def _main_thread() -> bool:
+    import threading
+    return threading.current_thread() is threading.main_thread()  # signal handlers: main thread only
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _process_tags() -> dict[str, str]:
+    import socket
+    return {"simrefinery.host": socket.gethostname(), "simrefinery.pid": str(os.getpid())}
+
+
+def end_dead_runs(experiment_id: str) -> list[str]:
+    """Mark KILLED the RUNNING stage runs of this host whose process is gone (or is another
+    process now, started after the run): what a SIGKILL leaves behind."""
+    import mlflow
+    import psutil
+    client, host, dead = mlflow.MlflowClient(), _process_tags()["simrefinery.host"], []
+    for run in client.search_runs([experiment_id], max_results=1000, filter_string=(
+            f"attributes.status = 'RUNNING' and tags.`simrefinery.role` = 'stage' and tags.`simrefinery.host` = '{host}'")):
+        pid = int(run.data.tags.get("simrefinery.pid", "0"))
+        try:
+            alive = psutil.Process(pid).create_time() * 1000 <= run.info.start_time
+        except (psutil.NoSuchProcess, ValueError):
+            alive = False
+        if not alive:
+            client.set_terminated(run.info.run_id, "KILLED")
+            dead.append(run.info.run_id)
+    return dead
 
 
 def log_dataset(dataset, context: str, name: str) -> None:
@@ -129,8 +175,10 @@ def log_dataset(dataset, context: str, name: str) -> None:
 
 def log_model(model, name: str, registered_name: str, example, training_data: dict[str, str],
               out_dir: Path, params: dict | None = None) -> dict:
-    """Log and register a torch model; link it to its training data by digest. Writes
-    ``mlflow_model.json`` beside the checkpoint so later stages can name it as an input."""
+    """Log and register a torch model; link it to its training data by digest. Writes its
+    MLflow ids to ``model_record(out_dir)`` so later stages can name it as an input: beside
+    the model directory, not in it, so the DVC output holds the weights only and a retrain
+    that reproduces them leaves the stages downstream up to date."""
     import mlflow
     import numpy as np
     import torch
@@ -138,18 +186,24 @@ def log_model(model, name: str, registered_name: str, example, training_data: di
         model, name=name, registered_model_name=registered_name,
         input_example=np.asarray(example), pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
         params={k: str(v) for k, v in (params or {}).items()},
-        tags={"registered_model": registered_name, **{f"training_data.{k}": v for k, v in training_data.items()}})
+        tags={"registered_model": registered_name, "mlflow.source.name": _relative(Path(sys.argv[0])),
+              **{f"training_data.{k}": v for k, v in training_data.items()}})
     record = {"model_id": info.model_id, "model_uri": info.model_uri, "registered_model": registered_name,
               "version": str(info.registered_model_version), "run_id": mlflow.active_run().info.run_id}
-    (out_dir / "mlflow_model.json").write_text(json.dumps(record, indent=2) + "\n")
+    model_record(out_dir).write_text(json.dumps(record, indent=2) + "\n")
     return record
+
+
+def model_record(model_dir: Path) -> Path:
+    """models/refiner -> models/refiner.mlflow.json (the MLflow ids of the model saved there)."""
+    return Path(model_dir).with_name(f"{Path(model_dir).name}.mlflow.json")
 
 
 def log_model_input(model_dir: Path) -> dict | None:
     """Name the model saved in ``model_dir`` as an input of the active run."""
     import mlflow
     from mlflow.entities import LoggedModelInput
-    record_path = model_dir / "mlflow_model.json"
+    record_path = model_record(model_dir)
     if not record_path.exists():
         return None
     record = json.loads(record_path.read_text())

@@ -41,10 +41,17 @@ def train_refiner(synthetic: np.ndarray, real: np.ndarray, config: SimGANParams,
     log = trainer.train(progress=progress, on_checkpoint=on_checkpoint)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.save(trainer.checkpoint(synthetic.shape[1:]), out_dir / "refiner.pt")
-    curves = [{k: v for k, v in e.items() if k != "phase"} for e in log if e["phase"] == "adversarial"]
+    curves = [content_only(e) for e in log if e["phase"] == "adversarial"]
     common.write_csv(plots_dir / "losses.csv", curves)
     sample_grid(config.steps, trainer, plots_dir / "samples.png")
     return trainer, log
+
+
+def content_only(entry: dict) -> dict:
+    """A log entry without its phase and wall-clock seconds: what goes into DVC's outputs
+    depends on the weights only, so a retrain that reproduces them changes nothing (the
+    seconds go to MLflow)."""
+    return {k: v for k, v in entry.items() if k not in ("phase", "seconds")}
 
 
 def semantic_term(params: Params, synthetic: dict, progress: bool = True):
@@ -85,7 +92,7 @@ def run(params: Params) -> dict:
         for entry in log:
             if entry["phase"] == "adversarial":
                 mlflow.log_metrics({k: v for k, v in entry.items() if k not in ("phase", "step")}, step=entry["step"])
-        final = {k: v for k, v in log[-1].items() if k != "phase"}
+        final = content_only(log[-1])
         if final["diversity_ratio"] < COLLAPSE_RATIO:
             mlflow.set_tag("simrefinery.mode_collapse", "true")
             print(f"WARNING train_refiner: refined outputs keep {final['diversity_ratio']:.0%} of the synthetic "

@@ -296,3 +296,79 @@ def refine_inputs(tmp_path_factory):
     trainer.train(progress=False)
     torch.save(trainer.checkpoint((8, 8)), root / "refiner.pt")
     return dataset.open_dataset(root / "synthetic"), root / "refiner.pt"
+
+
+# ---------------------------------------------------------------- DVC outputs and MLflow runs
+
+def test_a_retrain_with_identical_weights_leaves_the_stages_downstream_up_to_date(workspace):
+    """No run id or wall-clock time in a DVC output: retraining the refiner reproduces its
+    weights byte for byte (CPU, same seed), and nothing downstream is out of date."""
+    repo, env = workspace
+    assert "Data and pipelines are up to date" in sh("dvc", "status", cwd=repo, env=env)
+    before = (repo / "models/refiner.mlflow.json").read_text()
+    sh("dvc", "repro", "--force", "--single-item", "train_refiner", cwd=repo, env=env)
+    assert (repo / "models/refiner.mlflow.json").read_text() != before  # a new MLflow run and model...
+    status = sh("dvc", "status", cwd=repo, env=env)
+    assert "Data and pipelines are up to date" in status, status  # ...and the same DVC outputs
+
+
+def stage_runs(repo: Path, stage: str) -> list:
+    import mlflow
+    client = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("simrefinery")
+    return client.search_runs([experiment.experiment_id], filter_string=f"tags.`simrefinery.stage` = '{stage}'",
+                              order_by=["attributes.start_time DESC"])
+
+
+def start_and_wait_for_run(workspace, stage: str):
+    repo, env = workspace
+    seen = {run.info.run_id for run in stage_runs(repo, stage)}
+    process = subprocess.Popen([sys.executable, "-m", f"stages.{stage}"], cwd=repo, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while True:
+        new = [run for run in stage_runs(repo, stage) if run.info.run_id not in seen]
+        if new:
+            return process, new[0].info.run_id
+        assert process.poll() is None and time.monotonic() < deadline, "the stage never started its run"
+        time.sleep(0.2)
+
+
+def run_status(repo: Path, run_id: str) -> str:
+    import mlflow
+    return mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}").get_run(run_id).info.status
+
+
+def test_a_terminated_stage_ends_its_run_killed_and_a_sigkilled_one_is_ended_at_the_next_start(workspace):
+    repo, env = workspace
+    process, run_id = start_and_wait_for_run(workspace, "train_refiner")
+    process.terminate()  # SIGTERM, as a scheduler or `kill` sends it
+    process.wait(timeout=60)
+    assert process.returncode != 0 and run_status(repo, run_id) == "KILLED"
+
+    process, run_id = start_and_wait_for_run(workspace, "train_refiner")
+    process.kill()  # SIGKILL: nothing runs in the process after it
+    process.wait(timeout=60)
+    assert run_status(repo, run_id) == "RUNNING"
+    next_stage = run_stage(workspace, "stages.refine")  # any stage's next start cleans up
+    assert next_stage.returncode == 0, next_stage.stderr
+    assert run_status(repo, run_id) == "KILLED"
+
+
+def test_no_machine_path_in_runs_logged_models_or_model_files(workspace):
+    """The project writes repository-relative names only. What MLflow itself records: its
+    store's absolute artifact location (runs, logged models, model versions, MLmodel files);
+    torch.export writes stack traces with file paths into model.pt2."""
+    import sqlite3
+    repo, _ = workspace
+    roots = (str(repo.resolve().parents[1]), str(Path(__file__).resolve().parents[1]))  # tests' temp root, this checkout
+    store = sqlite3.connect(repo / "mlflow.db")
+    for table, column in [("tags", "value"), ("params", "value"), ("logged_model_tags", "tag_value"),
+                          ("logged_model_params", "value"), ("model_version_tags", "value"), ("inputs", "source_id"),
+                          ("datasets", "dataset_source")]:
+        leaked = store.execute(f"select {column} from {table} where {column} like ? or {column} like ?",
+                               tuple(f"%{root}%" for root in roots)).fetchall()
+        assert not leaked, (table, leaked[:3])
+    for file in (repo / "models").rglob("*"):
+        if file.is_file():
+            assert not any(root.encode() in file.read_bytes() for root in roots), file

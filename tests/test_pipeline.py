@@ -172,7 +172,7 @@ def test_mlflow_server_rest_shows_refine_inputs_and_champion_alias(project):
         run_id = found[0]["info"]["run_id"]
         inputs = call(f"runs/get?run_id={run_id}")["run"]["inputs"]  # search results omit model inputs
         assert "synthetic" in [i["dataset"]["name"] for i in inputs["dataset_inputs"]]
-        refiner = json.loads((repo / "models/refiner/mlflow_model.json").read_text())
+        refiner = json.loads((repo / "models/refiner.mlflow.json").read_text())
         assert refiner["model_id"] in [m["model_id"] for m in inputs.get("model_inputs", [])]
         version = call("registered-models/alias?name=simrefinery-estimator&alias=champion")["model_version"]
         assert version["name"] == "simrefinery-estimator" and "champion" in version["aliases"]
