@@ -29,6 +29,11 @@ from tests.conftest import sh, uint8_images
 DIGITS, GAZE = TASKS["digits"], TASKS["gaze"]
 
 
+class Unlabelled:
+    """The real pool's 'task' for forging: no label columns."""
+    labels = pa.schema([])
+
+
 def png(pixels: np.ndarray, mode: str = "L") -> bytes:
     from PIL import Image
     buffer = io.BytesIO()
@@ -159,12 +164,12 @@ def replaced(workspace, relative: str, task, columns, image_shape=(8, 8)):
         os.replace(kept, path)
 
 
-def test_refine_refuses_every_bad_synthetic_dataset_before_ray_and_commits_nothing(workspace):
+def test_refine_refuses_bad_synthetic_datasets_before_ray_and_commits_nothing(workspace):
     repo, _ = workspace
     before = dataset.open_dataset(repo / "data/refined").digest
-    for case, (task, columns, message) in CORPUS.items():
-        if task is not DIGITS:
-            continue  # the workspace's task is digits: gaze labels are covered by the two tests above
+    # one case per kind of check (the rest share these code paths: the two tests above run every case)
+    for case in ("duplicate id", "label out of range", "no rows", "9x7 image", "RGB image"):
+        task, columns, message = CORPUS[case]
         with replaced(workspace, "data/synthetic", task, columns):
             started = time.monotonic()
             line = refusal(run_stage(workspace, "stages.refine"))
@@ -183,8 +188,7 @@ def test_other_stages_refuse_bad_inputs_in_one_line(workspace, stage, relative, 
     repo, _ = workspace
     task, columns, message = CORPUS[case]
     if relative == "data/real/unlabeled":  # the pool has no label columns
-        columns = {"id": columns["id"], "image": columns["image"]}
-        task = type("Unlabelled", (), {"labels": pa.schema([])})()
+        columns, task = {"id": columns["id"], "image": columns["image"]}, Unlabelled
     outputs = {p: p.stat().st_mtime_ns for p in (repo / "models").rglob("*") if p.is_file()}
     with replaced(workspace, relative, task, columns):
         line = refusal(run_stage(workspace, *stage))
@@ -194,27 +198,26 @@ def test_other_stages_refuse_bad_inputs_in_one_line(workspace, stage, relative, 
 
 def test_train_refiner_refuses_too_few_real_images(workspace):
     few = {"id": [f"r{i}" for i in range(5)], "image": [png(p) for p in uint8_images(5)]}
-    unlabelled = type("Unlabelled", (), {"labels": pa.schema([])})()
-    with replaced(workspace, "data/real/unlabeled", unlabelled, few):
+    with replaced(workspace, "data/real/unlabeled", Unlabelled, few):
         line = refusal(run_stage(workspace, "stages.train_refiner"))
     assert "data/real/unlabeled: 5 images; the refiner needs at least 16" in line
 
 
-def test_ingest_refuses_a_source_with_no_usable_images_in_one_line(workspace, tmp_path):
-    (tmp_path / "eyes").mkdir()
-    (tmp_path / "eyes" / "notes.txt").write_text("not an eye")
+def test_ingest_refuses_a_source_with_no_usable_images_in_one_line(workspace):
     repo, env = workspace
+    (repo / "eyes").mkdir()  # a folder in the project: its name, not a machine path, goes into the params
+    (repo / "eyes" / "notes.txt").write_text("not an eye")
     params = repo / "params.yaml"
     kept = params.read_text()
     try:
         edited = yaml.safe_load(kept)
-        edited.update(task="gaze", gaze={**edited["gaze"], "real": str(tmp_path / "eyes")})
+        edited.update(task="gaze", gaze={**edited["gaze"], "real": "eyes"})
         edited["train_estimator"]["self_training_rounds"] = 0
         params.write_text(yaml.safe_dump(edited))
         line = refusal(run_stage(workspace, "stages.ingest"))
     finally:
         params.write_text(kept)
-    assert line == f"error: {tmp_path / 'eyes'}: no usable image folder images (see the skipped list above)"
+    assert line == "error: eyes: no usable image folder images (see the skipped list above)"
 
 
 # ---------------------------------------------------------------- resume and neighbours

@@ -189,30 +189,16 @@ def test_second_repro_does_nothing(project):
 
 
 @pytest.mark.slow
-def test_exp_run_with_changed_lambda_reruns_only_dependent_stages(project, first_refined):
-    repo, env, _ = project
-    before = dataset.open_dataset(repo / "data/synthetic").digest
-    output = sh("dvc", "exp", "run", "-S", "train_refiner.lambda=0.5", cwd=repo, env=env)
-    assert stages_run(output) == ["train_refiner", "refine", "train_estimator@refined", "evaluate"]
-    assert dataset.open_dataset(repo / "data/synthetic").digest == before
-    metrics = sh("dvc", "metrics", "show", "--json", cwd=repo, env=env)
-    assert "refined" in metrics and "accuracy" in metrics
-    plots = sh("dvc", "plots", "show", "--json", cwd=repo, env=env)
-    assert "losses.csv" in plots
-    # a changed param is a new branch of the lineage, not an overwrite
-    old_digest, _ = first_refined
-    new_tree, old_tree = lineage(repo, env, "data/refined"), lineage(repo, env, old_digest)
-    assert "lambda=0.5" in new_tree and "simrefinery-refiner v2" in new_tree
-    assert f"lambda={DEFAULT_LAMBDA}" in old_tree and "simrefinery-refiner v1" in old_tree
-    assert "lambda=0.5" not in old_tree
-
-
-@pytest.mark.slow
-def test_sweep_runs_a_profile_as_a_dvc_experiment_and_restores_params(project):
+def test_a_sweep_profile_is_a_dvc_experiment_that_reruns_only_dependent_stages(project, first_refined):
+    """`experiments.sweep` runs a profile as `dvc exp run -S ...`: only the stages downstream
+    of the changed param rerun, params.yaml is restored, and the new lambda is a new branch
+    of the lineage, not an overwrite."""
     repo, env, _ = project
     params_before = (repo / "params.yaml").read_text()
+    before = dataset.open_dataset(repo / "data/synthetic").digest
     output = sh(sys.executable, "-m", "experiments.sweep", "--cached", "--profiles", "lambda-2", cwd=repo, env=env)
-    assert "Stage 'render' didn't change, skipping" in output  # --cached: only what the profile changes reruns
+    assert stages_run(output) == ["train_refiner", "refine", "train_estimator@refined", "evaluate"]
+    assert dataset.open_dataset(repo / "data/synthetic").digest == before
     assert (repo / "params.yaml").read_text() == params_before
     import torch
     checkpoint = torch.load(repo / "models/refiner/refiner.pt", weights_only=True)  # what the experiment ran with
@@ -221,5 +207,13 @@ def test_sweep_runs_a_profile_as_a_dvc_experiment_and_restores_params(project):
     eval_report = json.loads((repo / "metrics/eval.json").read_text())  # the experiment's own evaluation
     assert row["profile"] == "lambda-2" and row["refined"]["accuracy"] == eval_report["refined"]["accuracy"]
     assert row["refinery_gain"] == eval_report["refinery_gain"] and row["cached"]
+    assert row["refiner_train_seconds"] > 0  # read back from the experiment's MLflow run
     assert "| lambda-2" in (repo / "experiments/results/sweep.md").read_text()
     assert "lambda-2-" in sh("dvc", "exp", "list", cwd=repo, env=env)
+    assert "refined" in sh("dvc", "metrics", "show", "--json", cwd=repo, env=env)
+    assert "losses.csv" in sh("dvc", "plots", "show", "--json", cwd=repo, env=env)
+    old_digest, _ = first_refined
+    new_tree, old_tree = lineage(repo, env, "data/refined"), lineage(repo, env, old_digest)
+    assert "lambda=2.0" in new_tree and "simrefinery-refiner v2" in new_tree
+    assert f"lambda={DEFAULT_LAMBDA}" in old_tree and "simrefinery-refiner v1" in old_tree
+    assert "lambda=2.0" not in old_tree

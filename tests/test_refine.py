@@ -145,13 +145,11 @@ CLIENT = "import ray, sys; ray.init(address=sys.argv[1], log_to_driver=False); p
 def test_local_ray_keeps_token_authentication_and_refuses_a_client_with_a_wrong_token(local_ray, tmp_path):
     """Ray 2.60's local gcs_server and raylet listen on every interface whatever the node
     address (measured): what guards them is Ray's token authentication, its default, which
-    the project leaves on. A client with a wrong token is refused; one with the token connects."""
+    the project leaves on: a client with a wrong token is refused (the test's own Ray, started
+with the token, is the one that connects)."""
     address = local_ray.get_runtime_context().gcs_address
     env = {**os.environ, "RAY_AUTH_MODE": "token"}
     wrong = subprocess.run([sys.executable, "-c", CLIENT, address],
                            env={**env, "HOME": str(tmp_path), "RAY_AUTH_TOKEN": "f" * 64},
                            capture_output=True, text=True, timeout=120)
     assert wrong.returncode != 0 and "Authentication token is missing or incorrect" in wrong.stderr
-    with_token = subprocess.run([sys.executable, "-c", CLIENT, address], env=env, capture_output=True, text=True,
-                                timeout=120)
-    assert with_token.returncode == 0 and "connected" in with_token.stdout, with_token.stderr
