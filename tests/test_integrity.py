@@ -367,7 +367,7 @@ def test_no_machine_path_in_runs_logged_models_or_model_files(workspace):
     roots = (str(repo.resolve().parents[1]), str(Path(__file__).resolve().parents[1]))  # tests' temp root, this checkout
     store = sqlite3.connect(repo / "mlflow.db")
     for table, column in [("tags", "value"), ("params", "value"), ("logged_model_tags", "tag_value"),
-                          ("logged_model_params", "value"), ("model_version_tags", "value"), ("inputs", "source_id"),
+                          ("logged_model_params", "param_value"), ("model_version_tags", "value"), ("inputs", "source_id"),
                           ("datasets", "dataset_source")]:
         leaked = store.execute(f"select {column} from {table} where {column} like ? or {column} like ?",
                                tuple(f"%{root}%" for root in roots)).fetchall()
