@@ -25,6 +25,7 @@ from refiner import dataset
 from refiner.refine_job import refine_dataset
 from refiner.tasks import TASKS
 from tests.conftest import sh, uint8_images
+from tests.test_refine import KILLED_JOB  # the refine job with a slow writer (injected), so a neighbour comes mid-job
 
 DIGITS, GAZE = TASKS["digits"], TASKS["gaze"]
 
@@ -250,23 +251,12 @@ def test_a_rerun_with_another_precision_starts_clean(local_ray, refine_inputs, t
     assert refined.manifest["params"]["precision"] == "bf16"
 
 
-SLOW_JOB = """
-import sys, time
-from refiner import dataset, refine_job
-write_part = dataset.DatasetWriter.write_part
-def slow_write_part(self, index, table):  # injected fault: a slow writer, so a neighbour comes mid-job
-    write_part(self, index, table)
-    time.sleep(0.5)
-dataset.DatasetWriter.write_part = slow_write_part
-refine_job.refine_dataset(dataset.open_dataset(sys.argv[1]), sys.argv[2], sys.argv[3], batch_size=16,
-                          num_actors=1, progress=False)
-"""
 
 
 def test_a_second_refine_on_the_same_target_is_refused_and_the_first_completes(local_ray, refine_inputs, tmp_path):
     source, checkpoint = refine_inputs
     out = tmp_path / "refined"
-    first = subprocess.Popen([sys.executable, "-c", SLOW_JOB, str(source.path), str(checkpoint), str(out)],
+    first = subprocess.Popen([sys.executable, "-c", KILLED_JOB, str(source.path), str(checkpoint), str(out)],
                              env={**os.environ, "PYTHONPATH": str(Path.cwd())}, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
