@@ -9,6 +9,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
+class ParamsError(ValueError):
+    """params.yaml (or an override of it) breaks the params model; says which key and why."""
+
+
 class Section(BaseModel):
     """A params.yaml section: a misspelt key is an error, not a silent default."""
     model_config = ConfigDict(extra="forbid", frozen=True, validate_by_name=True, validate_by_alias=True)

@@ -7,10 +7,11 @@ all name the same bytes the same way.
 
 Columns: ``id``, ``image``, the task's label columns (their pyarrow types come from the
 task's label schema and are recorded in the manifest: integers, floats, fixed-size float
-lists for keypoints and boxes), ``source``. The ``image`` column is the Hugging Face
-``Image`` struct (``{bytes, path}``) holding 8-bit grayscale PNG bytes: pyarrow, pandas,
-Ray Data and ``datasets`` read it without project code (schema metadata tells ``datasets``
-to decode it as an image).
+lists for keypoints and boxes, image structs for masks), ``source``. The ``image`` column
+is the Hugging Face ``Image`` struct (``{bytes, path}``) holding 8-bit PNG bytes, grayscale
+(H x W) or RGB (H x W x 3), one shape per dataset (``image_shape`` and ``channels`` in the
+manifest): pyarrow, pandas, Ray Data and ``datasets`` read it without project code (schema
+metadata tells ``datasets`` to decode it as an image).
 
 Writes are atomic: files go to a hidden staging directory beside the target, which is
 renamed into place only once complete, so a reader never sees a half-written dataset and
@@ -20,8 +21,8 @@ given a resume key keeps its finished parts across a crash, so a long job can pi
 where it stopped.
 
 Every row is checked where it enters (``RowChecker``: ids unique and present, labels
-present and in the task's range, each image a readable grayscale PNG of the dataset's
-shape), by the writer part by part and by ``validate`` file by file, so a bad record is
+present and in the task's range, each image a readable 8-bit grayscale or RGB PNG of
+the dataset's shape), by the writer part by part and by ``validate`` file by file, so a bad record is
 refused naming its file and row id before any work, and never committed.
 """
 
@@ -56,6 +57,8 @@ class DatasetError(ValueError):
 
 def _hf_feature(type_: pa.DataType) -> dict:
     """The Hugging Face ``datasets`` feature of a label column's pyarrow type."""
+    if type_ == IMAGE_TYPE:  # a mask
+        return {"_type": "Image"}
     if pa.types.is_fixed_size_list(type_) or pa.types.is_list(type_):
         length = type_.list_size if pa.types.is_fixed_size_list(type_) else -1
         return {"_type": "List", "feature": _hf_feature(type_.value_type), "length": length}
@@ -84,16 +87,22 @@ def canonical_type(type_: pa.DataType) -> pa.DataType:
 
 
 def infer_label_schema(labels: dict[str, np.ndarray]) -> pa.Schema:
-    """Label types from arrays: 1-D -> scalars, N x K -> fixed-size lists of K."""
+    """Label types from arrays: 1-D -> scalars, N x K -> fixed-size lists of K, PNG bytes
+    (masks) -> image structs."""
     fields = []
     for name, values in labels.items():
         values = np.asarray(values)
+        if values.dtype == object and len(values) and isinstance(values[0], bytes):
+            fields.append((name, IMAGE_TYPE))
+            continue
         scalar = pa.from_numpy_dtype(values.dtype)
         fields.append((name, pa.list_(scalar, values.shape[1]) if values.ndim == 2 else scalar))
     return pa.schema(fields)
 
 
 def label_array(values, type_: pa.DataType) -> pa.Array:
+    if type_ == IMAGE_TYPE:  # masks: PNG bytes per row
+        return pa.array([{"bytes": v, "path": None} for v in values], IMAGE_TYPE)
     values = np.asarray(values)
     if pa.types.is_fixed_size_list(type_):
         flat = pa.array(values.reshape(-1), type_.value_type)
@@ -111,21 +120,36 @@ def label_numpy(column: pa.ChunkedArray) -> np.ndarray:
 
 # ---------------------------------------------------------------- pixels <-> PNG bytes
 
+PNG_MODES = {2: "L", 3: "RGB"}  # array dimensions -> PIL mode: H x W grayscale, H x W x 3 colour
+
+
 def encode_png(pixels: np.ndarray) -> bytes:
-    """uint8 HxW array -> PNG bytes (compress_level fixed so bytes are reproducible)."""
+    """uint8 H x W (grayscale) or H x W x 3 (RGB) array -> PNG bytes (compress_level fixed so
+    bytes are reproducible)."""
+    pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
+    if pixels.ndim not in PNG_MODES or (pixels.ndim == 3 and pixels.shape[2] != 3):
+        raise ValueError(f"an image is H x W or H x W x 3, got shape {pixels.shape}")
     buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8), mode="L").save(
-        buffer, format="PNG", compress_level=6)
+    Image.fromarray(pixels, mode=PNG_MODES[pixels.ndim]).save(buffer, format="PNG", compress_level=6)
     return buffer.getvalue()
 
 
 def decode_png(data: bytes) -> np.ndarray:
-    """PNG bytes -> uint8 HxW; refuses anything but 8-bit grayscale (mode L), which is what
-    the contract stores: a silent conversion would hide an RGB or 16-bit source."""
+    """PNG bytes -> uint8 H x W (mode L) or H x W x 3 (mode RGB); refuses every other mode
+    (alpha, palette, 16-bit): a silent conversion would hide what the source really holds."""
     with Image.open(io.BytesIO(data)) as image:
-        if image.mode != "L":
-            raise ValueError(f"PNG mode {image.mode}, the contract holds 8-bit grayscale (mode L)")
+        if image.mode not in PNG_MODES.values():
+            raise ValueError(f"PNG mode {image.mode}, the contract holds 8-bit grayscale (L) or RGB")
         return np.asarray(image, dtype=np.uint8)
+
+
+def channels(image_shape) -> int:
+    """1 for an H x W shape, C for H x W x C."""
+    return 1 if len(image_shape) == 2 else int(image_shape[2])
+
+
+def shape_text(shape) -> str:
+    return "x".join(str(n) for n in shape)
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
@@ -139,8 +163,8 @@ def image_column(images_uint8: np.ndarray) -> pa.Array:
 
 
 def decode_image_column(table: pa.Table, file_name: str = "<memory>", shape: list[int] | None = None) -> np.ndarray:
-    """The image column of a table -> float32 N x H x W in [0, 1]. Every image must have
-    ``shape`` (default: the first image's)."""
+    """The image column of a table -> float32 N x H x W (x 3) in [0, 1]. Every image must
+    have ``shape`` (default: the first image's)."""
     ids = table.column("id").to_pylist()
     images = []
     for row_id, cell in zip(ids, table.column("image").combine_chunks().field("bytes").to_pylist()):
@@ -150,8 +174,8 @@ def decode_image_column(table: pa.Table, file_name: str = "<memory>", shape: lis
             raise DatasetError(f"{file_name}: row id={row_id!r}: image is not a readable PNG ({err})") from err
         shape = shape or list(pixels.shape)
         if list(pixels.shape) != list(shape):
-            raise DatasetError(f"{file_name}: row id={row_id!r}: image is {pixels.shape[0]}x{pixels.shape[1]}, "
-                               f"the dataset's images are {shape[0]}x{shape[1]}")
+            raise DatasetError(f"{file_name}: row id={row_id!r}: image is {shape_text(pixels.shape)}, "
+                               f"the dataset's images are {shape_text(shape)}")
         images.append(pixels)
     if not images:
         return np.zeros((0, 0, 0), dtype=np.float32)
@@ -330,6 +354,7 @@ class DatasetWriter:
             "format": FORMAT,
             "num_rows": sum(f["rows"] for f in files),
             "image_shape": list(decode_png(first_image).shape),
+            "channels": channels(decode_png(first_image).shape),
             "label_columns": list(self.label_columns),
             "schema": {f.name: str(f.type) for f in self.schema},
             "files": files,

@@ -17,6 +17,7 @@ from torch import nn
 from tqdm import tqdm
 
 from refiner.config import EstimatorParams
+from refiner.networks import channels_first
 from refiner.tasks import TASKS
 from refiner.tasks.base import Task
 
@@ -39,12 +40,12 @@ def train_model(task: Task, images01: np.ndarray, targets: np.ndarray, config: E
     n_labelled = len(images01)
     if extra_images01 is not None and len(extra_images01):
         images01, targets = np.concatenate([images01, extra_images01]), np.concatenate([targets, extra_targets])
-    x = torch.from_numpy(np.asarray(images01, np.float32))[:, None]
+    x = channels_first(images01)
     y = torch.from_numpy(np.asarray(targets))
     order = torch.randperm(n_labelled, generator=generator)
     n_val = int(n_labelled * config.val_fraction)
     val, train = order[:n_val], torch.cat([order[n_val:], torch.arange(n_labelled, len(x))])
-    model = task.estimator(tuple(x.shape[-2:]))
+    model = task.estimator(tuple(np.shape(images01)[1:]))
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.lr, total_steps=config.steps)
     history, losses = [], []
@@ -59,7 +60,7 @@ def train_model(task: Task, images01: np.ndarray, targets: np.ndarray, config: E
         scheduler.step()
         losses.append(loss.item())
         if step % config.eval_every == 0 or step == config.steps:
-            held_out = task.score(predict(task, model, x[val].numpy()[:, 0]), y[val].numpy()) if n_val else float("nan")
+            held_out = task.score(predict(task, model, images01[val.numpy()]), y[val].numpy()) if n_val else float("nan")
             history.append({"step": step, "train_loss": float(np.mean(losses)), val_key: held_out})
             losses = []
     return model, history
@@ -121,18 +122,18 @@ def semantic_loss(task: Task, estimator: nn.Module, synthetic_targets: np.ndarra
 def predict(task: Task, model: nn.Module, images01: np.ndarray, batch_size: int = 2048) -> np.ndarray:
     """The task's predictions (e.g. class probabilities) for float images in [0, 1]."""
     model.eval()
-    x = torch.from_numpy(np.asarray(images01, np.float32))[:, None]
+    x = channels_first(images01)
     return torch.cat([task.predictions(model(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]).numpy()
 
 
 def save_model(model: nn.Module, task: Task, image_shape, seed: int, path) -> None:
-    torch.save({"state_dict": model.state_dict(), "task": task.name, "image_shape": list(image_shape),
-                "seed": seed}, path)
+    torch.save({"state_dict": model.state_dict(), "task": task.name, "task_state": task.state(),
+                "image_shape": list(image_shape), "seed": seed}, path)
 
 
 def load_model(path) -> tuple[Task, nn.Module]:
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    task = TASKS[checkpoint["task"]]
+    task = TASKS[checkpoint["task"]].restored(checkpoint["task_state"])
     model = task.estimator(tuple(checkpoint["image_shape"]))
     model.load_state_dict(checkpoint["state_dict"])
     return task, model.eval()

@@ -20,13 +20,10 @@ import yaml
 from pydantic import Field, ValidationError, create_model
 
 from refiner import config
+from refiner.config import ParamsError  # noqa: F401  (stages catch it from here)
 from refiner.tasks import TASKS
 
 PARAMS_FILE = Path("params.yaml")
-
-
-class ParamsError(ValueError):
-    """params.yaml (or an override of it) breaks the params model; says which key and why."""
 
 
 class _Base(config.Section):

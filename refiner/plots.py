@@ -22,7 +22,8 @@ def _save(fig, path: Path) -> Path:
 
 
 def image_grid(path: Path, rows: dict[str, np.ndarray], columns: int = 16, title: str = "") -> Path:
-    """One row of images per name (e.g. synthetic | refined | real), values in [0, 1]."""
+    """One row of images per name (e.g. synthetic | refined | real), values in [0, 1],
+    grayscale (H x W) or RGB (H x W x 3)."""
     plt = _pyplot()
     fig, axes = plt.subplots(len(rows), columns, figsize=(columns * 0.6, len(rows) * 0.75), squeeze=False)
     for r, (name, images) in enumerate(rows.items()):
@@ -30,7 +31,8 @@ def image_grid(path: Path, rows: dict[str, np.ndarray], columns: int = 16, title
             axis = axes[r, c]
             axis.axis("off")
             if c < len(images):
-                axis.imshow(images[c], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+                axis.imshow(images[c], cmap="gray" if images[c].ndim == 2 else None, vmin=0, vmax=1,
+                            interpolation="nearest")
         axes[r, 0].set_title(name, loc="left", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)

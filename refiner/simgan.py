@@ -21,16 +21,17 @@ from tqdm import tqdm
 from refiner.config import SimGANParams
 from refiner.history import HistoryBuffer
 from refiner.losses import discriminator_loss, refiner_loss, self_regularization_loss
-from refiner.networks import Discriminator, Refiner
+from refiner.dataset import channels
+from refiner.networks import Discriminator, Refiner, channels_first, channels_last
 
 
 def to_model(images01: np.ndarray) -> torch.Tensor:
-    """N x H x W floats in [0, 1] -> N x 1 x H x W in [-1, 1] (the networks' range)."""
-    return torch.from_numpy(np.asarray(images01, dtype=np.float32)[:, None] * 2 - 1)
+    """N x H x W (x C) floats in [0, 1] -> N x C x H x W in [-1, 1] (the networks' range)."""
+    return channels_first(images01) * 2 - 1
 
 
 def from_model(batch: torch.Tensor) -> np.ndarray:
-    return ((batch[:, 0].detach().cpu().float().numpy() + 1) / 2).clip(0, 1)
+    return ((channels_last(batch) + 1) / 2).clip(0, 1)
 
 
 COLLAPSE_RATIO = 0.5  # refined outputs with under half their inputs' spread: flagged as mode collapse
@@ -60,9 +61,10 @@ class SimGANTrainer:
         self.config, self.seed, self.device, self.semantic = config, seed, device, semantic
         torch.manual_seed(seed)
         self.generator = torch.Generator().manual_seed(seed)
+        self.in_channels = channels(synthetic01.shape[1:])
         self.synthetic, self.real = to_model(synthetic01), to_model(real01)
-        self.refiner = build_refiner(config).to(device)
-        self.discriminator = Discriminator(1, config.disc_layers).to(device)
+        self.refiner = build_refiner(config, self.in_channels).to(device)
+        self.discriminator = Discriminator(self.in_channels, config.disc_layers).to(device)
         self.opt_r = torch.optim.Adam(self.refiner.parameters(), lr=config.lr, betas=(0.5, 0.999))
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr, betas=(0.5, 0.999))
         self.history = HistoryBuffer(config.history_size, self.generator)
@@ -158,7 +160,7 @@ class SimGANTrainer:
         """Plain tensors and JSON-able values only, so it loads with torch.load(weights_only=True)."""
         return {"state_dict": {k: v.detach().cpu() for k, v in self.refiner.state_dict().items()},
                 "config": self.config.model_dump(mode="json", by_alias=True), "seed": self.seed,
-                "in_channels": 1, "image_shape": list(image_shape)}
+                "in_channels": self.in_channels, "image_shape": list(image_shape)}
 
 
 class CheckpointError(ValueError):

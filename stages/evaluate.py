@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from refiner import dataset, evaluation
 from refiner.estimator import load_model, train_seeds
 from refiner.params import Params
-from refiner.tasks import TASKS
+from refiner.tasks import task_for
 from stages import common
 
 
@@ -35,7 +35,7 @@ def pool_targets(task, pool_ids: np.ndarray, path: Path) -> np.ndarray | None:
         return None
     by_id = {row_id: index for index, row_id in enumerate(table.column("id").to_pylist())}
     order = np.array([by_id[row_id] for row_id in pool_ids])
-    labels = {name: dataset.label_numpy(table.column(name))[order] for name in task.labels.names}
+    labels = {name: dataset.label_numpy(table.column(name))[order] for name in task.test_labels.names}
     return task.targets(labels)
 
 
@@ -52,7 +52,7 @@ def evaluate(params: Params, inputs: dict[str, dataset.ImageDataset], estimators
     """The whole report: real-test results per training set (and the oracle), the refinery
     gain (``plain``: the estimators before self-training) for our estimator and for a
     scikit-learn one, the label-free figures and the selection score. Writes the task's plots."""
-    task = TASKS[params.task]
+    task = task_for(params)
     test = inputs["real-test"].load()
     pool = inputs["real-unlabeled"].load()
     test_targets = task.targets(test)
@@ -84,7 +84,7 @@ def evaluate(params: Params, inputs: dict[str, dataset.ImageDataset], estimators
 def run(params: Params) -> dict:
     import mlflow
     from refiner import tracking
-    task = TASKS[params.task]
+    task = task_for(params)
     directories = {name: common.estimator_dir(name) for name in common.TRAINING_SETS}
     with tracking.stage_run("evaluate", common.declared_params("evaluate", params)) as mlflow_run:
         inputs = open_inputs(task)

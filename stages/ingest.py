@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 from refiner import dataset
 from refiner.dataset import ImageDataset
 from refiner.params import Params
-from refiner.tasks import TASKS
+from refiner.tasks import task_for
 from stages import common
 
 
@@ -26,14 +26,14 @@ def write_pool_labels(path: Path, ids, labels: dict | None, label_schema: pa.Sch
 
 
 def ingest(params: Params, unlabeled_out: Path, test_out: Path, pool_labels_out: Path) -> tuple[ImageDataset, ImageDataset]:
-    task = TASKS[params.task]
+    task = task_for(params)
     pool, test = task.read_real(params)
     declared = common.declared_params("ingest", params)
     dataset.write_dataset(unlabeled_out, pool.ids, dataset.to_uint8(pool.pixels), {}, source="real",
                           producer="stages.ingest", params=declared)
-    dataset.write_dataset(test_out, test.ids, dataset.to_uint8(test.pixels), test.labels, label_schema=task.labels,
+    dataset.write_dataset(test_out, test.ids, dataset.to_uint8(test.pixels), test.labels, label_schema=task.test_labels,
                           source="real", producer="stages.ingest", params=declared, bad_labels=task.bad_labels)
-    write_pool_labels(pool_labels_out, pool.ids, pool.labels, task.labels)
+    write_pool_labels(pool_labels_out, pool.ids, pool.labels, task.test_labels)
     return dataset.open_dataset(unlabeled_out), dataset.open_dataset(test_out)
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 from refiner import dataset
 from refiner.params import Params
 from refiner.refine_job import refine_dataset
-from refiner.tasks import TASKS
+from refiner.tasks import task_for
 from stages import common
 
 
 def run(params: Params) -> dict:
     from refiner import tracking
-    section, task = params.refine, TASKS[params.task]
+    section, task = params.refine, task_for(params)
     synthetic = dataset.open_training_set(common.SYNTHETIC, task.labels, task.bad_labels)  # before Ray starts
     checkpoint_digest = dataset.file_sha256(common.REFINER_CHECKPOINT)
     with tracking.stage_run("refine", common.declared_params("refine", params)) as mlflow_run:

@@ -7,12 +7,12 @@ from pathlib import Path
 from refiner import dataset, plots
 from refiner.dataset import ImageDataset
 from refiner.params import Params
-from refiner.tasks import TASKS
+from refiner.tasks import task_for
 from stages import common
 
 
 def render(params: Params, out: Path) -> ImageDataset:
-    task = TASKS[params.task]
+    task = task_for(params)
     images = task.synthesize(params)
     dataset.write_dataset(out, images.ids, dataset.to_uint8(images.pixels), images.labels, label_schema=task.labels,
                           source="synthetic", producer="stages.render", params=common.declared_params("render", params),

@@ -14,8 +14,9 @@ import numpy as np
 
 from refiner import dataset
 from refiner.estimator import save_model, train_seeds
+from refiner.networks import channels_first
 from refiner.params import Params
-from refiner.tasks import TASKS
+from refiner.tasks import task_for
 from stages import common
 
 
@@ -31,7 +32,7 @@ def train_estimator(params: Params, training_set: dataset.ImageDataset, unlabele
     """Returns (a SeedRun per seed, the mean history, two training images). Saves each seed's
     model, and with self-training on also the model before it (``plain-seed*.pt``): evaluate
     measures the refiner alone with those."""
-    task = TASKS[params.task]
+    task = task_for(params)
     rows = training_set.load()
     pool = unlabeled.load()["image"] if unlabeled is not None else None
     runs = train_seeds(task, rows["image"], task.targets(rows), params.train_estimator, params.seed, progress, pool)
@@ -44,13 +45,13 @@ def train_estimator(params: Params, training_set: dataset.ImageDataset, unlabele
             save_model(run.plain, task, rows["image"].shape[1:], run.seed, out_dir / f"plain-seed{run.seed}.pt")
     history = mean_history(runs)
     common.write_csv(plots_dir / "history.csv", history)
-    return runs, history, rows["image"][:2, None].astype("float32")
+    return runs, history, channels_first(rows["image"][:2]).numpy()
 
 
 def run(params: Params, trained_on: str) -> dict:
     import mlflow
     from refiner import tracking
-    task = TASKS[params.task]
+    task = task_for(params)
     out_dir = common.estimator_dir(trained_on)
     self_training = params.train_estimator.self_training_rounds > 0
     logged = {**common.declared_params("train_estimator", params), "trained_on": trained_on}

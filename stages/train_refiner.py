@@ -13,7 +13,7 @@ from refiner.config import EstimatorParams, SimGANParams
 from refiner.estimator import semantic_loss, train_model
 from refiner.params import Params
 from refiner.simgan import COLLAPSE_RATIO, SimGANTrainer, to_model
-from refiner.tasks import TASKS
+from refiner.tasks import task_for
 from stages import common
 
 SAMPLES = 16
@@ -62,7 +62,7 @@ def semantic_term(params: Params, synthetic: dict, progress: bool = True):
     config = params.train_refiner
     if not config.semantic_weight:
         return None
-    task = TASKS[params.task]
+    task = task_for(params)
     targets = task.targets(synthetic)
     recipe = EstimatorParams(steps=config.semantic_steps, self_training_rounds=0)
     estimator, history = train_model(task, synthetic["image"], targets, recipe, params.seed + FROZEN_SEED_OFFSET,
@@ -75,7 +75,7 @@ def semantic_term(params: Params, synthetic: dict, progress: bool = True):
 def run(params: Params) -> dict:
     import mlflow
     from refiner import tracking
-    config, task = params.train_refiner, TASKS[params.task]
+    config, task = params.train_refiner, task_for(params)
     plots_dir = common.PLOTS / "refiner"
     with tracking.stage_run("train_refiner", common.declared_params("train_refiner", params)) as mlflow_run:
         inputs = {"synthetic": dataset.open_training_set(common.SYNTHETIC, task.labels, task.bad_labels),
@@ -84,6 +84,11 @@ def run(params: Params) -> dict:
             if data.num_rows < MIN_IMAGES:
                 raise dataset.DatasetError(f"{data.path}: {data.num_rows} images; the refiner needs at least {MIN_IMAGES}")
             tracking.log_dataset(data, "input", name)
+        shapes = {name: data.manifest["image_shape"] for name, data in inputs.items()}
+        if shapes["synthetic"] != shapes["real-unlabeled"]:
+            raise dataset.DatasetError(f"{common.SYNTHETIC} holds {dataset.shape_text(shapes['synthetic'])} images, "
+                                       f"{common.REAL_UNLABELED} {dataset.shape_text(shapes['real-unlabeled'])}: the "
+                                       "refiner needs one size and colour mode (the task's params set them)")
         synthetic = inputs["synthetic"].load()
         trainer, log = train_refiner(synthetic["image"], inputs["real-unlabeled"].load()["image"],
                                      config, params.seed, common.REFINER_DIR, plots_dir,

@@ -72,7 +72,9 @@ CORPUS = {
     "9x7 image": (DIGITS, digits_rows(images=bad_images(2, png(np.zeros((9, 7), np.uint8)))),
                   r"row id='c': image is 9x7, the dataset's images are 8x8"),
     "RGB image": (DIGITS, digits_rows(images=bad_images(1, png(np.zeros((8, 8), np.uint8), "RGB"))),
-                  r"row id='b': image is not a readable PNG \(PNG mode RGB"),
+                  r"row id='b': image is 8x8x3, the dataset's images are 8x8"),
+    "RGBA image": (DIGITS, digits_rows(images=bad_images(1, png(np.zeros((8, 8), np.uint8), "RGBA"))),
+                   r"row id='b': image is not a readable PNG \(PNG mode RGBA"),
     "corrupt PNG": (DIGITS, digits_rows(images=bad_images(0, png(np.zeros((8, 8), np.uint8))[:30])),
                     r"row id='a': image is not a readable PNG"),
 }

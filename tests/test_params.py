@@ -40,7 +40,7 @@ def test_refiner_checkpoint_keeps_its_params(tmp_path):
     ({"train_refiner.lamda": 1.0}, r"params.yaml.*: train_refiner\.lamda: Extra inputs are not permitted"),
     ({"train_refiner.steps": "many"}, r"train_refiner\.steps: Input should be a valid integer.*'many'"),
     ({"digits.jitter.max_shear": [1]}, r"digits\.jitter\.max_shear: Input should be a valid number"),
-    ({"task": "hand_pose"}, r"task: Input should be 'digits' or 'gaze'"),
+    ({"task": "hand_pose"}, r"task: Input should be 'digits', 'gaze' or 'images'"),
     ({"refine.precision": "fp8"}, r"refine\.precision: Input should be 'fp32' or 'bf16'"),
     ({"nosuchsection.x": 1}, r"nosuchsection: Extra inputs are not permitted"),
     ({"task": "gaze"}, r"train_estimator\.self_training_rounds: task gaze has no prediction confidence"),
@@ -53,7 +53,7 @@ def test_bad_params_are_refused_naming_the_dotted_key_and_the_file(overrides, me
 @pytest.mark.parametrize("stage, section, message", [
     ("render", {"render": {"num_image": 10}}, "render.num_image: Extra inputs are not permitted"),
     ("train_refiner", {"train_refiner": {"steps": "many"}}, "train_refiner.steps: Input should be a valid integer"),
-    ("evaluate", {"task": "hand_pose"}, "task: Input should be 'digits' or 'gaze'"),
+    ("evaluate", {"task": "hand_pose"}, "task: Input should be 'digits', 'gaze' or 'images'"),
 ])
 def test_a_stage_command_refuses_bad_params_before_any_work(tmp_path, stage, section, message):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())

@@ -1,7 +1,7 @@
 """The task registry: every module or package here that defines ``TASK`` is a task.
 
-    from refiner.tasks import TASKS
-    task = TASKS[params.task]
+    from refiner.tasks import task_for
+    task = task_for(params)
 
 A new task is one module here (``TASK = MyTask()``, a subclass of ``base.ClassificationTask``
 or ``base.RegressionTask``) and, if it has settings, one params.yaml section named after it.
@@ -26,3 +26,9 @@ def _discover() -> dict[str, Task]:
 
 
 TASKS: dict[str, Task] = _discover()
+
+
+def task_for(params) -> Task:
+    """The task params.yaml names, configured by its section (a task whose labels come from
+    the user's data reads their kinds here)."""
+    return TASKS[params.task].configured(params)

@@ -23,11 +23,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from refiner.config import Section
+from refiner.dataset import channels
 
 
 @dataclass
 class Images:
-    """Images a task made or read: float32 N x H x W in [0, 1], with ids and label columns
+    """Images a task made or read: float32 N x H x W (grayscale) or N x H x W x 3 (RGB) in
+    [0, 1], with ids and label columns
     (``labels`` is None where the source has no labels)."""
     ids: np.ndarray
     pixels: np.ndarray
@@ -54,6 +56,25 @@ class Task:
     Params: ClassVar[type[Section]] = Section  # its params.yaml section, named ``name`` (may be empty: {})
     metric: ClassVar[Metric]
     can_pseudo_label: ClassVar[bool] = False    # self-training needs a confidence per prediction
+    test_label_columns: ClassVar[list[str] | None] = None  # what a real test set must label (None: all)
+
+    # -- tasks whose labels come from the user's data (images) know them once configured
+    def configured(self, params) -> "Task":
+        """This task for ``params`` (``refiner.tasks.task_for``); a fixed world returns itself."""
+        return self
+
+    def state(self) -> dict:
+        """What ``configured`` derived from the data (JSON-able): saved with each estimator."""
+        return {}
+
+    def restored(self, state: dict) -> "Task":
+        """The task a checkpoint was trained for, from its ``state``."""
+        return self
+
+    @property
+    def test_labels(self) -> pa.Schema:
+        """The label columns a real test set must have (``test_label_columns``)."""
+        return pa.schema([self.labels.field(name) for name in self.test_label_columns or self.labels.names])
 
     # -- data
     def synthesize(self, params) -> Images:
@@ -71,7 +92,8 @@ class Task:
         return {}
 
     # -- the estimator
-    def estimator(self, image_shape: tuple[int, int]) -> nn.Module:
+    def estimator(self, image_shape: tuple[int, ...]) -> nn.Module:
+        """The network for images of ``image_shape`` (H, W) or (H, W, C)."""
         raise NotImplementedError
 
     def targets(self, labels: dict[str, np.ndarray]) -> np.ndarray:
@@ -123,11 +145,12 @@ class SmallCNN(nn.Module):
     """A small convolutional estimator for small images: three 3x3 convs, one pooling, then
     a linear head on a ``pooled`` grid of features (keeps where things are)."""
 
-    def __init__(self, outputs: int, widths=(32, 64, 128), pooled: tuple[int, int] = (2, 2), hidden: int = 0):
+    def __init__(self, outputs: int, widths=(32, 64, 128), pooled: tuple[int, int] = (2, 2), hidden: int = 0,
+                 in_channels: int = 1):
         super().__init__()
         a, b, c = widths
         self.features = nn.Sequential(
-            nn.Conv2d(1, a, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(in_channels, a, 3, padding=1), nn.ReLU(inplace=True),
             nn.Conv2d(a, b, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
             nn.Conv2d(b, c, 3, padding=1), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(pooled))
         size = c * pooled[0] * pooled[1]
@@ -143,18 +166,19 @@ class ClassificationTask(Task):
     """One integer ``label`` column with values 0..num_classes-1; scored by accuracy."""
     num_classes: ClassVar[int]
     labels = pa.schema([("label", pa.int64())])
+    target_column = "label"
     metric = Metric("accuracy", True, "{:.1%}", "accuracy on real test")
     can_pseudo_label = True
 
     def bad_labels(self, labels):
-        values = np.asarray(labels["label"])
-        return {f"label outside the classes 0..{self.num_classes - 1}": (values < 0) | (values >= self.num_classes)}
+        values = np.asarray(labels[self.target_column])
+        return {f"{self.target_column} outside the classes 0..{self.num_classes - 1}": (values < 0) | (values >= self.num_classes)}
 
     def estimator(self, image_shape):
-        return SmallCNN(self.num_classes)
+        return SmallCNN(self.num_classes, in_channels=channels(image_shape))
 
     def targets(self, labels):
-        return np.asarray(labels["label"], np.int64)
+        return np.asarray(labels[self.target_column], np.int64)
 
     def loss(self, outputs, targets):
         return F.cross_entropy(outputs, targets)
@@ -199,12 +223,26 @@ class ClassificationTask(Task):
 class RegressionTask(Task):
     """Float label columns regressed jointly; scored by mean absolute error unless overridden."""
     metric = Metric("mae", False, "{:.3f}", "mean absolute error on real test")
+    target_columns: ClassVar[list[str] | None] = None  # None: every label column
 
     def estimator(self, image_shape):
-        return SmallCNN(len(self.labels), widths=(16, 32, 64), pooled=(4, 4), hidden=128)
+        return SmallCNN(self.num_outputs, widths=(16, 32, 64), pooled=(4, 4), hidden=128,
+                        in_channels=channels(image_shape))
+
+    @property
+    def num_outputs(self) -> int:
+        """Scalars count one, fixed-size lists (keypoints, boxes) their length."""
+        return sum(f.type.list_size if pa.types.is_fixed_size_list(f.type) else 1
+                   for f in self.labels if f.name in self.regressed)
+
+    @property
+    def regressed(self) -> list[str]:
+        """The columns regressed: ``target_columns``, or all of them."""
+        return self.target_columns or self.labels.names
 
     def targets(self, labels):
-        return np.stack([labels[name] for name in self.labels.names], axis=1).astype(np.float32)
+        return np.concatenate([np.asarray(labels[name], np.float32).reshape(len(labels[name]), -1)
+                               for name in self.regressed], axis=1)
 
     def loss(self, outputs, targets):
         return F.mse_loss(outputs, targets)

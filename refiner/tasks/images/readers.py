@@ -1,0 +1,338 @@
+"""Reading a user's images: a folder of images plus a labels table keyed by file name, an
+existing Parquet or Hugging Face ``datasets`` directory, or a folder of unlabelled images.
+Every image is made one size and one colour mode (``Preprocess``), and geometric labels
+(keypoints, boxes, masks) move with it.
+
+Label kinds, as ``images.labels`` in params.yaml spells them:
+
+    class          an integer class (0..N-1)
+    float          one float
+    vector[K]      K floats
+    keypoints[K]   K floats, x,y pairs in pixels of the image (moved with resize and crop)
+    box            4 floats, x0,y0,x1,y1 in pixels (moved with resize and crop)
+    mask           a mask image's file name (relative to the labels file), resized nearest
+
+Every reader returns a ``Read`` whose ``skipped`` lists each input it did not use and why;
+nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image, UnidentifiedImageError
+
+from refiner.dataset import IMAGE_TYPE, DatasetError, encode_png
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+KIND = re.compile(r"^(class|float|box|mask|keypoints\[(\d+)\]|vector\[(\d+)\])$")
+GEOMETRIC_NAMES = {"keypoints": ("keypoint", "landmark", "kp"), "box": ("box",)}
+
+
+def kind_length(kind: str) -> int | None:
+    """Floats per row of a list kind; None for class, float and mask."""
+    match = KIND.match(kind)
+    if not match:
+        raise ValueError(f"unknown label kind {kind!r}: one of class, float, box, mask, keypoints[K], vector[K]")
+    if kind == "box":
+        return 4
+    size = match.group(2) or match.group(3)
+    return int(size) if size else None
+
+
+def arrow_type(kind: str) -> pa.DataType:
+    """How the dataset contract stores a label kind."""
+    length = kind_length(kind)
+    if length:
+        return pa.list_(pa.float32(), length)
+    return {"class": pa.int64(), "float": pa.float32(), "mask": IMAGE_TYPE}[kind]
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    size: tuple[int, int] | None   # (height, width); None: the first image's
+    fit: str                       # "resize" (stretch) or "crop" (centre-crop to the aspect, then resize)
+    color: str                     # "rgb" or "gray"
+
+
+@dataclass
+class Read:
+    ids: list[str] = field(default_factory=list)
+    images: list[np.ndarray] = field(default_factory=list)              # uint8, one shape
+    labels: dict[str, list] = field(default_factory=dict)               # name -> one value per image
+    skipped: list[tuple[str, str]] = field(default_factory=list)        # (what, why)
+
+    def summary(self, source: str) -> str:
+        lines = [f"{source}: read {len(self.ids)} images, skipped {len(self.skipped)}"]
+        lines += [f"  skipped {what}: {why}" for what, why in self.skipped[:20]]
+        if len(self.skipped) > 20:
+            lines.append(f"  ... and {len(self.skipped) - 20} more")
+        return "\n".join(lines)
+
+    def arrays(self, kinds: dict[str, str]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        labels = {}
+        for name, kind in kinds.items():
+            values = self.labels.get(name, [])
+            labels[name] = (np.array(values, dtype=object) if kind == "mask" else
+                            np.asarray(values, np.int64) if kind == "class" else
+                            np.asarray(values, np.float32).reshape(len(values), *([kind_length(kind)] if kind_length(kind) else [])))
+        return np.asarray(self.ids, dtype=object), np.stack(self.images), labels
+
+
+# ---------------------------------------------------------------- label tables
+
+def read_label_table(path: Path) -> pd.DataFrame:
+    """A labels file: CSV, JSON Lines or Parquet."""
+    readers = {".csv": pd.read_csv, ".jsonl": lambda p: pd.read_json(p, lines=True), ".parquet": pd.read_parquet}
+    reader = readers.get(path.suffix.lower())
+    if reader is None:
+        raise DatasetError(f"{path}: labels must be .csv, .jsonl or .parquet")
+    try:
+        return reader(path)
+    except Exception as err:
+        raise DatasetError(f"{path}: not a readable labels file ({type(err).__name__}: {err})") from err
+
+
+def _as_list(value):
+    """A list cell as CSV (a JSON text), JSON Lines (a list) or Parquet (an array) holds it."""
+    if isinstance(value, str):
+        value = json.loads(value)
+    return None if value is None else [float(v) for v in np.asarray(value, dtype=np.float64).reshape(-1)]
+
+
+def infer_kinds(frame: pd.DataFrame, key: str, source) -> dict[str, str]:
+    """Each label column's kind from its values and name (printed; pin it in params to override)."""
+    kinds = {}
+    for name in frame.columns:
+        if name == key:
+            continue
+        values = frame[name].dropna()
+        if values.empty:
+            raise DatasetError(f"{source}: label column {name!r} has no values")
+        first = values.iloc[0]
+        if pd.api.types.is_bool_dtype(values) or pd.api.types.is_integer_dtype(values):
+            kinds[name] = "class"
+        elif pd.api.types.is_float_dtype(values):
+            kinds[name] = "float"
+        elif isinstance(first, str) and "mask" in name.lower() and not first.lstrip().startswith("["):
+            kinds[name] = "mask"
+        else:
+            try:
+                lengths = values.map(lambda v: len(_as_list(v)))
+            except (ValueError, TypeError) as err:
+                raise DatasetError(f"{source}: label column {name!r}: cannot tell its kind from {first!r} ({err}); "
+                                   "pin it in images.labels") from None
+            length = int(lengths.mode().iloc[0])
+            lowered = name.lower()
+            if any(word in lowered for word in GEOMETRIC_NAMES["box"]) and length == 4:
+                kinds[name] = "box"
+            elif any(word in lowered for word in GEOMETRIC_NAMES["keypoints"]) and length % 2 == 0:
+                kinds[name] = f"keypoints[{length}]"
+            else:
+                kinds[name] = f"vector[{length}]"
+    if not kinds:
+        raise DatasetError(f"{source}: no label columns besides {key!r}")
+    return kinds
+
+
+def _label_value(value, kind: str):
+    """One cell as the kind's value, or a ValueError saying what is wrong with it."""
+    if value is None or (np.isscalar(value) and pd.isna(value)):
+        raise ValueError("missing")
+    if kind == "class":
+        if float(value) != int(float(value)):
+            raise ValueError(f"{value!r} is not an integer class")
+        return int(float(value))
+    if kind == "float":
+        return float(value)
+    if kind == "mask":
+        return str(value)
+    values = _as_list(value)
+    if len(values) != kind_length(kind):
+        raise ValueError(f"wrong list length ({len(values)}, expected {kind_length(kind)})")
+    return values
+
+
+# ---------------------------------------------------------------- images
+
+def list_images(folder: Path) -> dict[str, Path]:
+    """Image files under ``folder`` (recursively), keyed by their path relative to it."""
+    return {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES}
+
+
+def fit_box(width: int, height: int, pre: Preprocess) -> tuple[float, float, float, float]:
+    """The region of a width x height image that becomes the output: all of it (resize) or the
+    centred region of the output's aspect ratio (crop)."""
+    out_h, out_w = pre.size
+    if pre.fit == "resize":
+        return 0.0, 0.0, float(width), float(height)
+    aspect = out_w / out_h
+    crop_w, crop_h = (height * aspect, float(height)) if width / height > aspect else (float(width), width / aspect)
+    left, top = (width - crop_w) / 2, (height - crop_h) / 2
+    return left, top, left + crop_w, top + crop_h
+
+
+def move_points(values: list[float], box, size) -> list[float]:
+    """x,y pairs in the source image's pixels -> the output's pixels."""
+    left, top, right, bottom = box
+    out_h, out_w = size
+    scale_x, scale_y = out_w / (right - left), out_h / (bottom - top)
+    points = np.asarray(values, np.float64).reshape(-1, 2)
+    return (np.c_[(points[:, 0] - left) * scale_x, (points[:, 1] - top) * scale_y]).reshape(-1).tolist()
+
+
+def load_image(source, pre: Preprocess, mode: str | None = None, resample=Image.Resampling.BILINEAR):
+    """(uint8 pixels, the box of the source that became them, the source's width and height).
+    ``source``: a path or image bytes."""
+    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+        image = image.convert(mode or ("RGB" if pre.color == "rgb" else "L"))
+        size = pre.size or (image.height, image.width)
+        box = fit_box(image.width, image.height, Preprocess(size, pre.fit, pre.color))
+        pixels = np.asarray(image.resize(size[::-1], resample, box=box), np.uint8)
+    return pixels, box, size
+
+
+def _mask_file(name: str, folder: Path | None) -> Path:
+    """A mask's file, named relative to the labels file (or table) that names it."""
+    if folder is not None and (folder / name).is_file():
+        return folder / name
+    raise ValueError(f"no mask file {name!r}" + (f" in {folder}" if folder else ""))
+
+
+def assemble(frame: pd.DataFrame | None, key: str, sources: dict[str, object], kinds: dict[str, str],
+             pre: Preprocess, origin: str, folder: Path | None = None) -> tuple[Read, Preprocess]:
+    """Match label rows to images by ``key``, load and fit each image, move its geometric
+    labels. ``frame`` None: unlabelled images; ``folder``: where mask file names start. Returns what was read and the preprocessing
+    with its size fixed (the first image's when unset)."""
+    read = Read(labels={name: [] for name in kinds})
+    if frame is None:
+        rows = {name: {} for name in sources}
+    else:
+        if key not in frame.columns:
+            raise DatasetError(f"{origin}: no column {key!r} naming each row's image (has {list(frame.columns)}); "
+                               "set images.key")
+        missing = [name for name in kinds if name not in frame.columns]
+        if missing:
+            raise DatasetError(f"{origin}: no label column(s) {missing} (has {list(frame.columns)})")
+        rows = {}
+        for record in frame.to_dict("records"):
+            name = str(record[key])
+            if name in rows:
+                read.skipped.append((name, "repeated label row (kept the first)"))
+            elif name not in sources:
+                read.skipped.append((name, "label row without an image"))
+            else:
+                rows[name] = record
+        read.skipped += [(name, "image without a label row") for name in sources if name not in rows]
+    for name, record in rows.items():
+        values, problem = {}, None
+        for label, kind in kinds.items():
+            try:
+                values[label] = _label_value(record[label], kind)
+            except (ValueError, TypeError) as err:
+                problem = f"label {label!r}: {err}"
+                break
+        if problem:
+            read.skipped.append((name, problem))
+            continue
+        try:
+            pixels, box, size = load_image(sources[name], pre)
+            for label, kind in kinds.items():
+                if kind == "mask":
+                    mask, _, _ = load_image(_mask_file(values[label], folder), Preprocess(size, pre.fit, pre.color),
+                                            "L", Image.Resampling.NEAREST)
+                    values[label] = encode_png(mask)
+                elif kind == "box" or kind.startswith("keypoints"):
+                    values[label] = move_points(values[label], box, size)
+        except (UnidentifiedImageError, OSError, ValueError) as err:
+            read.skipped.append((name, f"unreadable image or mask: {err}"))
+            continue
+        pre = Preprocess(size, pre.fit, pre.color)
+        read.ids.append(name)
+        read.images.append(pixels)
+        for label, value in values.items():
+            read.labels[label].append(value)
+    return read, pre
+
+
+# ---------------------------------------------------------------- sources
+
+def table_source(path: Path) -> tuple[pd.DataFrame, dict[str, bytes]] | None:
+    """A Parquet directory or file, or a Hugging Face ``save_to_disk`` directory, with an
+    ``image`` column (``{bytes, path}`` structs or bytes): (labels with a ``file`` key, images
+    by key). None when ``path`` is neither."""
+    if path.is_file() and path.suffix == ".parquet":
+        table = pq.read_table(path)
+    elif path.is_dir() and any(path.glob("*.parquet")):
+        table = pq.read_table(sorted(path.glob("*.parquet")))
+    elif path.is_dir() and (path / "state.json").is_file() and any(path.glob("*.arrow")):
+        table = pa.concat_tables([pa.ipc.open_stream(f).read_all() for f in sorted(path.glob("*.arrow"))])
+    else:
+        return None
+    if "image" not in table.column_names:
+        raise DatasetError(f"{path}: a table of images needs an 'image' column (has {table.column_names})")
+    images = table.column("image").combine_chunks()
+    images = images.field("bytes") if pa.types.is_struct(images.type) else images
+    keys = (table.column("id").to_pylist() if "id" in table.column_names else
+            [f"row-{i:07d}" for i in range(table.num_rows)])
+    keys = [str(k) for k in keys]
+    frame = table.drop_columns([c for c in ("image", "id", "source") if c in table.column_names]).to_pandas()
+    frame.insert(0, "file", keys)
+    return frame, dict(zip(keys, images.to_pylist()))
+
+
+def read_labelled(images: Path, labels: Path | None, key: str, kinds: dict[str, str] | None,
+                  pre: Preprocess) -> tuple[Read, dict[str, str], Preprocess]:
+    """Labelled images: a folder plus a labels file, or a table directory. ``kinds`` None:
+    inferred. Returns (what was read, the kinds, the preprocessing with its size fixed)."""
+    table = table_source(images)
+    if table is not None:
+        frame, sources, key, origin = *table, "file", str(images)
+        folder = images if images.is_dir() else images.parent
+    else:
+        if not images.is_dir():
+            raise DatasetError(f"{images}: not a folder of images, a Parquet dataset or a Hugging Face dataset")
+        if labels is None:
+            raise DatasetError(f"{images}: a folder of images needs a labels file (images.labels)")
+        frame, sources, folder, origin = read_label_table(labels), list_images(images), labels.parent, str(labels)
+    kinds = kinds or infer_kinds(frame, key, origin)
+    read, pre = assemble(frame, key, sources, kinds, pre, origin, folder)
+    print(read.summary(f"{images}" + (f" + {labels}" if table is None else "")))
+    if not read.ids:
+        raise DatasetError(f"{images}: no usable labelled images (see the skipped list above)")
+    return read, kinds, pre
+
+
+def first_image_size(images: Path, pre: Preprocess) -> tuple[int, int]:
+    """The size ``read_labelled`` gives every image of ``images`` when ``pre.size`` is unset."""
+    table = table_source(images)
+    sources = table[1] if table is not None else list_images(images)
+    for source in sources.values():
+        try:
+            return load_image(source, pre)[2]
+        except (UnidentifiedImageError, OSError, ValueError):
+            continue
+    raise DatasetError(f"{images}: no readable image")
+
+
+def read_unlabelled(images: Path, pre: Preprocess) -> Read:
+    if not images.is_dir():
+        raise DatasetError(f"{images}: not a folder of images")
+    sources = list_images(images)
+    read, _ = assemble(None, "", sources, {}, pre, str(images))
+    unused = sorted(p.relative_to(images).as_posix() for p in images.rglob("*")
+                    if p.is_file() and p.suffix.lower() not in IMAGE_SUFFIXES)
+    read.skipped += [(name, f"not an image ({', '.join(IMAGE_SUFFIXES)})") for name in unused]
+    print(read.summary(str(images)))
+    if not read.ids:
+        raise DatasetError(f"{images}: no usable images (see the skipped list above)")
+    return read

@@ -1,0 +1,218 @@
+"""The images task: a user's folders and label tables in, RGB or grayscale of any size
+through the whole pipeline, geometric labels kept."""
+
+import io
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from refiner import dataset
+from refiner.config import SimGANParams
+from refiner.dataset import DatasetError
+from refiner.params import ParamsError, load_params
+from refiner.refine_job import refine_dataset, refine_in_process
+from refiner.simgan import SimGANTrainer, load_refiner
+from refiner.tasks import TASKS
+from refiner.tasks.images import readers
+from refiner.tasks.images.cli import main as cli
+from tests.conftest import TINY, make_project, sh
+
+RGB = readers.Preprocess(None, "resize", "rgb")
+
+
+def save(path, size=(20, 10), colour=(200, 30, 30), mode="RGB"):
+    """An image of ``size`` (width, height)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, size, colour).save(path)
+    return path
+
+
+def labels_table(rows: list[dict], path):
+    frame = pd.DataFrame(rows)
+    if path.suffix == ".csv":
+        frame.assign(**{c: frame[c].map(json.dumps) for c in frame if isinstance(rows[0][c], list)}).to_csv(path, index=False)
+    elif path.suffix == ".jsonl":
+        frame.to_json(path, orient="records", lines=True)
+    else:
+        frame.to_parquet(path)
+    return path
+
+
+ROWS = [{"file": "a.png", "kind": 1, "kp": [10.0, 5.0, 0.0, 0.0], "box": [0.0, 0.0, 20.0, 10.0], "weight": 0.5},
+        {"file": "sub/b.jpg", "kind": 0, "kp": [20.0, 10.0, 5.0, 5.0], "box": [5.0, 2.0, 15.0, 8.0], "weight": 1.5}]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_labels_in_csv_jsonl_and_parquet_read_the_same(tmp_path, suffix):
+    save(tmp_path / "img/a.png")
+    save(tmp_path / "img/sub/b.jpg")
+    read, kinds, pre = readers.read_labelled(tmp_path / "img", labels_table(ROWS, tmp_path / f"labels{suffix}"),
+                                             "file", None, readers.Preprocess((10, 20), "resize", "rgb"))
+    assert kinds == {"kind": "class", "kp": "keypoints[4]", "box": "box", "weight": "float"}
+    ids, pixels, labels = read.arrays(kinds)
+    assert list(ids) == ["a.png", "sub/b.jpg"] and pixels.shape == (2, 10, 20, 3) and not read.skipped
+    assert labels["kind"].tolist() == [1, 0] and labels["kp"].dtype == np.float32
+    np.testing.assert_allclose(labels["kp"], [r["kp"] for r in ROWS])  # already the output size: unmoved
+    np.testing.assert_allclose(labels["weight"], [0.5, 1.5])
+
+
+def test_resize_and_crop_move_keypoints_boxes_and_masks_with_the_image(tmp_path):
+    image = np.zeros((50, 100, 3), np.uint8)
+    image[20:30, 45:55] = 255  # a white square centred at (50, 25) of a 100 x 50 image
+    Image.fromarray(image).save(tmp_path / "wide.png")
+    mask = np.zeros((50, 100), np.uint8)
+    mask[20:30, 45:55] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    rows = [{"file": "wide.png", "kp": [50.0, 25.0, 25.0, 0.0], "box": [45.0, 20.0, 55.0, 30.0], "mask": "mask.png"}]
+    labels = labels_table(rows, tmp_path / "labels.jsonl")
+    for fit, kp, box in (("resize", [16, 16, 8, 0], [14.4, 12.8, 17.6, 19.2]),   # x * 32/100, y * 32/50
+                         ("crop", [16, 16, 0, 0], [12.8, 12.8, 19.2, 19.2])):    # the central 50 x 50, then * 32/50
+        read, kinds, _ = readers.read_labelled(tmp_path, labels, "file", None, readers.Preprocess((32, 32), fit, "gray"))
+        assert kinds["mask"] == "mask"
+        _, pixels, out = read.arrays(kinds)
+        np.testing.assert_allclose(out["kp"][0], kp, atol=1e-4)
+        np.testing.assert_allclose(out["box"][0], box, atol=1e-4)
+        moved_mask = dataset.decode_png(out["mask"][0])
+        assert pixels.shape == (1, 32, 32) and moved_mask.shape == (32, 32)
+        assert set(np.unique(moved_mask)) == {0, 255}  # nearest: no blended mask values
+        x0, y0, x1, y1 = np.round(box).astype(int)
+        assert moved_mask[y0:y1, x0:x1].mean() > 200 and moved_mask.sum() / 255 <= (x1 - x0 + 1) * (y1 - y0 + 1)
+        assert pixels[0, y0:y1, x0:x1].mean() > 150  # the image moved the same way
+    assert (readers.first_image_size(tmp_path, readers.Preprocess(None, "resize", "rgb"))) == (50, 100)
+
+
+def test_every_skip_is_reported_with_its_reason_and_an_empty_source_is_refused(tmp_path):
+    for name in ("ok.png", "bad_list.png", "missing.png", "twice.png", "orphan.png"):
+        save(tmp_path / "img" / name)
+    (tmp_path / "img" / "broken.png").write_bytes(b"not a png")
+    rows = [{"file": "ok.png", "kp": "[1, 2]"}, {"file": "bad_list.png", "kp": "[1, 2, 3]"},
+            {"file": "missing.png", "kp": None}, {"file": "twice.png", "kp": "[1, 2]"}, {"file": "twice.png", "kp": "[3, 4]"},
+            {"file": "broken.png", "kp": "[1, 2]"}, {"file": "ghost.png", "kp": "[1, 2]"}]
+    labels = tmp_path / "labels.csv"
+    pd.DataFrame(rows).to_csv(labels, index=False)
+    read, kinds, _ = readers.read_labelled(tmp_path / "img", labels, "file", {"kp": "keypoints[2]"}, RGB)
+    assert read.ids == ["ok.png", "twice.png"]
+    reasons = dict(read.skipped)
+    assert reasons["bad_list.png"] == "label 'kp': wrong list length (3, expected 2)"
+    assert reasons["missing.png"] == "label 'kp': missing"
+    assert reasons["twice.png"] == "repeated label row (kept the first)"
+    assert reasons["ghost.png"] == "label row without an image"
+    assert reasons["orphan.png"] == "image without a label row"
+    assert reasons["broken.png"].startswith("unreadable image or mask")
+    assert "skipped 6" in read.summary("x")
+    (tmp_path / "camera").mkdir()
+    (tmp_path / "camera" / "notes.txt").write_text("no images here")
+    with pytest.raises(DatasetError, match=r"camera: no usable images"):
+        readers.read_unlabelled(tmp_path / "camera", RGB)
+    pd.DataFrame([{"file": "ghost.png", "kp": "[1, 2]"}]).to_csv(labels, index=False)
+    with pytest.raises(DatasetError, match=r"img: no usable labelled images"):
+        readers.read_labelled(tmp_path / "img", labels, "file", None, RGB)
+
+
+def test_a_parquet_dataset_and_a_hugging_face_directory_are_sources(tmp_path):
+    """A simrefinery dataset is itself a source, and so is ``datasets``' save_to_disk."""
+    from datasets import Dataset, Features, Image as HFImage, Sequence, Value
+    pixels = np.random.default_rng(0).integers(0, 256, (4, 12, 16, 3), dtype=np.uint8)
+    ids = np.array([f"r{i}" for i in range(4)], dtype=object)
+    points = np.arange(16, dtype=np.float32).reshape(4, 4)
+    dataset.write_dataset(tmp_path / "ours", ids, pixels, {"label": np.arange(4) % 2, "keypoints": points},
+                          source="synthetic", producer="test")
+    hf = Dataset.from_dict({"image": [Image.fromarray(p) for p in pixels], "label": [0, 1, 0, 1],
+                            "keypoints": points.tolist()},
+                           features=Features({"image": HFImage(), "label": Value("int64"),
+                                              "keypoints": Sequence(Value("float32"))}))
+    hf.save_to_disk(str(tmp_path / "hf"))
+    for source in ("ours", "hf"):
+        read, kinds, _ = readers.read_labelled(tmp_path / source, None, "file", None, RGB)
+        assert kinds == {"label": "class", "keypoints": "keypoints[4]"}
+        _, images, labels = read.arrays(kinds)
+        assert np.array_equal(images, pixels) and np.array_equal(labels["keypoints"], points)
+
+
+def test_the_task_is_configured_from_params_and_rebuilt_from_its_state(tmp_path):
+    save(tmp_path / "img/a.png")
+    labels = labels_table([{"file": "a.png", "kind": 4, "kp": [1.0, 2.0]}], tmp_path / "labels.csv")
+    params = load_params(overrides={"task": "images", "images.synthetic": str(tmp_path / "img"),
+                                    "images.labels": str(labels), "train_estimator.self_training_rounds": 0})
+    task = TASKS["images"].configured(params)
+    assert task.regressed == ["kp"] and task.test_labels.names == ["kp"] and task.num_outputs == 2
+    assert task.labels.names == ["kind", "kp"]
+    rebuilt = TASKS["images"].restored(task.state())
+    assert rebuilt.labels == task.labels and rebuilt.regressed == ["kp"]
+    classifier = TASKS["images"].configured(load_params(overrides={
+        "task": "images", "images.synthetic": str(tmp_path / "img"), "images.labels": str(labels), "images.target": ["kind"]}))
+    assert classifier.num_classes == 5 and classifier.target_column == "kind"
+    assert classifier.estimator((8, 8, 3))(torch.zeros(2, 3, 8, 8)).shape == (2, 5)
+    with pytest.raises(ParamsError, match="self_training_rounds: the images task regresses"):
+        TASKS["images"].configured(load_params(overrides={
+            "task": "images", "images.synthetic": str(tmp_path / "img"), "images.labels": str(labels)}))
+    with pytest.raises(ParamsError, match="images.synthetic: not set"):
+        TASKS["images"].configured(load_params(overrides={"task": "images"}))
+
+
+def test_rgb_datasets_store_rgb_pngs_and_refuse_other_modes(tmp_path):
+    pixels = np.random.default_rng(0).integers(0, 256, (3, 9, 7, 3), dtype=np.uint8)
+    manifest = dataset.write_dataset(tmp_path / "rgb", np.array(["a", "b", "c"], dtype=object), pixels, {},
+                                     source="real", producer="test")
+    assert manifest["image_shape"] == [9, 7, 3] and manifest["channels"] == 3
+    assert np.array_equal(dataset.to_uint8(dataset.validate(tmp_path / "rgb").load()["image"]), pixels)
+    buffer = io.BytesIO()
+    Image.new("RGBA", (2, 2)).save(buffer, format="PNG")
+    with pytest.raises(ValueError, match="PNG mode RGBA"):
+        dataset.decode_png(buffer.getvalue())
+
+
+def test_ray_refine_of_an_rgb_dataset_matches_the_plain_torch_loop(local_ray, tmp_path):
+    rng = np.random.default_rng(0)
+    synthetic, real = rng.random((64, 16, 12, 3), dtype=np.float32), rng.random((64, 16, 12, 3), dtype=np.float32)
+    config = SimGANParams(channels=8, num_blocks=1, disc_layers=[[8, 1]], batch_size=16, pretrain_refiner_steps=2,
+                          pretrain_disc_steps=2, steps=3, history_size=32)
+    trainer = SimGANTrainer(synthetic, real, config)
+    trainer.train(progress=False)
+    torch.save(trainer.checkpoint((16, 12, 3)), tmp_path / "refiner.pt")
+    n = 150
+    keypoints = rng.random((n, 4), dtype=np.float32) * 12
+    dataset.write_dataset(tmp_path / "synthetic", np.array([f"s{i}" for i in range(n)], dtype=object),
+                          rng.integers(0, 256, (n, 16, 12, 3), dtype=np.uint8), {"keypoints": keypoints},
+                          source="synthetic", producer="test", rows_per_file=40)
+    source = dataset.validate(tmp_path / "synthetic")
+    refined = refine_dataset(source, tmp_path / "refiner.pt", tmp_path / "refined", batch_size=32, num_actors=2,
+                             progress=False)
+    out, inputs = refined.load(), source.load()
+    assert refined.manifest["image_shape"] == [16, 12, 3] and np.array_equal(out["keypoints"], keypoints)
+    expected = refine_in_process(load_refiner(tmp_path / "refiner.pt", (16, 12, 3)), inputs["image"])
+    assert np.abs(out["image"] - expected).max() <= 0.5 / 255 + 1e-6  # only 8-bit rounding
+    assert np.abs(out["image"] - inputs["image"]).mean() > 0.01  # it really refined
+
+
+@pytest.mark.slow
+def test_rgb_64x64_folders_run_through_simrefinery_init_and_dvc_repro(tmp_path):
+    """A user's path, without Python: generate the example world, `simrefinery init`, `dvc repro`."""
+    small = {"train_estimator": {**TINY["train_estimator"], "num_seeds": 2, "steps": 60, "eval_every": 30}}
+    env = make_project(tmp_path, {**TINY, **small})
+    sh("simrefinery", "example", "world", "--num-synthetic", "96", "--num-camera", "64", "--num-test", "32",
+       cwd=tmp_path, env=env)
+    out = sh("simrefinery", "init", "--synthetic", "world/synthetic/images", "--labels", "world/synthetic/labels.csv",
+             "--real", "world/camera", "--test", "world/camera_test/images", "--test-labels",
+             "world/camera_test/labels.csv", cwd=tmp_path, env=env)
+    assert "regresses ['keypoints', 'box']" in out
+    sh("dvc", "repro", cwd=tmp_path, env=env)
+    synthetic, refined = (dataset.validate(tmp_path / f"data/{name}") for name in ("synthetic", "refined"))
+    assert synthetic.manifest["image_shape"] == [64, 64, 3] and synthetic.num_rows == 96
+    assert synthetic.label_columns == ["shape", "keypoints", "box", "mask"]
+    before, after = synthetic.load(), refined.load()
+    for column in ("id", "shape", "keypoints", "box"):  # row by row: the refiner moves no geometry
+        assert np.array_equal(before[column], after[column]), column
+    assert [m["bytes"] for m in before["mask"]] == [m["bytes"] for m in after["mask"]]
+    assert np.abs(before["image"] - after["image"]).mean() > 0.005  # it refined the pixels
+    report = json.loads((tmp_path / "metrics/eval.json").read_text())
+    assert report["metric"] == "mae" and len(report["refined"]["mae_per_seed"]) == 2
+    assert report["refinery_gain"]["gain"] == pytest.approx(report["refinery_gain"]["synthetic"]
+                                                            - report["refinery_gain"]["refined"])
+    assert report["baseline"]["model"] == "KernelRidge"
+    assert "| refined |" in (tmp_path / "metrics/eval.md").read_text()
+    assert (tmp_path / "plots/refiner/samples.png").is_file() and (tmp_path / "plots/evaluate/errors.png").is_file()
