@@ -162,5 +162,18 @@ def table(task: Task, results: dict[str, dict], gain: dict, end_to_end: dict, ba
     return "\n".join(lines)
 
 
+def label_free_table(report: dict, why: str) -> str:
+    """The result table when nothing can be scored on real labels: says why, and what is measured."""
+    lines = [f"{why}: label-free figures only (no real label read).", "",
+             "| figure | synthetic | refined |", "|---|---|---|",
+             "| realism (real-vs-fake logistic regression, 0.5 = indistinguishable) | "
+             f"{report['realism']['synthetic']:.3f} | {report['realism']['refined']:.3f} |"]
+    if "label_kept" in report:
+        lines.append(f"| label kept (synthetic-trained estimators, {report['metric']}) | "
+                     f"{report['label_kept']['synthetic']:.3f} | {report['label_kept']['refined']:.3f} |")
+    lines.append(f"| diversity (refined spread / synthetic spread) | 1 | {report['diversity_ratio']:.3f} |")
+    return "\n".join(lines)
+
+
 def _signed(cell, value: float) -> str:
     return ("+" if value >= 0 else "−") + cell(abs(value))

@@ -4,7 +4,8 @@ The only stage that reads real labels: the test split's, and the pool's for the 
 same recipe trained on the real pool's labels, a reference for how much is left to buy; it
 is trained here, reported, and used by nothing else). It also computes the label-free
 figures (realism, label kept, real-pool confidence) and the selection score that moves the
-MLflow ``champion`` alias.
+MLflow ``champion`` alias. Without a labelled real test set, or without an estimator that
+fits the task's labels, it reports the label-free figures only, and says so.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pyarrow.parquet as pq
 from refiner import dataset, evaluation
 from refiner.estimator import load_model, train_seeds
 from refiner.params import Params
+from refiner.simgan import diversity_ratio
 from refiner.tasks import task_for
 from stages import common
 
@@ -39,10 +41,10 @@ def pool_targets(task, pool_ids: np.ndarray, path: Path) -> np.ndarray | None:
     return task.targets(labels)
 
 
-def open_inputs(task) -> dict[str, dataset.ImageDataset]:
+def open_inputs(task, params: Params) -> dict[str, dataset.ImageDataset]:
     """Every dataset evaluate reads, validated once."""
-    return {"real-test": dataset.validate(common.REAL_TEST, task.bad_labels),
-            "real-unlabeled": dataset.open_unlabeled(common.REAL_UNLABELED),
+    test = {"real-test": dataset.validate(common.REAL_TEST, task.bad_labels)} if task.has_real_test(params) else {}
+    return {**test, "real-unlabeled": dataset.open_unlabeled(common.REAL_UNLABELED),
             **{name: dataset.open_training_set(path, task.labels, task.bad_labels)
                for name, path in common.TRAINING_SETS.items()}}
 
@@ -53,8 +55,10 @@ def evaluate(params: Params, inputs: dict[str, dataset.ImageDataset], estimators
     gain (``plain``: the estimators before self-training) for our estimator and for a
     scikit-learn one, the label-free figures and the selection score. Writes the task's plots."""
     task = task_for(params)
-    test = inputs["real-test"].load()
     pool = inputs["real-unlabeled"].load()
+    if not task.learns_labels or "real-test" not in inputs:
+        return label_free_only(params, task, inputs, estimators, plain, pool["image"])
+    test = inputs["real-test"].load()
     test_targets = task.targets(test)
     results = {name: evaluation.score(task, models, test["image"], test_targets) for name, models in estimators.items()}
     oracle_targets = pool_targets(task, pool["id"], common.POOL_LABELS) if params.evaluate.oracle else None
@@ -81,13 +85,30 @@ def evaluate(params: Params, inputs: dict[str, dataset.ImageDataset], estimators
             "plots": plots}
 
 
+def label_free_only(params: Params, task, inputs, estimators, plain, pool01) -> dict:
+    """No labelled real test set or no estimator: realism and diversity, plus, with an
+    estimator, the label-free figures and the selection score."""
+    images = {name: inputs[name].load() for name in common.TRAINING_SETS}
+    sample = np.random.default_rng(params.seed).permutation(len(images["synthetic"]["image"]))[:256]
+    report = {"realism": {name: evaluation.realism(rows["image"], pool01, params.seed) for name, rows in images.items()},
+              "diversity_ratio": diversity_ratio(images["refined"]["image"][sample], images["synthetic"]["image"][sample])}
+    why = "no estimator fits the task's labels" if not task.learns_labels else "no labelled real test set"
+    if task.learns_labels:
+        training_sets = {name: (rows["image"], task.targets(rows)) for name, rows in images.items()}
+        report.update(metric=task.metric.name, **evaluation.label_free(task, estimators, plain, training_sets, pool01,
+                                                                       params.train_estimator, params.seed))
+        report["selection_score"] = evaluation.selection_score(report, params.evaluate.label_kept_min,
+                                                               task.metric.higher_is_better)
+    return {"results": {}, "report": report, "table": evaluation.label_free_table(report, why), "plots": []}
+
+
 def run(params: Params) -> dict:
     import mlflow
     from refiner import tracking
     task = task_for(params)
     directories = {name: common.estimator_dir(name) for name in common.TRAINING_SETS}
     with tracking.stage_run("evaluate", common.declared_params("evaluate", params)) as mlflow_run:
-        inputs = open_inputs(task)
+        inputs = open_inputs(task, params)
         for name, data in inputs.items():
             tracking.log_dataset(data, "input", name)
         used = {name: tracking.log_model_input(directory) for name, directory in directories.items()}
@@ -95,24 +116,27 @@ def run(params: Params) -> dict:
         estimators = {name: load_estimators(directory) for name, directory in directories.items()}
         plain = {name: load_estimators(directory, "plain") for name, directory in directories.items()}
         out = evaluate(params, inputs, estimators, plain, common.PLOTS / "evaluate")
-        report, name = out["report"], task.metric.name
+        report, name = out["report"], out["report"].get("metric")  # None: label-free, no estimator
         common.write_json(common.METRICS / "eval.json", report)
         (common.METRICS / "eval.md").write_text(out["table"] + "\n")
         mlflow.log_metrics({f"{trained_on}_{name}": r[name] for trained_on, r in out["results"].items()})
-        mlflow.log_metrics({"refinery_gain": report["refinery_gain"]["gain"],
-                            "end_to_end_gain": report["end_to_end_gain"]})
-        if report["baseline"]:
+        if out["results"]:
+            mlflow.log_metrics({"refinery_gain": report["refinery_gain"]["gain"],
+                                "end_to_end_gain": report["end_to_end_gain"]})
+        if report.get("baseline"):
             mlflow.log_metric("baseline_gain", report["baseline"]["gain"])
         for figure in ("realism", "label_kept", "real_confidence", "reverse_score"):
-            mlflow.log_metrics({f"{figure}_{trained_on}": value for trained_on, value in report[figure].items()})
+            mlflow.log_metrics({f"{figure}_{trained_on}": value for trained_on, value in report.get(figure, {}).items()})
         reported = {trained_on: r[name] for trained_on, r in out["results"].items()}
-        if tracking.promote_champion(used, reported, report["selection_score"]):
+        if tracking.promote_champion(used, reported, report.get("selection_score")):
             print("evaluate: the estimator trained on refined data is the new champion")
         for path in [*out["plots"], common.METRICS / "eval.md"]:
             mlflow.log_artifact(str(path))
     print(out["table"])
     print("realism (real-vs-fake logistic regression, 0.5 = indistinguishable): "
           + ", ".join(f"{trained_on} {value:.3f}" for trained_on, value in report["realism"].items()))
+    if "label_kept" not in report:
+        return {"table": out["table"], "report": report, "mlflow_run_id": mlflow_run.info.run_id}
     print("label kept (synthetic-trained estimators on refined images, synthetic labels): "
           f"{report['label_kept']['refined']:.3f} (on the synthetic images: {report['label_kept']['synthetic']:.3f})")
     print("reverse validation (real pool labelled by the estimators, scored back on synthetic): "

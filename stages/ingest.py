@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import shutil
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -25,16 +27,29 @@ def write_pool_labels(path: Path, ids, labels: dict | None, label_schema: pa.Sch
     pq.write_table(pa.table(columns), path)
 
 
-def ingest(params: Params, unlabeled_out: Path, test_out: Path, pool_labels_out: Path) -> tuple[ImageDataset, ImageDataset]:
+def ingest(params: Params, unlabeled_out: Path, test_out: Path,
+           pool_labels_out: Path) -> tuple[ImageDataset, ImageDataset | None]:
     task = task_for(params)
     pool, test = task.read_real(params)
     declared = common.declared_params("ingest", params)
     dataset.write_dataset(unlabeled_out, pool.ids, dataset.to_uint8(pool.pixels), {}, source="real",
                           producer="stages.ingest", params=declared)
-    dataset.write_dataset(test_out, test.ids, dataset.to_uint8(test.pixels), test.labels, label_schema=task.test_labels,
-                          source="real", producer="stages.ingest", params=declared, bad_labels=task.bad_labels)
+    if test is None:
+        write_no_test(test_out)
+    else:
+        dataset.write_dataset(test_out, test.ids, dataset.to_uint8(test.pixels), test.labels,
+                              label_schema=task.test_labels, source="real", producer="stages.ingest",
+                              params=declared, bad_labels=task.bad_labels)
     write_pool_labels(pool_labels_out, pool.ids, pool.labels, task.test_labels)
-    return dataset.open_dataset(unlabeled_out), dataset.open_dataset(test_out)
+    return dataset.open_dataset(unlabeled_out), dataset.open_dataset(test_out) if test is not None else None
+
+
+def write_no_test(path: Path) -> None:
+    """No labelled real test set: an empty dataset is never committed, so the output says so in words."""
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    (path / "README.md").write_text("No labelled real test set was given: evaluate reports label-free figures only.\n")
 
 
 def run(params: Params) -> dict:
@@ -42,9 +57,11 @@ def run(params: Params) -> dict:
     with tracking.stage_run("ingest", common.declared_params("ingest", params)) as mlflow_run:
         unlabeled, test = ingest(params, common.REAL_UNLABELED, common.REAL_TEST, common.POOL_LABELS)
         tracking.log_dataset(unlabeled, "output", "real-unlabeled")
-        tracking.log_dataset(test, "output", "real-test")
-    print(f"ingest: {unlabeled.num_rows} unlabelled + {test.num_rows} labelled test real images")
-    return {"real-unlabeled": unlabeled.digest, "real-test": test.digest, "mlflow_run_id": mlflow_run.info.run_id}
+        if test is not None:
+            tracking.log_dataset(test, "output", "real-test")
+    print(f"ingest: {unlabeled.num_rows} unlabelled + {test.num_rows if test else 'no'} labelled test real images")
+    return {"real-unlabeled": unlabeled.digest, "real-test": test.digest if test else None,
+            "mlflow_run_id": mlflow_run.info.run_id}
 
 
 def main() -> None:

@@ -48,11 +48,27 @@ def train_estimator(params: Params, training_set: dataset.ImageDataset, unlabele
     return runs, history, channels_first(rows["image"][:2]).numpy()
 
 
+def no_estimator(out_dir: Path, plots_dir: Path) -> None:
+    """No estimator fits the task's labels: the outputs DVC expects say so."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob("*-seed*.pt"):
+        stale.unlink()
+    (out_dir / "README.md").write_text("No estimator fits this task's labels: evaluate reports label-free figures.\n")
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    (plots_dir / "history.csv").write_text("step\n")
+
+
 def run(params: Params, trained_on: str) -> dict:
     import mlflow
     from refiner import tracking
     task = task_for(params)
     out_dir = common.estimator_dir(trained_on)
+    if not task.learns_labels:
+        from refiner import tracking
+        no_estimator(out_dir, common.PLOTS / f"estimator-{trained_on}")
+        tracking.model_record(out_dir).unlink(missing_ok=True)  # no model: no lineage to a former one
+        print(f"train_estimator@{trained_on}: no estimator fits the labels {task.labels.names}; nothing to train")
+        return {f"estimator-{trained_on}": None}
     self_training = params.train_estimator.self_training_rounds > 0
     logged = {**common.declared_params("train_estimator", params), "trained_on": trained_on}
     with tracking.stage_run(f"train_estimator@{trained_on}", logged) as mlflow_run:

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from refiner import dataset
@@ -49,14 +50,15 @@ ROWS = [{"file": "a.png", "kind": 1, "kp": [10.0, 5.0, 0.0, 0.0], "box": [0.0, 0
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
 def test_labels_in_csv_jsonl_and_parquet_read_the_same(tmp_path, suffix):
     save(tmp_path / "img/a.png")
-    save(tmp_path / "img/sub/b.jpg")
+    save(tmp_path / "img/sub/b.jpg", size=(40, 20))  # twice the size: resized, its positions halved
     read, kinds, pre = readers.read_labelled(tmp_path / "img", labels_table(ROWS, tmp_path / f"labels{suffix}"),
                                              "file", None, readers.Preprocess((10, 20), "resize", "rgb"))
     assert kinds == {"kind": "class", "kp": "keypoints[4]", "box": "box", "weight": "float"}
     ids, pixels, labels = read.arrays(kinds)
     assert list(ids) == ["a.png", "sub/b.jpg"] and pixels.shape == (2, 10, 20, 3) and not read.skipped
     assert labels["kind"].tolist() == [1, 0] and labels["kp"].dtype == np.float32
-    np.testing.assert_allclose(labels["kp"], [r["kp"] for r in ROWS])  # already the output size: unmoved
+    np.testing.assert_allclose(labels["kp"], [ROWS[0]["kp"], np.array(ROWS[1]["kp"]) / 2])
+    np.testing.assert_allclose(labels["box"], [ROWS[0]["box"], np.array(ROWS[1]["box"]) / 2])
     np.testing.assert_allclose(labels["weight"], [0.5, 1.5])
 
 
@@ -141,6 +143,11 @@ def test_the_task_is_configured_from_params_and_rebuilt_from_its_state(tmp_path)
     task = TASKS["images"].configured(params)
     assert task.regressed == ["kp"] and task.test_labels.names == ["kp"] and task.num_outputs == 2
     assert task.labels.names == ["kind", "kp"]
+    # positions scaled by the 10 x 20 image: the network starts at its centre, the loss in quarter-sizes
+    assert task.offset.tolist() == [10, 5] and task.scale.tolist() == [5, 2.5]
+    network = task.estimator((10, 20, 3))
+    assert network(torch.zeros(1, 3, 10, 20)).shape == (1, 2)
+    assert task.loss(torch.tensor([[15.0, 5.0]]), torch.tensor([[10.0, 7.5]])).item() == pytest.approx((1 + 1) / 2)
     rebuilt = TASKS["images"].restored(task.state())
     assert rebuilt.labels == task.labels and rebuilt.regressed == ["kp"]
     classifier = TASKS["images"].configured(load_params(overrides={
@@ -152,6 +159,28 @@ def test_the_task_is_configured_from_params_and_rebuilt_from_its_state(tmp_path)
             "task": "images", "images.synthetic": str(tmp_path / "img"), "images.labels": str(labels)}))
     with pytest.raises(ParamsError, match="images.synthetic: not set"):
         TASKS["images"].configured(load_params(overrides={"task": "images"}))
+
+
+def test_the_refiner_is_pixel_aligned_so_geometric_labels_stay_true():
+    """Why keypoints, boxes and masks pass through refinement untouched: a change at one pixel
+    moves the output only within the refiner's receptive field around that same pixel (no
+    striding, no resampling), and shifting the input shifts the output alike."""
+    from refiner.networks import Refiner
+    torch.manual_seed(0)
+    refiner = Refiner(3, channels=8, num_blocks=2).eval()
+    radius = 1 + 2 * 2  # one 3x3 conv, then two per block
+    blank = torch.zeros(1, 3, 40, 40)
+    dot = blank.clone()
+    dot[..., 20, 13] = 1.0
+    with torch.no_grad():
+        changed = (refiner(dot) - refiner(blank)).abs().sum(1)[0] > 1e-6
+        rows, cols = np.nonzero(changed.numpy())
+        assert changed[20, 13] and rows.min() >= 20 - radius and rows.max() <= 20 + radius
+        assert cols.min() >= 13 - radius and cols.max() <= 13 + radius
+        image = torch.rand(1, 3, 40, 40)
+        shifted = torch.roll(image, (3, 5), (2, 3))
+        inner = (slice(None), slice(None), slice(radius + 3, -radius - 3), slice(radius + 5, -radius - 5))
+        assert torch.allclose(torch.roll(refiner(image), (3, 5), (2, 3))[inner], refiner(shifted)[inner], atol=1e-5)
 
 
 def test_rgb_datasets_store_rgb_pngs_and_refuse_other_modes(tmp_path):
@@ -216,3 +245,18 @@ def test_rgb_64x64_folders_run_through_simrefinery_init_and_dvc_repro(tmp_path):
     assert report["baseline"]["model"] == "KernelRidge"
     assert "| refined |" in (tmp_path / "metrics/eval.md").read_text()
     assert (tmp_path / "plots/refiner/samples.png").is_file() and (tmp_path / "plots/evaluate/errors.png").is_file()
+
+    # no labelled real test set and no estimator (masks only would do the same): label-free figures
+    # only. The stages that change, run as dvc.yaml runs them (a whole `dvc repro` would redo
+    # everything: each dataset's manifest records the task's section)
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["images"].update(test=None, test_labels=None, target=[])
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for stage in (["stages.ingest"], ["stages.train_estimator", "refined"], ["stages.evaluate"]):
+        sh("python", "-m", *stage, cwd=tmp_path, env=env)
+    table = (tmp_path / "metrics/eval.md").read_text()
+    assert table.startswith("no estimator fits the task's labels: label-free figures only")
+    report = json.loads((tmp_path / "metrics/eval.json").read_text())
+    assert set(report) == {"realism", "diversity_ratio"} and 0.5 < report["diversity_ratio"] < 1.5
+    assert not (tmp_path / "data/real/test/_manifest.json").exists()
+    assert not list((tmp_path / "models/estimator-refined").glob("*.pt"))

@@ -57,6 +57,7 @@ class Task:
     metric: ClassVar[Metric]
     can_pseudo_label: ClassVar[bool] = False    # self-training needs a confidence per prediction
     test_label_columns: ClassVar[list[str] | None] = None  # what a real test set must label (None: all)
+    learns_labels: ClassVar[bool] = True  # False: no estimator fits the labels; evaluate reports label-free figures
 
     # -- tasks whose labels come from the user's data (images) know them once configured
     def configured(self, params) -> "Task":
@@ -81,10 +82,16 @@ class Task:
         """``params.render.num_images`` labelled synthetic images, seeded by ``params.seed``."""
         raise NotImplementedError
 
-    def read_real(self, params) -> tuple[Images, Images]:
-        """(unlabelled pool, labelled test split) of the real images. The pool may carry its
-        labels where the source has them: ingest stores them apart, for evaluate's oracle only."""
+    def read_real(self, params) -> tuple[Images, Images | None]:
+        """(unlabelled pool, labelled test split) of the real images; the test is None where
+        ``has_real_test`` says there is none. The pool may carry its labels where the source
+        has them: ingest stores them apart, for evaluate's oracle only."""
         raise NotImplementedError
+
+    def has_real_test(self, params) -> bool:
+        """Whether the real images come with a labelled test set (else evaluate reports the
+        label-free figures only)."""
+        return True
 
     def bad_labels(self, labels: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Rows whose labels the task cannot train or score on: {problem: mask of rows}.

@@ -20,10 +20,13 @@ from typing import Literal
 
 import numpy as np
 import pyarrow as pa
+import torch
+import torch.nn.functional as F
 from pydantic import Field, field_validator
+from torch import nn
 
 from refiner.config import ParamsError, Section
-from refiner.dataset import DatasetError
+from refiner.dataset import channels as dataset_channels
 from refiner.tasks.base import ClassificationTask, Images, RegressionTask, Task
 from refiner.tasks.images import readers
 
@@ -62,6 +65,32 @@ def _path(value: str | None, key: str) -> Path:
     return Path(value)
 
 
+class StridedCNN(nn.Module):
+    """The estimator for images of any size: 3x3 convs that each halve the resolution until it
+    is at most 8 pixels a side (a 256x256 image costs about what a 32x32 one does in the
+    digits' full-resolution CNN), then a linear head on a 4x4 grid of features, which keeps
+    where things are (keypoints and boxes are positions)."""
+
+    def __init__(self, outputs: int, image_shape: tuple[int, ...], offset=None, scale=None, width: int = 32):
+        super().__init__()
+        # outputs are offset + scale * the head's: a regression starts near its targets' middle
+        self.register_buffer("offset", torch.as_tensor(np.zeros(outputs) if offset is None else offset, dtype=torch.float32))
+        self.register_buffer("scale", torch.as_tensor(np.ones(outputs) if scale is None else scale, dtype=torch.float32))
+        layers, channels, side = [], dataset_channels(image_shape), max(image_shape[:2])
+        while True:
+            out = min(width * 2 ** (len(layers) // 2), 128)
+            layers += [nn.Conv2d(channels, out, 3, stride=2 if side > 8 else 1, padding=1), nn.ReLU(inplace=True)]
+            channels, side = out, (side + 1) // 2
+            if side <= 8:
+                break
+        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d((4, 4)))
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(channels * 16, 128), nn.ReLU(inplace=True),
+                                  nn.Linear(128, outputs))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.offset + self.scale * self.head(self.features(x))
+
+
 class ImagesData(Task):
     """What every images task shares: where its data is, how it is read, and the label kinds
     (``state``: JSON-able, saved with each estimator so a checkpoint rebuilds its task)."""
@@ -72,22 +101,28 @@ class ImagesData(Task):
     state_: dict = {}
 
     def configured(self, params) -> Task:
+        """Reads the synthetic labels table (not the images): the kinds unless pinned, the
+        class count unless pinned, and the regression targets' scale."""
         section = params.images
+        frame = self._label_frame(section)
         if section.label_kinds:
             kinds = dict(section.label_kinds)
         else:
-            frame = self._label_frame(section)
             kinds = readers.infer_kinds(frame, section.key if section.labels else "file", section.labels or section.synthetic)
             print(f"images: label kinds inferred from the synthetic labels: {kinds} (pin them in images.label_kinds)")
-        target = section.target or _auto_target(kinds)
+        target = section.target if section.target is not None else _auto_target(kinds)
         unknown = [name for name in target if name not in kinds]
         if unknown:
             raise ParamsError(f"images.target: {unknown} are not label columns ({sorted(kinds)})")
-        num_classes = section.num_classes
-        if all(kinds[t] == "class" for t in target) and num_classes is None:
-            num_classes = int(self._label_frame(section)[target[0]].max()) + 1
-        task = self.restored({"label_kinds": kinds, "target": target, "num_classes": num_classes})
-        if params.train_estimator.self_training_rounds and not task.can_pseudo_label:
+        state = {"label_kinds": kinds, "target": target, "num_classes": section.num_classes}
+        if target and all(kinds[t] == "class" for t in target) and section.num_classes is None:
+            state["num_classes"] = int(frame[target[0]].max()) + 1
+        elif target and all(kinds[t] not in ("class", "mask") for t in target):
+            size = tuple(section.size) if section.size else \
+                readers.first_image_size(Path(section.synthetic), self._preprocess(section))
+            state["offset"], state["scale"] = target_scale(frame, kinds, target, size)
+        task = self.restored(state)
+        if params.train_estimator.self_training_rounds and task.learns_labels and not task.can_pseudo_label:
             raise ParamsError("train_estimator.self_training_rounds: the images task regresses "
                               f"{target}: no prediction confidence to pseudo-label with; set it to 0")
         return task
@@ -100,7 +135,9 @@ class ImagesData(Task):
 
     def restored(self, state: dict) -> Task:
         kinds, target = state["label_kinds"], state["target"]
-        if all(kinds[t] == "class" for t in target):
+        if not target:
+            task = ImagesLabelFree()
+        elif all(kinds[t] == "class" for t in target):
             if len(target) != 1:
                 raise ParamsError(f"images.target: one class column at a time, got {target}")
             task = ImagesClassifier()
@@ -110,6 +147,7 @@ class ImagesData(Task):
         else:
             task = ImagesRegressor()
             task.target_columns = list(target)
+            task.offset, task.scale = (np.asarray(state[key], np.float32) for key in ("offset", "scale"))
         task.labels = pa.schema([(name, readers.arrow_type(kind)) for name, kind in kinds.items()])
         task.test_label_columns = list(target)
         task.kinds, task.state_ = kinds, state
@@ -129,44 +167,86 @@ class ImagesData(Task):
         ids, pixels, labels = read.arrays(self.kinds)
         return Images(ids, pixels.astype(np.float32) / 255, labels)
 
+    def has_real_test(self, params):
+        return params.images.test is not None
+
     def read_real(self, params):
-        """The real folder is the unlabelled pool; the test set is read with the target's kinds."""
+        """The real folder is the unlabelled pool; the test set (if any) is read with the
+        target's kinds."""
         section = params.images
         pre = self._preprocess(section)
         if pre.size is None:  # the synthetic images' size, as render made them
             size = readers.first_image_size(_path(section.synthetic, "synthetic"), pre)
             pre = readers.Preprocess(size, pre.fit, pre.color)
         pool = readers.read_unlabelled(_path(section.real, "real"), pre)
+        pool_ids, pool_pixels, _ = pool.arrays({})
+        pool = Images(pool_ids, pool_pixels.astype(np.float32) / 255)
+        if not self.has_real_test(params):
+            return pool, None
         test_kinds = {name: self.kinds[name] for name in self.test_labels.names}
         test, _, _ = readers.read_labelled(_path(section.test, "test"),
                                            Path(section.test_labels) if section.test_labels else None,
                                            section.key, test_kinds, pre)
-        pool_ids, pool_pixels, _ = pool.arrays({})
         test_ids, test_pixels, test_labels = test.arrays(test_kinds)
-        return Images(pool_ids, pool_pixels.astype(np.float32) / 255), \
-            Images(test_ids, test_pixels.astype(np.float32) / 255, test_labels)
+        return pool, Images(test_ids, test_pixels.astype(np.float32) / 255, test_labels)
 
     def bad_labels(self, labels):
         return {f"label {name!r} is a negative class": np.asarray(labels[name]) < 0
                 for name, kind in getattr(self, "kinds", {}).items() if kind == "class" and name in labels}
 
 
+def target_scale(frame, kinds: dict[str, str], target: list[str], size: tuple[int, int]) -> tuple[list, list]:
+    """(offset, scale) per regressed value, so the network predicts values near 0 and the
+    loss weighs every value alike: positions (keypoints, boxes) by the image size (they move
+    with the resize), other floats by the synthetic labels' mean and sd."""
+    offset, scale = [], []
+    for name in target:
+        if kinds[name] == "box" or kinds[name].startswith("keypoints"):
+            height, width = size
+            pairs = readers.kind_length(kinds[name]) // 2
+            offset += [width / 2, height / 2] * pairs
+            scale += [width / 4, height / 4] * pairs
+        else:
+            values = np.array([readers.as_floats(v) for v in frame[name].dropna()], np.float64)
+            values = values.reshape(len(values), -1)
+            offset += values.mean(0).tolist()
+            scale += np.maximum(values.std(0), 1e-6).tolist()
+    return offset, scale
+
+
 def _auto_target(kinds: dict[str, str]) -> list[str]:
+    """Every float-valued column, else the first class column, else none (masks only)."""
     floats = [name for name, kind in kinds.items() if kind not in ("class", "mask")]
     classes = [name for name, kind in kinds.items() if kind == "class"]
-    if floats or classes:
-        return floats or classes[:1]
-    raise DatasetError(f"no label column an estimator can learn (kinds {kinds}): evaluate needs a class "
-                       "or float-valued column")
+    return floats or classes[:1]
 
 
 class ImagesClassifier(ImagesData, ClassificationTask):
+    def estimator(self, image_shape):
+        return StridedCNN(self.num_classes, image_shape)
+
     def bad_labels(self, labels):
         return {**ImagesData.bad_labels(self, labels), **ClassificationTask.bad_labels(self, labels)}
 
 
 class ImagesRegressor(ImagesData, RegressionTask):
     can_pseudo_label = False
+    offset: np.ndarray
+    scale: np.ndarray
+
+    def estimator(self, image_shape):
+        return StridedCNN(self.num_outputs, image_shape, self.offset, self.scale)
+
+    def loss(self, outputs, targets):
+        """Mean squared error in units of each value's scale."""
+        scale = torch.from_numpy(self.scale)
+        return F.mse_loss(outputs / scale, targets / scale)
+
+
+class ImagesLabelFree(ImagesData):
+    """Labels no estimator here fits (masks only, or ``target: []``): they pass through
+    refinement, and evaluate reports the label-free figures."""
+    learns_labels = can_pseudo_label = False
 
 
 TASK = ImagesData()

@@ -101,8 +101,8 @@ def read_label_table(path: Path) -> pd.DataFrame:
         raise DatasetError(f"{path}: not a readable labels file ({type(err).__name__}: {err})") from err
 
 
-def _as_list(value):
-    """A list cell as CSV (a JSON text), JSON Lines (a list) or Parquet (an array) holds it."""
+def as_floats(value) -> list[float] | None:
+    """A float or list cell as CSV (a JSON text), JSON Lines (a list) or Parquet (an array) holds it."""
     if isinstance(value, str):
         value = json.loads(value)
     return None if value is None else [float(v) for v in np.asarray(value, dtype=np.float64).reshape(-1)]
@@ -126,10 +126,10 @@ def infer_kinds(frame: pd.DataFrame, key: str, source) -> dict[str, str]:
             kinds[name] = "mask"
         else:
             try:
-                lengths = values.map(lambda v: len(_as_list(v)))
+                lengths = values.map(lambda v: len(as_floats(v)))
             except (ValueError, TypeError) as err:
                 raise DatasetError(f"{source}: label column {name!r}: cannot tell its kind from {first!r} ({err}); "
-                                   "pin it in images.labels") from None
+                                   "pin it in images.label_kinds") from None
             length = int(lengths.mode().iloc[0])
             lowered = name.lower()
             if any(word in lowered for word in GEOMETRIC_NAMES["box"]) and length == 4:
@@ -155,7 +155,7 @@ def _label_value(value, kind: str):
         return float(value)
     if kind == "mask":
         return str(value)
-    values = _as_list(value)
+    values = as_floats(value)
     if len(values) != kind_length(kind):
         raise ValueError(f"wrong list length ({len(values)}, expected {kind_length(kind)})")
     return values
