@@ -32,31 +32,49 @@ PRECISIONS = ("fp32", "bf16")
 
 
 class RefinerPredictor:
-    """One per actor: holds the refiner on its device, refines pyarrow batches."""
+    """One per actor: holds the refiner on its device, refines pyarrow batches.
+
+    The GPU branch: one actor per GPU resource (``actor_resources``), the model and its
+    inputs channels-last on CUDA (the layout cuDNN's fastest convolutions take), bf16
+    autocast when asked. An actor holding a GPU resource on a node with no CUDA device (a
+    cluster that advertises GPUs it does not have, as the tests' does) runs that branch on
+    CPU and says so (in the job's log); there it keeps the default layout, which on CPU buys
+    nothing and changes float rounding, so its bytes equal a CPU run's."""
 
     def __init__(self, checkpoint: bytes, image_shape: list[int], precision: str = "fp32", cpu_threads: int = 1):
+        import ray
+        holds_gpu = ray.is_initialized() and bool(ray.get_gpu_ids())
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.channels_last = self.device == "cuda"
         if self.device == "cpu":
             torch.set_num_threads(cpu_threads)
+        if holds_gpu and self.device == "cpu":
+            print(f"refine: this actor holds GPU {ray.get_gpu_ids()} but the node has no CUDA device: "
+                  f"running the GPU branch ({precision}) on CPU", flush=True)
         self.model = load_refiner(io.BytesIO(checkpoint), image_shape, self.device)
-        if self.device == "cuda":
+        if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.precision = precision
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return refine_table(self.model, batch, self.device, self.precision)
+        return refine_table(self.model, batch, self.device, self.precision, self.channels_last)
 
 
 @torch.no_grad()
-def refine_pixels(model: torch.nn.Module, images01: np.ndarray, device: str = "cpu", precision: str = "fp32") -> np.ndarray:
+def refine_pixels(model: torch.nn.Module, images01: np.ndarray, device: str = "cpu", precision: str = "fp32",
+                  channels_last: bool = False) -> np.ndarray:
     x = to_model(images01).to(device, non_blocking=True)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     autocast = torch.autocast(device, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
     with autocast:
         return from_model(model(x).float())
 
 
-def refine_table(model: torch.nn.Module, table: pa.Table, device: str = "cpu", precision: str = "fp32") -> pa.Table:
-    refined = dataset.to_uint8(refine_pixels(model, dataset.decode_image_column(table), device, precision))
+def refine_table(model: torch.nn.Module, table: pa.Table, device: str = "cpu", precision: str = "fp32",
+                 channels_last: bool = False) -> pa.Table:
+    refined = dataset.to_uint8(refine_pixels(model, dataset.decode_image_column(table), device, precision,
+                                             channels_last))
     table = table.set_column(table.schema.get_field_index("image"), "image", dataset.image_column(refined))
     return table.set_column(table.schema.get_field_index("source"), "source",
                             pa.array(["refined"] * table.num_rows, pa.string()))
@@ -67,21 +85,27 @@ def ensure_ray(address: str | None = None) -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=False)
+    if address:  # a cluster: its workers' messages belong in the job's log
+        ray.init(address=address)
     else:
-        ray.init(num_cpus=os.cpu_count(), object_store_memory=512 * 2**20, include_dashboard=False,
-                 log_to_driver=False)
+        # "local": a new instance even where `ray start` runs a cluster on this machine (else
+        # ray.init joins it, and refuses the resource arguments)
+        ray.init(address="local", num_cpus=os.cpu_count(), object_store_memory=512 * 2**20,
+                 include_dashboard=False, log_to_driver=False)
 
 
 def actor_resources(num_actors: int, actor_num_cpus: float) -> dict:
     """One GPU per actor where the cluster has GPUs; else fractional CPUs (whole CPUs per
-    actor on a small machine starve the read and write steps). ``num_gpus`` is left unset
-    on CPU clusters: a 0 there keeps actors from scheduling."""
+    actor on a small machine starve the read and write steps). GPU actors take the same
+    fractional CPUs: with Ray Data's default of one CPU each, a node with one CPU per GPU
+    never ran a read task (measured on a two-node cluster: the job hung). ``num_gpus`` is
+    left unset on CPU clusters: a 0 there keeps actors from scheduling."""
     import ray
     gpus = int(ray.cluster_resources().get("GPU", 0))
     if gpus:
-        return {"compute": ray.data.ActorPoolStrategy(size=min(num_actors, gpus)), "num_gpus": 1}
+        print(f"refine: the cluster has {gpus} GPUs: {min(num_actors, gpus)} actors, one GPU each")
+        return {"compute": ray.data.ActorPoolStrategy(size=min(num_actors, gpus)), "num_gpus": 1,
+                "num_cpus": actor_num_cpus}
     return {"compute": ray.data.ActorPoolStrategy(size=num_actors), "num_cpus": actor_num_cpus}
 
 
@@ -138,7 +162,8 @@ def _refined_batches(source, todo, checkpoint_bytes, batch_size, num_actors, act
     context.enable_progress_bars = progress
     # The reader merges small files into one block, which would feed one actor: cut the
     # stream into batch-sized blocks (a streaming repartition, no shuffle) for the pool.
-    rows = ray.data.read_parquet([str(source.files[i]) for i in todo]).repartition(
+    # absolute paths: a cluster's workers do not run in the driver's directory
+    rows = ray.data.read_parquet([str(source.files[i].resolve()) for i in todo]).repartition(
         target_num_rows_per_block=batch_size)
     refined = rows.map_batches(
         RefinerPredictor, fn_constructor_kwargs={"checkpoint": checkpoint_bytes, "precision": precision,
