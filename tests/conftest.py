@@ -33,7 +33,9 @@ def tiny_digits():
 @pytest.fixture(scope="session")
 def local_ray():
     import ray
-    ray.init(num_cpus=2, object_store_memory=256 * 2**20, include_dashboard=False, log_to_driver=False)
+    # "local": a new instance, never a cluster some other test or user started with `ray start`
+    ray.init(address="local", num_cpus=2, object_store_memory=256 * 2**20, include_dashboard=False,
+             log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
     ray.shutdown()

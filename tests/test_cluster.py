@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -69,8 +70,11 @@ def two_node_cluster(dvc_project, tmp_path):
     env = dvc_project[1]
     env = {**env, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
     gcs, dashboard = free_port(), free_port()
+    # its own temp dir (short: Ray's socket paths must fit 107 characters), so the cluster
+    # leaves no /tmp/ray/ray_current_cluster for a later ray.init() to join
+    temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")
     head = start_node(["--head", "--port", str(gcs), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
-                       "--include-dashboard", "true"], env, tmp_path / "head.log")
+                       "--include-dashboard", "true", "--temp-dir", temp_dir], env, tmp_path / "head.log")
     nodes = [head]
     try:
         def gpus() -> str:
@@ -83,6 +87,7 @@ def two_node_cluster(dvc_project, tmp_path):
     finally:
         for node in reversed(nodes):
             stop(node)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.mark.slow
