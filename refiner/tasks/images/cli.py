@@ -81,7 +81,8 @@ def parser() -> argparse.ArgumentParser:
                    "dataset (directory or file) or a Hugging Face datasets directory with an 'image' column")
     p.add_argument("--labels", help="the synthetic folder's labels: .csv, .jsonl or .parquet, one row per image")
     p.add_argument("--real", required=True, help="a folder of unlabelled camera images (recursive: png, jpg, webp)")
-    p.add_argument("--test", required=True, help="the labelled real test set: a folder (then --test-labels) or a table directory")
+    p.add_argument("--test", help="a labelled real test set: a folder (then --test-labels) or a table directory; "
+                   "without one, evaluate reports label-free figures only")
     p.add_argument("--test-labels", help="the test folder's labels, in the synthetic labels' format")
     p.add_argument("--key", default="file", help="the labels' column naming each image, relative to its folder (default: file)")
     p.add_argument("--size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"), help="make every image this size (default: the first synthetic image's)")
