@@ -133,6 +133,8 @@ def test_a_parquet_dataset_and_a_hugging_face_directory_are_sources(tmp_path):
         assert kinds == {"label": "class", "keypoints": "keypoints[4]"}
         _, images, labels = read.arrays(kinds)
         assert np.array_equal(images, pixels) and np.array_equal(labels["keypoints"], points)
+        frame, no_images = readers.table_source(tmp_path / source, with_images=False)  # what each stage reads
+        assert no_images == {} and list(frame.columns) == ["file", "label", "keypoints"] and len(frame) == 4
 
 
 def test_the_task_is_configured_from_params_and_rebuilt_from_its_state(tmp_path):

@@ -130,7 +130,7 @@ class ImagesData(Task):
     @staticmethod
     def _label_frame(section):
         images = _path(section.synthetic, "synthetic")
-        table = readers.table_source(images)
+        table = readers.table_source(images, with_images=False)
         return table[0] if table is not None else readers.read_label_table(_path(section.labels, "labels"))
 
     def restored(self, state: dict) -> Task:

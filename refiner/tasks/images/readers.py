@@ -266,27 +266,34 @@ def assemble(frame: pd.DataFrame | None, key: str, sources: dict[str, object], k
 
 # ---------------------------------------------------------------- sources
 
-def table_source(path: Path) -> tuple[pd.DataFrame, dict[str, bytes]] | None:
+def table_source(path: Path, with_images: bool = True) -> tuple[pd.DataFrame, dict[str, bytes]] | None:
     """A Parquet directory or file, or a Hugging Face ``save_to_disk`` directory, with an
     ``image`` column (``{bytes, path}`` structs or bytes): (labels with a ``file`` key, images
-    by key). None when ``path`` is neither."""
-    if path.is_file() and path.suffix == ".parquet":
-        table = pq.read_table(path)
-    elif path.is_dir() and any(path.glob("*.parquet")):
-        table = pq.read_table(sorted(path.glob("*.parquet")))
+    by key). None when ``path`` is neither. ``with_images`` False: the labels only, without
+    reading a Parquet source's image bytes (every stage reads the labels; only render the images)."""
+    files = [path] if path.is_file() and path.suffix == ".parquet" else \
+        sorted(path.glob("*.parquet")) if path.is_dir() else []
+    if files:
+        names = pq.read_schema(files[0]).names
+        table = pq.read_table(files, columns=None if with_images or "image" not in names else
+                              [name for name in names if name != "image"])
     elif path.is_dir() and (path / "state.json").is_file() and any(path.glob("*.arrow")):
-        table = pa.concat_tables([pa.ipc.open_stream(f).read_all() for f in sorted(path.glob("*.arrow"))])
+        table = pa.concat_tables([pa.ipc.open_stream(pa.memory_map(str(f))).read_all()
+                                  for f in sorted(path.glob("*.arrow"))])
+        names = table.column_names
     else:
         return None
-    if "image" not in table.column_names:
-        raise DatasetError(f"{path}: a table of images needs an 'image' column (has {table.column_names})")
-    images = table.column("image").combine_chunks()
-    images = images.field("bytes") if pa.types.is_struct(images.type) else images
+    if "image" not in names:
+        raise DatasetError(f"{path}: a table of images needs an 'image' column (has {names})")
     keys = (table.column("id").to_pylist() if "id" in table.column_names else
             [f"row-{i:07d}" for i in range(table.num_rows)])
     keys = [str(k) for k in keys]
     frame = table.drop_columns([c for c in ("image", "id", "source") if c in table.column_names]).to_pandas()
     frame.insert(0, "file", keys)
+    if not with_images:
+        return frame, {}
+    images = table.column("image").combine_chunks()
+    images = images.field("bytes") if pa.types.is_struct(images.type) else images
     return frame, dict(zip(keys, images.to_pylist()))
 
 
