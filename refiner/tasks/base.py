@@ -148,6 +148,15 @@ class Task:
         return []
 
 
+def read_summary(source: str, num_read: int, skipped: list[tuple[str, str]], shown: int = 20) -> str:
+    """What a reader of external data read and what it skipped, and why (the first ``shown``)."""
+    lines = [f"{source}: read {num_read} images, skipped {len(skipped)}"]
+    lines += [f"  skipped {what}: {why}" for what, why in skipped[:shown]]
+    if len(skipped) > shown:
+        lines.append(f"  ... and {len(skipped) - shown} more")
+    return "\n".join(lines)
+
+
 class SmallCNN(nn.Module):
     """A small convolutional estimator for small images: three 3x3 convs, one pooling, then
     a linear head on a ``pooled`` grid of features (keeps where things are)."""

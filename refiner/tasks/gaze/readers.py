@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from refiner.dataset import DatasetError
+from refiner.tasks.base import read_summary
 from refiner.tasks.gaze.angles import EYE_SIZE, mpiigaze_vector_to_pitch_yaw, unityeyes_look_to_pitch_yaw
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -30,11 +31,7 @@ class ReadResult:
     skipped: list[tuple[str, str]] = field(default_factory=list)   # (path, reason)
 
     def summary(self, source: str) -> str:
-        lines = [f"{source}: read {len(self.ids)} images, skipped {len(self.skipped)}"]
-        lines += [f"  skipped {path}: {reason}" for path, reason in self.skipped[:20]]
-        if len(self.skipped) > 20:
-            lines.append(f"  ... and {len(self.skipped) - 20} more")
-        return "\n".join(lines)
+        return read_summary(source, len(self.ids), self.skipped)
 
     def arrays(self):
         images = np.stack(self.images) if self.images else np.zeros((0, *EYE_SIZE), np.uint8)

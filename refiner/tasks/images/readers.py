@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 
 from refiner.dataset import IMAGE_TYPE, DatasetError, encode_png
+from refiner.tasks.base import read_summary
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 KIND = re.compile(r"^(class|float|box|mask|keypoints\[(\d+)\]|vector\[(\d+)\])$")
@@ -71,11 +72,7 @@ class Read:
     skipped: list[tuple[str, str]] = field(default_factory=list)        # (what, why)
 
     def summary(self, source: str) -> str:
-        lines = [f"{source}: read {len(self.ids)} images, skipped {len(self.skipped)}"]
-        lines += [f"  skipped {what}: {why}" for what, why in self.skipped[:20]]
-        if len(self.skipped) > 20:
-            lines.append(f"  ... and {len(self.skipped) - 20} more")
-        return "\n".join(lines)
+        return read_summary(source, len(self.ids), self.skipped)
 
     def arrays(self, kinds: dict[str, str]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         labels = {}
