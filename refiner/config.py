@@ -44,6 +44,10 @@ class SimGANParams(Section):
         "weight of the task-consistency term: a frozen estimator trained on the synthetic images must still "
         "predict their labels on the refined ones (CyCADA's semantic loss); 0: off"))
     semantic_steps: int = Field(600, ge=1, description="training steps of that frozen estimator")
+    conditional: bool = Field(False, description=(
+        "class-conditional discriminator (projection): synthetic images carry their class, the real pool "
+        "the frozen synthetic estimator's pseudo-labels, balanced to the synthetic class shares; so a "
+        "refined 9 must look like the pool's 9s, not like any real digit (classification tasks only)"))
     lr: float = Field(5e-4, gt=0)
     batch_size: int = Field(128, gt=0)
     pretrain_refiner_steps: int = Field(200, ge=0, description="L1-only steps: the refiner starts as the identity")

@@ -118,6 +118,18 @@ def semantic_loss(task: Task, estimator: nn.Module, synthetic_targets: np.ndarra
     return loss
 
 
+def balanced_pseudo_labels(probabilities: np.ndarray, prior: np.ndarray, iterations: int = 50) -> np.ndarray:
+    """Classes for unlabelled images whose shares follow ``prior`` (Sinkhorn-Knopp, as in
+    class-balanced self-training, Zou et al. 2018): a synthetic-trained model reads many real
+    9s as 3s; asked to give 9 its share, it gives it to the images it finds most 9-like."""
+    plan = np.asarray(probabilities, np.float64) + 1e-12
+    prior = np.asarray(prior, np.float64) / np.sum(prior)
+    for _ in range(iterations):
+        plan *= prior / np.maximum(plan.sum(0), 1e-300)  # each class gets its share (none: a class never drawn)
+        plan /= plan.sum(1, keepdims=True)          # each image spreads one unit over the classes
+    return plan.argmax(1)
+
+
 @torch.no_grad()
 def predict(task: Task, model: nn.Module, images01: np.ndarray, batch_size: int = 2048) -> np.ndarray:
     """The task's predictions (e.g. class probabilities) for float images in [0, 1]."""

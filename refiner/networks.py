@@ -54,20 +54,30 @@ class Refiner(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """Conv layers given as (channels, stride) pairs, then a 1x1 conv to one logit per patch."""
+    """Conv layers given as (channels, stride) pairs, then a 1x1 conv to one logit per patch.
 
-    def __init__(self, in_channels: int = 1, layers: tuple[tuple[int, int], ...] = ((32, 1), (64, 2), (64, 1))):
+    With ``num_classes``, class-conditional by projection (Miyato & Koyama 2018): each patch's
+    logit also gets the inner product of its features with an embedding of the image's
+    class, so D judges "a real 9" rather than "real", and a refined 9 must look like real 9s."""
+
+    def __init__(self, in_channels: int = 1, layers: tuple[tuple[int, int], ...] = ((32, 1), (64, 2), (64, 1)),
+                 num_classes: int = 0):
         super().__init__()
         modules: list[nn.Module] = []
         previous = in_channels
         for channels, stride in layers:
             modules += [nn.Conv2d(previous, channels, 3, stride=stride, padding=1), nn.LeakyReLU(0.2, inplace=True)]
             previous = channels
-        modules.append(nn.Conv2d(previous, 1, 1))
-        self.net = nn.Sequential(*modules)
+        self.features = nn.Sequential(*modules)
+        self.head = nn.Conv2d(previous, 1, 1)
+        self.embedding = nn.Embedding(num_classes, previous) if num_classes else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).flatten(1)  # N x patches
+    def forward(self, x: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
+        features = self.features(x)
+        logits = self.head(features).flatten(1)  # N x patches
+        if self.embedding is not None:
+            logits = logits + torch.einsum("nchw,nc->nhw", features, self.embedding(classes)).flatten(1)
+        return logits
 
 
 def count_macs(model: nn.Module, image_shape: tuple[int, int], in_channels: int = 1) -> int:

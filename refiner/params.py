@@ -54,6 +54,9 @@ def _check_task(params: Params) -> Params:
     if params.train_estimator.self_training_rounds and not task.can_pseudo_label:
         raise ParamsError(f"train_estimator.self_training_rounds: task {task.name} has no prediction confidence to "
                           "pseudo-label with: set it to 0")
+    if params.train_refiner.conditional and not task.can_pseudo_label:
+        raise ParamsError(f"train_refiner.conditional: task {task.name} has no classes to pseudo-label the real "
+                          "pool with: set it to false")
     return params
 
 

@@ -56,17 +56,23 @@ def build_refiner(config: SimGANParams, in_channels: int = 1) -> Refiner:
 class SimGANTrainer:
     """``semantic(refined, index)``: the task-consistency loss of refined images (in the
     networks' range) made from the synthetic images at ``index``; weighted by
-    ``config.semantic_weight`` and added to the refiner's loss (None: the paper's loss)."""
+    ``config.semantic_weight`` and added to the refiner's loss (None: the paper's loss).
+    ``classes``: (synthetic classes, real-pool pseudo-classes, number of classes) for a
+    class-conditional discriminator (None: the paper's unconditional one)."""
 
     def __init__(self, synthetic01: np.ndarray, real01: np.ndarray, config: SimGANParams, seed: int = 0,
-                 device: str = "cpu", semantic=None):
+                 device: str = "cpu", semantic=None, classes: tuple[np.ndarray, np.ndarray, int] | None = None):
         self.config, self.seed, self.device, self.semantic = config, seed, device, semantic
         torch.manual_seed(seed)
         self.generator = torch.Generator().manual_seed(seed)
         self.in_channels = channels(synthetic01.shape[1:])
         self.synthetic, self.real = to_model(synthetic01), to_model(real01)
+        self.synthetic_classes = self.real_classes = None
+        if classes is not None:
+            self.synthetic_classes, self.real_classes = (torch.as_tensor(c, dtype=torch.int64) for c in classes[:2])
         self.refiner = build_refiner(config, self.in_channels).to(device)
-        self.discriminator = Discriminator(self.in_channels, config.disc_layers).to(device)
+        self.discriminator = Discriminator(self.in_channels, config.disc_layers,
+                                           classes[2] if classes is not None else 0).to(device)
         self.opt_r = torch.optim.Adam(self.refiner.parameters(), lr=config.lr, betas=(0.5, 0.999))
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr, betas=(0.5, 0.999))
         self.history = HistoryBuffer(config.history_size, self.generator)
@@ -75,14 +81,15 @@ class SimGANTrainer:
         probe = np.random.default_rng(seed).choice(len(synthetic01), min(256, len(synthetic01)), replace=False)
         self.probe = np.asarray(synthetic01, dtype=np.float32)[probe]
 
-    def batch(self, pool: torch.Tensor) -> torch.Tensor:
-        return pool[self.batch_index(pool)].to(self.device)
+    def batch(self, pool: torch.Tensor, classes: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        index = self.batch_index(pool)
+        return pool[index].to(self.device), None if classes is None else classes[index].to(self.device)
 
     def batch_index(self, pool: torch.Tensor) -> torch.Tensor:
         return torch.randint(len(pool), (self.config.batch_size,), generator=self.generator)
 
     def pretrain_refiner_step(self) -> float:
-        synthetic = self.batch(self.synthetic)
+        synthetic, _ = self.batch(self.synthetic, None)
         loss = self_regularization_loss(self.refiner(synthetic), synthetic)
         self._step(self.opt_r, loss)
         return loss.item()
@@ -91,7 +98,8 @@ class SimGANTrainer:
         index = self.batch_index(self.synthetic)
         synthetic = self.synthetic[index].to(self.device)
         refined = self.refiner(synthetic)
-        total, adversarial, regularization = refiner_loss(self.discriminator(refined), refined, synthetic,
+        classes = None if self.synthetic_classes is None else self.synthetic_classes[index].to(self.device)
+        total, adversarial, regularization = refiner_loss(self.discriminator(refined, classes), refined, synthetic,
                                                           self.config.lam, self.config.psi)
         semantic = torch.zeros(())
         if self.semantic is not None and self.config.semantic_weight:
@@ -101,11 +109,12 @@ class SimGANTrainer:
         return adversarial.item(), regularization.item(), semantic.item()
 
     def discriminator_step(self) -> tuple[float, float, float]:
-        real = self.batch(self.real)
+        real, real_classes = self.batch(self.real, self.real_classes)
+        synthetic, classes = self.batch(self.synthetic, self.synthetic_classes)
         with torch.no_grad():
-            refined = self.refiner(self.batch(self.synthetic))
-        fake = self.history.mix(refined)
-        logits_real, logits_fake = self.discriminator(real), self.discriminator(fake)
+            refined = self.refiner(synthetic)
+        fake, fake_classes = self.history.mix(refined, classes) if classes is not None else (self.history.mix(refined), None)
+        logits_real, logits_fake = self.discriminator(real, real_classes), self.discriminator(fake, fake_classes)
         loss = discriminator_loss(logits_real, logits_fake)
         self._step(self.opt_d, loss)
         acc_real = (logits_real > 0).float().mean().item()

@@ -10,7 +10,7 @@ import torch
 
 from refiner import dataset, plots
 from refiner.config import EstimatorParams, SimGANParams
-from refiner.estimator import semantic_loss, train_model
+from refiner.estimator import balanced_pseudo_labels, predict, semantic_loss, train_model
 from refiner.params import Params
 from refiner.simgan import COLLAPSE_RATIO, SimGANTrainer, to_model
 from refiner.tasks import task_for
@@ -22,10 +22,12 @@ FROZEN_SEED_OFFSET = 10_000  # the semantic term's estimator: a seed apart from 
 
 
 def train_refiner(synthetic: np.ndarray, real: np.ndarray, config: SimGANParams, seed: int, out_dir: Path,
-                  plots_dir: Path, progress: bool = True, on_samples=None, semantic=None) -> tuple[SimGANTrainer, list[dict]]:
+                  plots_dir: Path, progress: bool = True, on_samples=None, semantic=None,
+                  classes=None) -> tuple[SimGANTrainer, list[dict]]:
     """Float images in [0, 1] in, the checkpoint, loss curves and a sample grid out.
-    ``semantic``: the task-consistency loss (``refiner.estimator.semantic_loss``) or None."""
-    trainer = SimGANTrainer(synthetic, real, config, seed, semantic=semantic)
+    ``semantic``: the task-consistency loss (``refiner.estimator.semantic_loss``) or None;
+    ``classes``: the conditional discriminator's (``conditioning``) or None."""
+    trainer = SimGANTrainer(synthetic, real, config, seed, semantic=semantic, classes=classes)
     fixed = np.random.default_rng(seed).choice(len(synthetic), SAMPLES, replace=False)
     fixed_real = real[np.random.default_rng(seed).choice(len(real), SAMPLES, replace=False)]
 
@@ -54,22 +56,34 @@ def content_only(entry: dict) -> dict:
     return {k: v for k, v in entry.items() if k not in ("phase", "seconds")}
 
 
-def semantic_term(params: Params, synthetic: dict, progress: bool = True):
-    """The frozen estimator the semantic term asks, trained on the synthetic images (never
-    on real ones), or None when the term is off. Its seed is one no evaluated estimator uses:
-    evaluate's label-kept check then asks other networks than the one the refiner learnt to
-    satisfy."""
+def frozen_estimator(params: Params, synthetic: dict, progress: bool = True):
+    """The frozen estimator that the semantic term asks and the conditional discriminator's
+    pseudo-labels come from, trained on the synthetic images (never on real ones), or None
+    when neither is on. Its seed is one no evaluated estimator uses: evaluate's label-kept
+    check then asks other networks than the one the refiner learnt to satisfy."""
     config = params.train_refiner
-    if not config.semantic_weight:
+    if not (config.semantic_weight or config.conditional):
         return None
     task = task_for(params)
-    targets = task.targets(synthetic)
     recipe = EstimatorParams(steps=config.semantic_steps, self_training_rounds=0)
-    estimator, history = train_model(task, synthetic["image"], targets, recipe, params.seed + FROZEN_SEED_OFFSET,
-                                     progress)
-    print(f"train_refiner: frozen {task.name} estimator for the semantic term, held-out synthetic "
+    estimator, history = train_model(task, synthetic["image"], task.targets(synthetic), recipe,
+                                     params.seed + FROZEN_SEED_OFFSET, progress)
+    print(f"train_refiner: frozen {task.name} estimator, held-out synthetic "
           f"{task.metric.name} {history[-1][f'val_{task.metric.name}']:.3f}")
-    return semantic_loss(task, estimator, targets)
+    return estimator
+
+
+def conditioning(params: Params, estimator, synthetic: dict, real01: np.ndarray):
+    """(synthetic classes, real-pool pseudo-classes balanced to the synthetic shares, number of
+    classes) for the conditional discriminator, or None when it is off."""
+    if not params.train_refiner.conditional:
+        return None
+    task = task_for(params)
+    synthetic_classes = task.targets(synthetic)
+    prior = np.bincount(synthetic_classes, minlength=task.num_classes)
+    real_classes = balanced_pseudo_labels(predict(task, estimator, real01), prior)
+    print(f"train_refiner: real-pool pseudo-classes per class {np.bincount(real_classes, minlength=task.num_classes).tolist()}")
+    return synthetic_classes, real_classes, task.num_classes
 
 
 def run(params: Params) -> dict:
@@ -89,11 +103,12 @@ def run(params: Params) -> dict:
             raise dataset.DatasetError(f"{common.SYNTHETIC} holds {dataset.shape_text(shapes['synthetic'])} images, "
                                        f"{common.REAL_UNLABELED} {dataset.shape_text(shapes['real-unlabeled'])}: the "
                                        "refiner needs one size and colour mode (the task's params set them)")
-        synthetic = inputs["synthetic"].load()
-        trainer, log = train_refiner(synthetic["image"], inputs["real-unlabeled"].load()["image"],
-                                     config, params.seed, common.REFINER_DIR, plots_dir,
+        synthetic, real = inputs["synthetic"].load(), inputs["real-unlabeled"].load()["image"]
+        estimator = frozen_estimator(params, synthetic)
+        semantic = semantic_loss(task, estimator, task.targets(synthetic)) if config.semantic_weight else None
+        trainer, log = train_refiner(synthetic["image"], real, config, params.seed, common.REFINER_DIR, plots_dir,
                                      on_samples=lambda p: mlflow.log_artifact(str(p), "samples"),
-                                     semantic=semantic_term(params, synthetic))
+                                     semantic=semantic, classes=conditioning(params, estimator, synthetic, real))
         for entry in log:
             if entry["phase"] == "adversarial":
                 mlflow.log_metrics({k: v for k, v in entry.items() if k not in ("phase", "step")}, step=entry["step"])

@@ -55,3 +55,14 @@ def test_history_keeps_copies_not_views():
 def test_rejects_non_positive_capacity():
     with pytest.raises(ValueError, match="capacity"):
         HistoryBuffer(0)
+
+
+def test_mix_keeps_each_images_class_beside_it():
+    history = HistoryBuffer(capacity=64, generator=torch.Generator().manual_seed(3))
+    for step in range(5):
+        classes = torch.arange(8) + 10 * step
+        images = classes.float().view(8, 1, 1, 1).expand(8, 1, 4, 4).clone()  # each image holds its class
+        batch, batch_classes = history.mix(images, classes)
+        assert torch.equal(batch[:, 0, 0, 0].long(), batch_classes)
+    assert len(history) == 20 and torch.equal(history.images[:20, 0, 0, 0].long(), history.classes[:20])
+    assert batch_classes.max() >= 40 and batch_classes.min() < 40  # current and past halves

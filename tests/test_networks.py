@@ -31,3 +31,21 @@ def test_discriminator_outputs_one_logit_per_patch():
 def test_count_macs_matches_hand_count():
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1))
     assert count_macs(model, (8, 8)) == 8 * 8 * 4 * 9
+
+
+def test_conditional_discriminator_judges_the_image_with_its_class():
+    torch.manual_seed(0)
+    conditional = Discriminator(layers=((16, 1), (16, 2)), num_classes=10)
+    images = torch.rand(4, 1, 8, 8) * 2 - 1
+    as_threes, as_nines = conditional(images, torch.full((4,), 3)), conditional(images, torch.full((4,), 9))
+    assert as_threes.shape == (4, 16)
+    assert not torch.allclose(as_threes, as_nines)  # the same image scores differently by class
+    unconditional = Discriminator(layers=((16, 1), (16, 2)))
+    assert unconditional.embedding is None and unconditional(images).shape == (4, 16)
+
+
+def test_conditional_discriminator_embeds_only_the_classes_it_is_given():
+    conditional = Discriminator(layers=((8, 1),), num_classes=10)
+    conditional(torch.rand(2, 1, 8, 8), torch.tensor([2, 5])).sum().backward()
+    touched = conditional.embedding.weight.grad.abs().sum(1).nonzero().flatten().tolist()
+    assert touched == [2, 5]
