@@ -7,11 +7,20 @@ all name the same bytes the same way.
 
 Columns: ``id``, ``image``, the task's label columns (their pyarrow types come from the
 task's label schema and are recorded in the manifest: integers, floats, fixed-size float
-lists for keypoints and boxes, image structs for masks), ``source``. The ``image`` column
-is the Hugging Face ``Image`` struct (``{bytes, path}``) holding 8-bit PNG bytes, grayscale
-(H x W) or RGB (H x W x 3), one shape per dataset (``image_shape`` and ``channels`` in the
-manifest): pyarrow, pandas, Ray Data and ``datasets`` read it without project code (schema
-metadata tells ``datasets`` to decode it as an image).
+lists for keypoints and boxes, image structs for masks), ``source``. The images are 8-bit,
+grayscale (H x W) or RGB (H x W x 3), one shape per dataset (``image_shape`` and
+``channels`` in the manifest), in one of two encodings (``image_encoding`` in the manifest;
+every reader here takes both):
+
+- ``png``: the Hugging Face ``Image`` struct (``{bytes, path}``) holding PNG bytes; pyarrow,
+  pandas, Ray Data and ``datasets`` read it without project code (schema metadata tells
+  ``datasets`` to decode it as an image).
+- ``raw``: each cell the image's pixels as bytes, row-major (H, W, C), ``large_binary``.
+  No decoder at all: a part's pixels are one contiguous buffer, about 100x faster to read
+  than PNG (BENCHMARKS.md). ``np.frombuffer(cell, np.uint8).reshape(image_shape)`` in
+  pandas; ``ray.data.read_parquet(..., tensor_column_schema={"image": (np.uint8, shape)})``
+  gives Ray's tensor type. Hugging Face's own ``Array2D``/``Array3D`` columns were measured
+  too: Parquet stores them as nested lists, which read 30x slower than these bytes.
 
 Writes are atomic: files go to a hidden staging directory beside the target, which is
 renamed into place only once complete, so a reader never sees a half-written dataset and
@@ -49,6 +58,8 @@ from PIL import Image
 FORMAT = "simrefinery.imageset/1"
 MANIFEST = "_manifest.json"  # leading "_": whole-directory Parquet readers skip it
 IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+RAW_TYPE = pa.large_binary()  # large: a part of big images may pass 2 GiB
+IMAGE_ENCODINGS = ("png", "raw")
 
 
 class DatasetError(ValueError):
@@ -66,11 +77,19 @@ def _hf_feature(type_: pa.DataType) -> dict:
     return {"dtype": dtype, "_type": "Value"}
 
 
-def schema_for(label_schema: pa.Schema) -> pa.Schema:
+def check_encoding(image_encoding: str) -> str:
+    if image_encoding not in IMAGE_ENCODINGS:
+        raise ValueError(f"image_encoding must be one of {IMAGE_ENCODINGS}, got {image_encoding!r}")
+    return image_encoding
+
+
+def schema_for(label_schema: pa.Schema, image_encoding: str = "png") -> pa.Schema:
     """The contract's columns around a task's label columns."""
-    fields = [pa.field("id", pa.string(), nullable=False), pa.field("image", IMAGE_TYPE), *label_schema,
-              pa.field("source", pa.string())]
-    hf_features = {"id": {"dtype": "string", "_type": "Value"}, "image": {"_type": "Image"},
+    raw = check_encoding(image_encoding) == "raw"
+    fields = [pa.field("id", pa.string(), nullable=False), pa.field("image", RAW_TYPE if raw else IMAGE_TYPE),
+              *label_schema, pa.field("source", pa.string())]
+    image_feature = {"dtype": "large_binary", "_type": "Value"} if raw else {"_type": "Image"}
+    hf_features = {"id": {"dtype": "string", "_type": "Value"}, "image": image_feature,
                    **{f.name: _hf_feature(f.type) for f in label_schema},
                    "source": {"dtype": "string", "_type": "Value"}}
     metadata = {b"huggingface": json.dumps({"info": {"features": hf_features}}).encode()}
@@ -157,14 +176,55 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(np.asarray(images, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8)
 
 
-def image_column(images_uint8: np.ndarray) -> pa.Array:
+def image_column(images_uint8: np.ndarray, image_encoding: str = "png") -> pa.Array:
+    if check_encoding(image_encoding) == "raw":
+        return raw_column(images_uint8)
     return pa.array([{"bytes": encode_png(img), "path": None} for img in images_uint8],
                     type=IMAGE_TYPE)
 
 
+def raw_column(images_uint8: np.ndarray) -> pa.Array:
+    """N images -> one ``large_binary`` cell each, built on the pixels' buffer (no per-image copy)."""
+    images = np.ascontiguousarray(images_uint8, dtype=np.uint8)
+    if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[3] != 3):
+        raise ValueError(f"images are N x H x W or N x H x W x 3, got shape {images.shape}")
+    size = int(np.prod(images.shape[1:]))
+    offsets = np.arange(len(images) + 1, dtype=np.int64) * size
+    return pa.Array.from_buffers(RAW_TYPE, len(images), [None, pa.py_buffer(offsets), pa.py_buffer(images)])
+
+
+def decode_raw_column(table: pa.Table, file_name: str, shape: list[int] | None) -> np.ndarray:
+    """A raw image column -> uint8 N x H x W (x C): one view of the part's buffer when every
+    cell holds exactly one image of ``shape``."""
+    if shape is None:
+        raise DatasetError(f"{file_name}: raw images need the dataset's image_shape to be read")
+    column = table.column("image").combine_chunks().cast(RAW_TYPE)
+    lengths = pa.compute.binary_length(column).to_numpy(zero_copy_only=False)
+    size = int(np.prod(shape))
+    wrong = (lengths != size) if column.null_count == 0 else np.ones(len(column), bool)
+    if wrong.any():
+        ids = table.column("id").to_pylist()
+        row = int(np.flatnonzero(wrong)[0])
+        raise DatasetError(f"{file_name}: row id={ids[row]!r}: image holds {lengths[row]} bytes, the dataset's "
+                           f"{shape_text(shape)} images take {size}")
+    offsets = np.frombuffer(column.buffers()[1], np.int64, len(column) + 1, column.offset * 8)
+    pixels = np.frombuffer(column.buffers()[2], np.uint8, offsets[-1] - offsets[0], offsets[0])
+    return pixels.reshape(len(column), *shape)
+
+
+def is_raw(table: pa.Table) -> bool:
+    return pa.types.is_binary(table.schema.field("image").type) or pa.types.is_large_binary(table.schema.field("image").type)
+
+
 def decode_image_column(table: pa.Table, file_name: str = "<memory>", shape: list[int] | None = None) -> np.ndarray:
-    """The image column of a table -> float32 N x H x W (x 3) in [0, 1]. Every image must
-    have ``shape`` (default: the first image's)."""
+    """The image column of a table (either encoding) -> float32 N x H x W (x 3) in [0, 1].
+    Every image must have ``shape`` (default for PNG: the first image's; raw needs it)."""
+    return decode_image_column_uint8(table, file_name, shape).astype(np.float32) / 255.0
+
+
+def decode_image_column_uint8(table: pa.Table, file_name: str = "<memory>", shape: list[int] | None = None) -> np.ndarray:
+    if is_raw(table):
+        return decode_raw_column(table, file_name, shape)
     ids = table.column("id").to_pylist()
     images = []
     for row_id, cell in zip(ids, table.column("image").combine_chunks().field("bytes").to_pylist()):
@@ -178,8 +238,8 @@ def decode_image_column(table: pa.Table, file_name: str = "<memory>", shape: lis
                                f"the dataset's images are {shape_text(shape)}")
         images.append(pixels)
     if not images:
-        return np.zeros((0, 0, 0), dtype=np.float32)
-    return np.stack(images).astype(np.float32) / 255.0
+        return np.zeros((0, 0, 0), dtype=np.uint8)
+    return np.stack(images)
 
 
 # A task's label check: label columns (numpy) -> {problem: mask of the rows that have it}
@@ -240,10 +300,10 @@ class RowChecker:
 
 
 def make_table(ids, images_uint8: np.ndarray, labels: dict[str, np.ndarray], source: str,
-               label_schema: pa.Schema | None = None) -> pa.Table:
+               label_schema: pa.Schema | None = None, image_encoding: str = "png") -> pa.Table:
     label_schema = label_schema if label_schema is not None else infer_label_schema(labels)
-    schema = schema_for(label_schema)
-    columns = {"id": pa.array(list(ids), pa.string()), "image": image_column(images_uint8)}
+    schema = schema_for(label_schema, image_encoding)
+    columns = {"id": pa.array(list(ids), pa.string()), "image": image_column(images_uint8, image_encoding)}
     for field in label_schema:
         columns[field.name] = label_array(labels[field.name], field.type)
     columns["source"] = pa.array([source] * len(columns["id"]), pa.string())
@@ -279,14 +339,20 @@ class DatasetWriter:
     always complete. The writer holds the target's lock from creation to commit or abort:
     a second writer is refused, and staging left beside the target can only be a dead
     writer's, so it is swept. Each part's rows are checked (``RowChecker``) before it is
-    staged; ``bad_labels`` is the task's label check.
+    staged; ``bad_labels`` is the task's label check. ``image_encoding`` raw needs the
+    ``image_shape`` (raw bytes do not say it).
     """
 
     def __init__(self, path: str | Path, *, label_schema: pa.Schema, producer: str,
                  params: dict | None = None, upstream: dict[str, str] | None = None,
-                 resume_key: str | None = None, bad_labels: BadLabels | None = None, check_images: bool = True):
+                 resume_key: str | None = None, bad_labels: BadLabels | None = None, check_images: bool = True,
+                 image_encoding: str = "png", image_shape: list[int] | None = None):
         self.path = Path(path)
-        self.schema = schema_for(label_schema)
+        self.image_encoding = check_encoding(image_encoding)
+        if image_encoding == "raw" and image_shape is None:
+            raise ValueError(f"{self.path}: raw images need image_shape")
+        self.image_shape = list(image_shape) if image_shape is not None else None
+        self.schema = schema_for(label_schema, image_encoding)
         self.label_columns = tuple(label_schema.names)
         self.producer, self.params, self.upstream = producer, params or {}, upstream or {}
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -307,7 +373,7 @@ class DatasetWriter:
         for half_written in self.tmp.glob(".*.writing"):
             half_written.unlink()
         self.resume_key = resume_key
-        self.rows = RowChecker(self.label_columns, bad_labels, check_images=check_images)
+        self.rows = RowChecker(self.label_columns, bad_labels, self.image_shape, check_images=check_images)
         for kept in sorted(self.tmp.glob("part-*.parquet")):  # a resumed job: ids stay unique across parts
             self.rows.remember(pq.read_table(kept, columns=["id"]).column("id").to_pylist())
         self.manifest: dict | None = None
@@ -347,14 +413,13 @@ class DatasetWriter:
         if not sum(f["rows"] for f in files):
             raise DatasetError(f"{self.path}: no rows to write; nothing committed"
                                + (" (the previous dataset is kept)" if self.path.exists() else ""))
-        first = next(p for p, f in zip(parts, files) if f["rows"])
-        # every image of a dataset has one shape (the row checks hold it): read it off the first
-        first_image = pq.read_table(first, columns=["image"]).column("image")[0]["bytes"].as_py()
+        shape = self.image_shape or self._first_png_shape(next(p for p, f in zip(parts, files) if f["rows"]))
         self.manifest = {
             "format": FORMAT,
             "num_rows": sum(f["rows"] for f in files),
-            "image_shape": list(decode_png(first_image).shape),
-            "channels": channels(decode_png(first_image).shape),
+            "image_shape": shape,
+            "channels": channels(shape),
+            "image_encoding": self.image_encoding,
             "label_columns": list(self.label_columns),
             "schema": {f.name: str(f.type) for f in self.schema},
             "files": files,
@@ -366,6 +431,12 @@ class DatasetWriter:
         _replace_dir(self.tmp, self.path)
         self.lock.release()
         return self.manifest
+
+    @staticmethod
+    def _first_png_shape(part: Path) -> list[int]:
+        """Every image of a dataset has one shape (the row checks hold it): read it off the first."""
+        first_image = pq.read_table(part, columns=["image"]).column("image")[0]["bytes"].as_py()
+        return list(decode_png(first_image).shape)
 
     def abort(self) -> None:
         if self.resume_key is None:
@@ -398,18 +469,19 @@ def _replace_dir(src: Path, dst: Path) -> None:
 def write_dataset(path, ids, images_uint8, labels: dict[str, np.ndarray], *, source: str,
                   producer: str, label_schema: pa.Schema | None = None, params: dict | None = None,
                   upstream: dict | None = None, rows_per_file: int = 50_000,
-                  bad_labels: BadLabels | None = None) -> dict:
+                  bad_labels: BadLabels | None = None, image_encoding: str = "png") -> dict:
     """Write a whole in-memory dataset in parts of ``rows_per_file`` rows; returns the manifest.
     ``label_schema``: the task's label types (inferred from the arrays when not given);
     ``bad_labels``: the task's label check."""
     label_schema = label_schema if label_schema is not None else infer_label_schema(labels)
     with DatasetWriter(path, label_schema=label_schema, producer=producer, params=params,
-                       upstream=upstream, bad_labels=bad_labels) as writer:
+                       upstream=upstream, bad_labels=bad_labels, image_encoding=image_encoding,
+                       image_shape=list(np.shape(images_uint8)[1:])) as writer:
         for index, start in enumerate(range(0, len(ids), rows_per_file)):
             stop = start + rows_per_file
             writer.write_part(index, make_table(ids[start:stop], images_uint8[start:stop],
                                                 {k: np.asarray(v)[start:stop] for k, v in labels.items()}, source,
-                                                label_schema))
+                                                label_schema, image_encoding))
     return writer.manifest
 
 
@@ -431,6 +503,10 @@ class ImageDataset:
     @property
     def label_columns(self) -> list[str]:
         return self.manifest["label_columns"]
+
+    @property
+    def image_encoding(self) -> str:
+        return self.manifest.get("image_encoding", "png")  # datasets written before raw existed
 
     @property
     def label_schema(self) -> pa.Schema:

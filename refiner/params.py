@@ -29,6 +29,9 @@ PARAMS_FILE = Path("params.yaml")
 class _Base(config.Section):
     task: Literal[tuple(TASKS)] = Field("digits", description="which world: a name in refiner/tasks/")  # type: ignore[valid-type]
     seed: int = Field(0, description="one seed for every stage: same params + seed = same dataset digests")
+    image_encoding: Literal["png", "raw"] = Field("png", description=(
+        "how datasets hold images: png, or raw pixel bytes (no decoding; measured in BENCHMARKS.md); "
+        "every stage reads both"))
     render: config.RenderParams = config.RenderParams()
     ingest: config.IngestParams = config.IngestParams()
     train_refiner: config.SimGANParams = config.SimGANParams()

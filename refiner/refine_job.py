@@ -41,7 +41,8 @@ class RefinerPredictor:
     CPU and says so (in the job's log); there it keeps the default layout, which on CPU buys
     nothing and changes float rounding, so its bytes equal a CPU run's."""
 
-    def __init__(self, checkpoint: bytes, image_shape: list[int], precision: str = "fp32", cpu_threads: int = 1):
+    def __init__(self, checkpoint: bytes, image_shape: list[int], precision: str = "fp32", cpu_threads: int = 1,
+                 image_encoding: str = "png"):
         import ray
         holds_gpu = ray.is_initialized() and bool(ray.get_gpu_ids())
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -54,10 +55,11 @@ class RefinerPredictor:
         self.model = load_refiner(io.BytesIO(checkpoint), image_shape, self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.precision = precision
+        self.precision, self.image_shape, self.image_encoding = precision, image_shape, image_encoding
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return refine_table(self.model, batch, self.device, self.precision, self.channels_last)
+        return refine_table(self.model, batch, self.image_shape, self.image_encoding, self.device, self.precision,
+                            self.channels_last)
 
 
 @torch.no_grad()
@@ -71,11 +73,13 @@ def refine_pixels(model: torch.nn.Module, images01: np.ndarray, device: str = "c
         return from_model(model(x).float())
 
 
-def refine_table(model: torch.nn.Module, table: pa.Table, device: str = "cpu", precision: str = "fp32",
-                 channels_last: bool = False) -> pa.Table:
-    refined = dataset.to_uint8(refine_pixels(model, dataset.decode_image_column(table), device, precision,
-                                             channels_last))
-    table = table.set_column(table.schema.get_field_index("image"), "image", dataset.image_column(refined))
+def refine_table(model: torch.nn.Module, table: pa.Table, image_shape: list[int], image_encoding: str = "png",
+                 device: str = "cpu", precision: str = "fp32", channels_last: bool = False) -> pa.Table:
+    """Refines a batch of rows; the refined images in ``image_encoding`` (either input encoding)."""
+    pixels = dataset.decode_image_column(table, "<refine batch>", image_shape)
+    refined = dataset.to_uint8(refine_pixels(model, pixels, device, precision, channels_last))
+    image = dataset.image_column(refined, image_encoding)
+    table = table.set_column(table.schema.get_field_index("image"), pa.field("image", image.type), image)
     return table.set_column(table.schema.get_field_index("source"), "source",
                             pa.array(["refined"] * table.num_rows, pa.string()))
 
@@ -131,30 +135,32 @@ def job_key(source: dataset.ImageDataset, checkpoint_bytes: bytes, params: dict)
 def refine_dataset(source: dataset.ImageDataset, checkpoint: Path, out: Path, *, batch_size: int = 1024,
                    num_actors: int = 2, actor_num_cpus: float = 0.5, precision: str = "fp32",
                    ray_address: str | None = None, progress: bool = True, params: dict | None = None,
-                   upstream: dict | None = None) -> dataset.ImageDataset:
+                   upstream: dict | None = None, image_encoding: str = "png") -> dataset.ImageDataset:
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     load_refiner(checkpoint, source.manifest["image_shape"])  # a mismatch fails before any work
     checkpoint_bytes = Path(checkpoint).read_bytes()
     params = {**(params or {}), "precision": precision}  # the manifest says how its bytes were made
+    shape = source.manifest["image_shape"]
     # the actors make each image from a checked input image of the same shape: the writer
     # checks ids and labels, and leaves the images undecoded (a decode per image would cost
     # the driver as much as the PNG encoding the actors do)
     with dataset.DatasetWriter(out, label_schema=source.label_schema, producer="stages.refine",
                                params=params, upstream=upstream, check_images=False,
-                               resume_key=job_key(source, checkpoint_bytes, params)) as writer:
+                               image_encoding=image_encoding, image_shape=shape,
+                               resume_key=job_key(source, checkpoint_bytes, {**params, "encoding": image_encoding})) as writer:
         todo = [i for i in range(len(source.files)) if not writer.has_part(i)]
         if len(todo) < len(source.files):
             print(f"refine: resuming, {len(source.files) - len(todo)} of {len(source.files)} parts already refined")
         if todo:
             batches = _refined_batches(source, todo, checkpoint_bytes, batch_size, num_actors, actor_num_cpus,
-                                       precision, ray_address, progress)
+                                       precision, image_encoding, ray_address, progress)
             _write_parts(writer, batches, todo, [source.manifest["files"][i]["rows"] for i in todo])
     return dataset.open_dataset(out)
 
 
 def _refined_batches(source, todo, checkpoint_bytes, batch_size, num_actors, actor_num_cpus, precision,
-                     ray_address, progress):
+                     image_encoding, ray_address, progress):
     import ray
     ensure_ray(ray_address)
     context = ray.data.DataContext.get_current()
@@ -167,7 +173,8 @@ def _refined_batches(source, todo, checkpoint_bytes, batch_size, num_actors, act
         target_num_rows_per_block=batch_size)
     refined = rows.map_batches(
         RefinerPredictor, fn_constructor_kwargs={"checkpoint": checkpoint_bytes, "precision": precision,
-                                                 "image_shape": source.manifest["image_shape"]},
+                                                 "image_shape": source.manifest["image_shape"],
+                                                 "image_encoding": image_encoding},
         batch_size=batch_size, batch_format="pyarrow", **actor_resources(num_actors, actor_num_cpus))
     return refined.iter_batches(batch_size=None, batch_format="pyarrow")
 

@@ -33,13 +33,13 @@ def ingest(params: Params, unlabeled_out: Path, test_out: Path,
     pool, test = task.read_real(params)
     declared = common.declared_params("ingest", params)
     dataset.write_dataset(unlabeled_out, pool.ids, dataset.to_uint8(pool.pixels), {}, source="real",
-                          producer="stages.ingest", params=declared)
+                          producer="stages.ingest", params=declared, image_encoding=params.image_encoding)
     if test is None:
         write_no_test(test_out)
     else:
         dataset.write_dataset(test_out, test.ids, dataset.to_uint8(test.pixels), test.labels,
                               label_schema=task.test_labels, source="real", producer="stages.ingest",
-                              params=declared, bad_labels=task.bad_labels)
+                              params=declared, bad_labels=task.bad_labels, image_encoding=params.image_encoding)
     write_pool_labels(pool_labels_out, pool.ids, pool.labels, task.test_labels)
     return dataset.open_dataset(unlabeled_out), dataset.open_dataset(test_out) if test is not None else None
 

@@ -20,7 +20,7 @@ def run(params: Params) -> dict:
         refined = refine_dataset(
             synthetic, common.REFINER_CHECKPOINT, common.REFINED, batch_size=section.batch_size,
             num_actors=section.num_actors, actor_num_cpus=section.actor_num_cpus,
-            precision=section.precision, ray_address=section.ray_address,
+            precision=section.precision, ray_address=section.ray_address, image_encoding=params.image_encoding,
             params={"refiner_sha256": checkpoint_digest},
             upstream={"synthetic": synthetic.digest, "refiner": checkpoint_digest})
         tracking.log_dataset(refined, "output", "refined")

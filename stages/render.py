@@ -16,7 +16,7 @@ def render(params: Params, out: Path) -> ImageDataset:
     images = task.synthesize(params)
     dataset.write_dataset(out, images.ids, dataset.to_uint8(images.pixels), images.labels, label_schema=task.labels,
                           source="synthetic", producer="stages.render", params=common.declared_params("render", params),
-                          bad_labels=task.bad_labels)
+                          bad_labels=task.bad_labels, image_encoding=params.image_encoding)
     return dataset.open_dataset(out)
 
 

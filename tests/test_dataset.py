@@ -192,3 +192,67 @@ def test_hugging_face_datasets_reads_and_decodes_a_dataset(tmp_path):
     first = loaded.sort("id")[0]
     assert np.array_equal(np.asarray(first["image"]), images[0])  # decoded to a PIL image, same pixels
     assert first["label"] == 0 and first["box"] == [1.0, 1.0, 1.0, 1.0]
+
+
+# ---------------------------------------------------------------- the raw image encoding
+
+@pytest.mark.parametrize("shape", [(8, 8), (6, 9, 3)])
+def test_raw_encoding_round_trips_the_same_pixels_as_png(tmp_path, shape):
+    images = uint8_images(25, shape=shape)
+    ids = np.array([f"id-{i}" for i in range(25)], dtype=object)
+    for encoding in ("png", "raw"):
+        write_dataset(tmp_path / encoding, ids, images, {"label": np.arange(25) % 10}, source="s", producer="t",
+                      rows_per_file=10, image_encoding=encoding)
+    png, raw = validate(tmp_path / "png"), validate(tmp_path / "raw")
+    assert raw.manifest["image_encoding"] == "raw" and png.manifest["image_encoding"] == "png"
+    assert raw.manifest["image_shape"] == list(shape) and raw.manifest["channels"] == (3 if len(shape) == 3 else 1)
+    assert np.array_equal(raw.load()["image"], png.load()["image"])
+    assert raw.digest != png.digest  # the manifest says which bytes it holds
+    assert pq.read_schema(raw.files[0]).field("image").type == pa.large_binary()
+
+
+def test_raw_images_read_without_project_code(tmp_path):
+    """pandas (np.frombuffer), Ray Data (its tensor type) and Hugging Face datasets (bytes) read raw images."""
+    images = uint8_images(12, shape=(8, 9))
+    write_dataset(tmp_path / "ds", np.array([f"r{i:02d}" for i in range(12)], dtype=object), images,
+                  {"label": np.arange(12)}, source="s", producer="t", image_encoding="raw")
+    frame = pd.read_parquet(tmp_path / "ds" / "part-00000.parquet")
+    assert np.array_equal(np.frombuffer(frame["image"][3], np.uint8).reshape(8, 9), images[3])
+    import datasets
+    loaded = datasets.load_dataset("parquet", data_files=str(tmp_path / "ds" / "*.parquet"), split="train")
+    assert np.array_equal(np.frombuffer(loaded.sort("id")[5]["image"], np.uint8).reshape(8, 9), images[5])
+
+
+def test_ray_data_reads_raw_images_as_its_tensor_type(local_ray, tmp_path):
+    import ray
+    images = uint8_images(12, shape=(8, 9, 3))
+    write_dataset(tmp_path / "ds", np.array([f"r{i:02d}" for i in range(12)], dtype=object), images,
+                  {"label": np.arange(12)}, source="s", producer="t", image_encoding="raw")
+    rows = ray.data.read_parquet(str(tmp_path / "ds"), tensor_column_schema={"image": (np.uint8, (8, 9, 3))})
+    batch = rows.sort("id").take_batch(12, batch_format="numpy")
+    assert batch["image"].shape == (12, 8, 9, 3) and np.array_equal(batch["image"], images)
+
+
+def test_raw_image_of_the_wrong_size_is_refused_naming_file_and_row(tmp_path):
+    write_small(tmp_path / "ds", image_encoding="raw")
+    part = tmp_path / "ds" / "part-00001.parquet"
+    table = pq.read_table(part)
+    cells = table.column("image").to_pylist()
+    cells[4] = cells[4][:-1]  # one byte short
+    broken = table.set_column(1, table.schema.field("image"), pa.array(cells, pa.large_binary()))
+    pq.write_table(broken, part)
+    manifest = json.loads((tmp_path / "ds" / "_manifest.json").read_text())
+    manifest["files"][1]["sha256"] = dataset.file_sha256(part)  # well-formed files, one bad row
+    (tmp_path / "ds" / "_manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DatasetError, match=r"part-00001.parquet: row id='id-14': image holds 63 bytes, the "
+                                           r"dataset's 8x8 images take 64"):
+        validate(tmp_path / "ds")
+
+
+def test_raw_writer_refuses_images_of_another_shape(tmp_path):
+    with DatasetWriter(tmp_path / "ds", label_schema=LABELS, producer="t", image_encoding="raw",
+                       image_shape=[8, 8]) as writer:
+        with pytest.raises(DatasetError, match="image holds 81 bytes"):
+            writer.write_part(0, make_table(["a"], uint8_images(1, shape=(9, 9)), {"label": [1]}, "s", LABELS, "raw"))
+        writer.write_part(0, make_table(["b"], uint8_images(1), {"label": [1]}, "s", LABELS, "raw"))
+    assert open_dataset(tmp_path / "ds").num_rows == 1

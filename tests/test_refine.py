@@ -69,6 +69,19 @@ def test_ray_refine_matches_plain_torch_loop(local_ray, synthetic, checkpoint, t
     assert {s for t in [f for _, f in refined.tables()] for s in t.column("source").to_pylist()} == {"refined"}
 
 
+def test_ray_refine_reads_and_writes_raw_images_with_the_same_pixels(local_ray, synthetic, checkpoint, tmp_path):
+    source = synthetic.load()
+    raw_source = tmp_path / "raw-synthetic"
+    dataset.write_dataset(raw_source, source["id"], dataset.to_uint8(source["image"]), {"label": source["label"]},
+                          source="synthetic", producer="test", rows_per_file=60, image_encoding="raw")
+    from_raw = refine_dataset(dataset.open_dataset(raw_source), checkpoint, tmp_path / "from-raw", batch_size=32,
+                              progress=False, image_encoding="raw")
+    from_png = refine_dataset(synthetic, checkpoint, tmp_path / "from-png", batch_size=32, progress=False)
+    assert from_raw.manifest["image_encoding"] == "raw" and from_png.manifest["image_encoding"] == "png"
+    raw, png = dataset.validate(from_raw.path).load(), dataset.validate(from_png.path).load()
+    assert list(raw["id"]) == list(png["id"]) and np.array_equal(raw["image"], png["image"])
+
+
 def test_ray_refine_is_deterministic(local_ray, synthetic, checkpoint, tmp_path):
     digests = {refine_dataset(synthetic, checkpoint, tmp_path / f"r{i}", batch_size=50, num_actors=2,
                               progress=False).digest for i in range(2)}

@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 
-from refiner.dataset import IMAGE_TYPE, DatasetError, encode_png
+from refiner.dataset import IMAGE_TYPE, MANIFEST, DatasetError, decode_image_column_uint8, encode_png
 from refiner.tasks.base import read_summary
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -290,7 +290,13 @@ def table_source(path: Path, with_images: bool = True) -> tuple[pd.DataFrame, di
     if not with_images:
         return frame, {}
     images = table.column("image").combine_chunks()
-    images = images.field("bytes") if pa.types.is_struct(images.type) else images
+    if pa.types.is_struct(images.type):
+        return frame, dict(zip(keys, images.field("bytes").to_pylist()))
+    manifest = path / MANIFEST if path.is_dir() else path.parent / MANIFEST
+    if manifest.is_file() and json.loads(manifest.read_text()).get("image_encoding") == "raw":
+        # a simrefinery dataset with raw pixels: PNG bytes, as every other source gives
+        pixels = decode_image_column_uint8(table, str(path), json.loads(manifest.read_text())["image_shape"])
+        return frame, dict(zip(keys, map(encode_png, pixels)))
     return frame, dict(zip(keys, images.to_pylist()))
 
 
