@@ -43,7 +43,8 @@ class SimGANParams(Section):
     semantic_weight: float = Field(0.0, ge=0, description=(
         "weight of the task-consistency term: a frozen estimator trained on the synthetic images must still "
         "predict their labels on the refined ones (CyCADA's semantic loss); 0: off"))
-    semantic_steps: int = Field(600, ge=1, description="training steps of that frozen estimator")
+    semantic_steps: int = Field(600, ge=1, description=(
+        "training steps of that frozen estimator (also the conditional discriminator's pseudo-labeller)"))
     conditional: bool = Field(False, description=(
         "class-conditional discriminator (projection): synthetic images carry their class, the real pool "
         "the frozen synthetic estimator's pseudo-labels, balanced to the synthetic class shares; so a "

@@ -9,7 +9,7 @@ from refiner import dataset
 from refiner.tasks.gaze.angles import angular_error_deg
 from tests.conftest import TINY, make_project, sh
 
-TINY_GAZE = {**TINY, "task": "gaze", "render": {"num_images": 96}, "gaze": {"num_real": 80},
+TINY_GAZE = {**TINY, "task": "gaze", "image_encoding": "png",  # the digits repro runs raw "render": {"num_images": 96}, "gaze": {"num_real": 80},
              "train_estimator": {**TINY["train_estimator"], "self_training_rounds": 0},
              "evaluate": {**TINY["evaluate"], "oracle": False}}  # the digits repro tests the oracle
 
@@ -20,6 +20,7 @@ def test_gaze_repro_keeps_gaze_labels_and_reports_angular_error(tmp_path):
     sh("dvc", "repro", cwd=tmp_path, env=env)
     synthetic, refined = dataset.validate(tmp_path / "data/synthetic"), dataset.validate(tmp_path / "data/refined")
     assert synthetic.label_columns == refined.label_columns == ["gaze_pitch", "gaze_yaw"]
+    assert synthetic.manifest["image_encoding"] == refined.manifest["image_encoding"] == "png"
     assert refined.manifest["schema"]["gaze_pitch"] == "float"  # float32, from the task's label schema
     rows, refined_rows = synthetic.load(), refined.load()
     assert rows["image"].shape[1:] == (35, 55) and refined_rows["image"].shape == rows["image"].shape

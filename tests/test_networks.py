@@ -49,3 +49,18 @@ def test_conditional_discriminator_embeds_only_the_classes_it_is_given():
     conditional(torch.rand(2, 1, 8, 8), torch.tensor([2, 5])).sum().backward()
     touched = conditional.embedding.weight.grad.abs().sum(1).nonzero().flatten().tolist()
     assert touched == [2, 5]
+
+
+def test_a_conditional_simgan_trains_its_class_embeddings_and_keeps_classes_in_its_history():
+    import numpy as np
+    from refiner.config import SimGANParams
+    from refiner.simgan import SimGANTrainer
+    rng = np.random.default_rng(0)
+    synthetic, real = rng.random((40, 8, 8), dtype=np.float32), rng.random((30, 8, 8), dtype=np.float32)
+    config = SimGANParams(channels=4, num_blocks=1, disc_layers=[[8, 1]], batch_size=8, pretrain_refiner_steps=1,
+                          pretrain_disc_steps=2, steps=2, history_size=16, conditional=True)
+    trainer = SimGANTrainer(synthetic, real, config, classes=(np.arange(40) % 10, np.arange(30) % 10, 10))
+    before = trainer.discriminator.embedding.weight.detach().clone()
+    trainer.train(progress=False)
+    assert not torch.equal(trainer.discriminator.embedding.weight, before)
+    assert trainer.history.classes is not None and len(trainer.history) > 0

@@ -44,6 +44,9 @@ def test_refiner_checkpoint_keeps_its_params(tmp_path):
     ({"refine.precision": "fp8"}, r"refine\.precision: Input should be 'fp32' or 'bf16'"),
     ({"nosuchsection.x": 1}, r"nosuchsection: Extra inputs are not permitted"),
     ({"task": "gaze"}, r"train_estimator\.self_training_rounds: task gaze has no prediction confidence"),
+    ({"task": "gaze", "train_estimator.self_training_rounds": 0, "train_refiner.conditional": True},
+     r"train_refiner\.conditional: task gaze has no classes"),
+    ({"image_encoding": "jpeg"}, r"image_encoding: Input should be 'png' or 'raw'"),
 ])
 def test_bad_params_are_refused_naming_the_dotted_key_and_the_file(overrides, message):
     with pytest.raises(ParamsError, match=message):

@@ -52,6 +52,7 @@ def test_repro_runs_every_stage_and_writes_outputs(project):
     assert synthetic.num_rows == refined.num_rows == 200
     assert list(refined.load()["id"]) == list(synthetic.load()["id"])
     assert refined.manifest["upstream"]["synthetic"] == synthetic.digest
+    assert synthetic.manifest["image_encoding"] == refined.manifest["image_encoding"] == "raw"  # params.yaml's
     assert dataset.open_dataset(repo / "data/real/unlabeled").label_columns == []
     report = json.loads((repo / "metrics/eval.json").read_text())
     for name in ("synthetic", "refined", "oracle"):

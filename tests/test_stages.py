@@ -13,7 +13,7 @@ from refiner.simgan import diversity_ratio, load_refiner
 from refiner.tasks import TASKS
 from stages.ingest import ingest
 from stages.render import render
-from stages.train_refiner import train_refiner
+from stages.train_refiner import conditioning, frozen_estimator, train_refiner
 
 DIGITS = TASKS["digits"]
 
@@ -107,6 +107,23 @@ def test_train_refiner_writes_checkpoint_curves_and_samples(real, tmp_path):
     assert log[-1]["diversity_ratio"] == pytest.approx(diversity_ratio(trainer.refine(trainer.probe), trainer.probe))
     assert (tmp_path / "plots" / "samples.png").stat().st_size > 1000
     assert (tmp_path / "plots" / "losses.csv").read_text().startswith("step,adv_loss")
+
+
+def test_conditional_discriminator_gets_the_pool_balanced_to_the_synthetic_class_shares(real, tmp_path):
+    from refiner.estimator import predict
+    unlabeled, _ = real
+    params = load_params(overrides={"render.num_images": 200, "train_refiner.conditional": True,
+                                    "train_refiner.semantic_steps": 30})
+    synthetic = render(params, tmp_path / "synthetic").load()
+    estimator = frozen_estimator(params, synthetic, progress=False)
+    pool = unlabeled.load()["image"]
+    synthetic_classes, pool_classes, num_classes = conditioning(params, estimator, synthetic, pool)
+    assert num_classes == 10 and np.array_equal(synthetic_classes, synthetic["label"]) and len(pool_classes) == len(pool)
+    prior = np.bincount(synthetic_classes, minlength=10) / len(synthetic_classes)
+    balanced = np.abs(np.bincount(pool_classes, minlength=10) / len(pool) - prior).max()
+    argmax = np.abs(np.bincount(predict(DIGITS, estimator, pool).argmax(1), minlength=10) / len(pool) - prior).max()
+    assert balanced < argmax / 2  # a 30-step estimator's argmax strays far from the shares (0.51 measured)
+    assert conditioning(load_params(), estimator, synthetic, pool) is None  # off: the paper's discriminator
 
 
 def test_realism_is_chance_for_the_same_distribution_and_high_for_a_different_one(real):
