@@ -3,6 +3,7 @@
     python benchmarks/refine.py                 # the full table (about 15 minutes on 2 cores)
     python benchmarks/refine.py --quick         # a smoke run with small sizes
     python benchmarks/refine.py --device cuda   # the GPU branch's forward pass (writes refine-cuda.json)
+    python benchmarks/refine.py --s3            # the stage on local files vs a local S3 server (refine-s3.json)
 
 Prints a table and writes benchmarks/results/refine.json. Every figure that is compared is
 a ratio against a baseline measured in the same run (these machines are shared and noisy):
@@ -27,6 +28,7 @@ import json
 import os
 import platform
 import shutil
+import socket
 import tempfile
 import threading
 import time
@@ -59,6 +61,8 @@ class Args:
     quick: bool = False
     device: str | None = None  # cuda (or cpu): the GPU branch's forward-pass table instead of the Ray stage's
     device_batch_sizes: tuple[int, ...] = (256, 1024, 4096)
+    s3: bool = False       # the stage reading and writing a local S3 server (moto) against local files
+    s3_repeats: int = 3
 
 
 class PeakMemory:
@@ -196,7 +200,51 @@ def device_table(args: Args) -> dict:
             "matmul_peak_gflops": peaks, "runs": rows}
 
 
+def s3_table(args: Args) -> dict:
+    """The same refine job (digits, raw, 2 actors) on local files and on a local S3 server
+    (moto's server mode on 127.0.0.1: a real S3 API, in this process), alternating runs."""
+    from moto.server import ThreadedMotoServer
+    import boto3
+    size = args.sizes[0] if not args.quick else 4_000
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    os.environ.update({"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
+                       "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"})
+    boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}").create_bucket(Bucket="bench")
+    ensure_ray()
+    runs = {"local": [], "s3": []}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            _, rendered, _ = digits.render_digits(5000, seed=0, progress=False)
+            rendered = dataset.to_uint8(digits.counts_to_unit(rendered))
+            checkpoint, _ = checkpoint_file(SimGANParams(), (8, 8), tmp)
+            sources = {"local": source_dataset(rendered, size, tmp / "src", args.rows_per_file, "raw"),
+                       "s3": source_dataset(rendered, size, "s3://bench/src", args.rows_per_file, "raw")}
+            for repeat in range(args.s3_repeats):
+                for where, source in sources.items():
+                    out = tmp / f"out-{repeat}" if where == "local" else f"s3://bench/out-{repeat}"
+                    speed, _ = ray_stage(source, checkpoint, out, args.batch_size, 2)
+                    runs[where].append(speed)
+                    print(f"{where}: {speed:,.0f} images/s", flush=True)
+    finally:
+        server.stop()
+    best = {where: max(speeds) for where, speeds in runs.items()}
+    print(f"| digits {size:,}, raw, 2 actors | local files {best['local']:,.0f} img/s | local S3 server "
+          f"{best['s3']:,.0f} img/s | S3 / local {best['s3'] / best['local']:.2f}x |")
+    return {"images": size, "runs": runs, "best_images_per_s": best, "s3_over_local": best["s3"] / best["local"]}
+
+
 def main(args: Args) -> dict:
+    if args.s3:
+        results = s3_table(args)
+        out = args.out.with_name("refine-s3.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2) + "\n")
+        return results
     if args.device is not None:
         if args.quick:
             args.device_batch_sizes = (64,)
@@ -298,5 +346,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes, a smoke run")
     parser.add_argument("--device", default=None, help="cuda (or cpu): the GPU branch's forward-pass table")
+    parser.add_argument("--s3", action="store_true", help="the stage on local files vs a local S3 server")
     options = parser.parse_args()
-    main(Args(quick=options.quick, device=options.device))
+    main(Args(quick=options.quick, device=options.device, s3=options.s3))

@@ -67,6 +67,12 @@ class RefineParams(Section):
         "CPU-only clusters: fractional, two 1-CPU actors on 2 cores starve the rest of the job"))
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 pays on GPUs; on CPU it is slower")
     ray_address: str | None = Field(None, description='null: local Ray (or RAY_ADDRESS); "ray://host:10001"')
+    source: str | None = Field(None, description=(
+        "the synthetic dataset to refine: null = data/synthetic (the pipeline's), or an s3://bucket/prefix "
+        "that the cluster's workers read themselves (no shared filesystem)"))
+    output: str | None = Field(None, description=(
+        "where the refined dataset goes: null = data/refined (DVC's output), or an s3://bucket/prefix "
+        "(then run the stage as a job, `python -m stages.refine`: DVC tracks local outputs only)"))
 
 
 class EstimatorParams(Section):

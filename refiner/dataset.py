@@ -22,6 +22,8 @@ every reader here takes both):
   gives Ray's tensor type. Hugging Face's own ``Array2D``/``Array3D`` columns were measured
   too: Parquet stores them as nested lists, which read 30x slower than these bytes.
 
+A dataset lives in a directory or at an ``s3://`` prefix (``refiner/storage.py``; the
+object-store writer commits by manifest instead of by rename: ``ObjectStoreWriter``).
 Writes are atomic: files go to a hidden staging directory beside the target, which is
 renamed into place only once complete, so a reader never sees a half-written dataset and
 an interrupted write leaves the previous dataset (if any) untouched. One writer at a time
@@ -54,6 +56,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from filelock import FileLock, Timeout
 from PIL import Image
+
+from refiner import storage
 
 FORMAT = "simrefinery.imageset/1"
 MANIFEST = "_manifest.json"  # leading "_": whole-directory Parquet readers skip it
@@ -312,9 +316,10 @@ def make_table(ids, images_uint8: np.ndarray, labels: dict[str, np.ndarray], sou
 
 # ---------------------------------------------------------------- writing
 
-def file_sha256(path: Path) -> str:
+def file_sha256(path, filesystem=None) -> str:
+    """A local file's SHA-256, or an object's (``filesystem``: pyarrow's), streamed."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with (filesystem.open_input_stream(path) if filesystem else open(path, "rb")) as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
@@ -343,18 +348,16 @@ class DatasetWriter:
     ``image_shape`` (raw bytes do not say it).
     """
 
+    def __new__(cls, path, **kwargs):
+        # one way to write a dataset: an s3:// target gets the object-store writer
+        return super().__new__(ObjectStoreWriter if cls is DatasetWriter and storage.is_remote(path) else cls)
+
     def __init__(self, path: str | Path, *, label_schema: pa.Schema, producer: str,
                  params: dict | None = None, upstream: dict[str, str] | None = None,
                  resume_key: str | None = None, bad_labels: BadLabels | None = None, check_images: bool = True,
                  image_encoding: str = "png", image_shape: list[int] | None = None):
         self.path = Path(path)
-        self.image_encoding = check_encoding(image_encoding)
-        if image_encoding == "raw" and image_shape is None:
-            raise ValueError(f"{self.path}: raw images need image_shape")
-        self.image_shape = list(image_shape) if image_shape is not None else None
-        self.schema = schema_for(label_schema, image_encoding)
-        self.label_columns = tuple(label_schema.names)
-        self.producer, self.params, self.upstream = producer, params or {}, upstream or {}
+        self._contract(label_schema, producer, params, upstream, image_encoding, image_shape)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.lock = FileLock(self.path.parent / f".{self.path.name}.lock")
         try:
@@ -376,6 +379,16 @@ class DatasetWriter:
         self.rows = RowChecker(self.label_columns, bad_labels, self.image_shape, check_images=check_images)
         for kept in sorted(self.tmp.glob("part-*.parquet")):  # a resumed job: ids stay unique across parts
             self.rows.remember(pq.read_table(kept, columns=["id"]).column("id").to_pylist())
+
+    def _contract(self, label_schema, producer, params, upstream, image_encoding, image_shape) -> None:
+        """What every writer of the contract holds, wherever it writes."""
+        self.image_encoding = check_encoding(image_encoding)
+        if image_encoding == "raw" and image_shape is None:
+            raise ValueError(f"{self.path}: raw images need image_shape")
+        self.image_shape = list(image_shape) if image_shape is not None else None
+        self.schema = schema_for(label_schema, image_encoding)
+        self.label_columns = tuple(label_schema.names)
+        self.producer, self.params, self.upstream = producer, params or {}, upstream or {}
         self.manifest: dict | None = None
 
     @staticmethod
@@ -413,8 +426,15 @@ class DatasetWriter:
         if not sum(f["rows"] for f in files):
             raise DatasetError(f"{self.path}: no rows to write; nothing committed"
                                + (" (the previous dataset is kept)" if self.path.exists() else ""))
-        shape = self.image_shape or self._first_png_shape(next(p for p, f in zip(parts, files) if f["rows"]))
-        self.manifest = {
+        self.manifest = self._manifest(files, self.image_shape or self._first_png_shape(
+            next(p for p, f in zip(parts, files) if f["rows"])))
+        (self.tmp / MANIFEST).write_text(json.dumps(self.manifest, indent=2, sort_keys=True, default=str))
+        _replace_dir(self.tmp, self.path)
+        self.lock.release()
+        return self.manifest
+
+    def _manifest(self, files: list[dict], shape: list[int]) -> dict:
+        return {
             "format": FORMAT,
             "num_rows": sum(f["rows"] for f in files),
             "image_shape": shape,
@@ -427,15 +447,11 @@ class DatasetWriter:
             "params": self.params,
             "upstream": dict(sorted(self.upstream.items())),
         }
-        (self.tmp / MANIFEST).write_text(json.dumps(self.manifest, indent=2, sort_keys=True, default=str))
-        _replace_dir(self.tmp, self.path)
-        self.lock.release()
-        return self.manifest
 
-    @staticmethod
-    def _first_png_shape(part: Path) -> list[int]:
+    def _first_png_shape(self, part) -> list[int]:
         """Every image of a dataset has one shape (the row checks hold it): read it off the first."""
-        first_image = pq.read_table(part, columns=["image"]).column("image")[0]["bytes"].as_py()
+        first_image = pq.read_table(part, columns=["image"], filesystem=getattr(self, "fs", None)
+                                    ).column("image")[0]["bytes"].as_py()
         return list(decode_png(first_image).shape)
 
     def abort(self) -> None:
@@ -466,6 +482,85 @@ def _replace_dir(src: Path, dst: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+class ObjectStoreWriter(DatasetWriter):
+    """The writer for an ``s3://`` target (``DatasetWriter(s3_uri, ...)`` makes one). Object
+    stores have no rename, so the commit is by manifest: parts are staged under a hidden
+    prefix beside the target (``.<name>.partial-<key>/`` with a resume key, so a rerun keeps
+    the finished ones); the commit deletes the old manifest (from then on readers see "no
+    manifest: unfinished write", never a mixed dataset), copies the parts to their final
+    names server-side, removes parts of the old dataset that the new one lacks, writes the
+    manifest last and removes the staging prefix. Each object appears whole or not at all
+    (a PUT is atomic), so a staged part is always complete. There is no lock on object
+    storage: one writer per target is the caller's to keep (the refine stage is one job)."""
+
+    def __init__(self, path: str, *, label_schema: pa.Schema, producer: str, params: dict | None = None,
+                 upstream: dict[str, str] | None = None, resume_key: str | None = None,
+                 bad_labels: BadLabels | None = None, check_images: bool = True, image_encoding: str = "png",
+                 image_shape: list[int] | None = None):
+        from pyarrow import fs
+        self.path = path.rstrip("/")
+        self._contract(label_schema, producer, params, upstream, image_encoding, image_shape)
+        self.fs, self.root = storage.resolve(self.path)
+        parent, name = self.root.rsplit("/", 1) if "/" in self.root else (self.root, "")
+        if not name:
+            raise DatasetError(f"{self.path}: a dataset needs a prefix inside the bucket (s3://bucket/name)")
+        staged = f".{name}.partial-{resume_key}" if resume_key else f".{name}.tmp-{uuid.uuid4().hex[:8]}"
+        self.tmp = f"{parent}/{staged}"
+        for stale in self.fs.get_file_info(fs.FileSelector(parent, allow_not_found=True)):
+            base = stale.base_name
+            if stale.path != self.tmp and base.startswith(f".{name}.") and (".tmp-" in base or ".partial-" in base):
+                if ".partial-" in base and resume_key:
+                    print(f"{self.path}: an interrupted job with other inputs or settings left parts; starting clean")
+                self.fs.delete_dir(stale.path)
+        self.resume_key = resume_key
+        self.rows = RowChecker(self.label_columns, bad_labels, self.image_shape, check_images=check_images)
+        for kept in self._staged():  # a resumed job: ids stay unique across parts
+            self.rows.remember(pq.read_table(kept, columns=["id"], filesystem=self.fs).column("id").to_pylist())
+
+    def _staged(self) -> list[str]:
+        from pyarrow import fs
+        found = self.fs.get_file_info(fs.FileSelector(self.tmp, allow_not_found=True))
+        return sorted(f.path for f in found if f.base_name.startswith("part-") and f.base_name.endswith(".parquet"))
+
+    def has_part(self, index: int) -> bool:
+        from pyarrow import fs
+        return self.fs.get_file_info(f"{self.tmp}/{self.part_name(index)}").type == fs.FileType.File
+
+    def write_part(self, index: int, table: pa.Table) -> None:
+        table = self._conform(table, f"{self.path} ({self.part_name(index)})")
+        pq.write_table(table, f"{self.tmp}/{self.part_name(index)}", filesystem=self.fs, compression="zstd",
+                       row_group_size=8192)
+
+    def commit(self) -> dict:
+        from pyarrow import fs
+        parts = self._staged()
+        names = [p.rsplit("/", 1)[1] for p in parts]
+        if names != [self.part_name(i) for i in range(len(parts))]:
+            raise DatasetError(f"{self.path}: parts are not numbered 0..{len(parts) - 1}: {names}")
+        files = [{"name": name, "rows": pq.ParquetFile(self.fs.open_input_file(p)).metadata.num_rows,
+                  "sha256": file_sha256(p, self.fs)} for name, p in zip(names, parts)]
+        if not sum(f["rows"] for f in files):
+            raise DatasetError(f"{self.path}: no rows to write; nothing committed")
+        self.manifest = self._manifest(files, self.image_shape or self._first_png_shape(
+            next(p for p, f in zip(parts, files) if f["rows"])))
+        manifest = f"{self.root}/{MANIFEST}"
+        if self.fs.get_file_info(manifest).type == fs.FileType.File:
+            self.fs.delete_file(manifest)  # first: from here readers see an unfinished write, not a mix
+        for name, part in zip(names, parts):
+            self.fs.copy_file(part, f"{self.root}/{name}")
+        for old in self.fs.get_file_info(fs.FileSelector(self.root, allow_not_found=True)):
+            if old.base_name.startswith("part-") and old.base_name not in names:
+                self.fs.delete_file(old.path)
+        with self.fs.open_output_stream(manifest) as out:  # last: the commit
+            out.write(json.dumps(self.manifest, indent=2, sort_keys=True, default=str).encode())
+        self.fs.delete_dir(self.tmp)
+        return self.manifest
+
+    def abort(self) -> None:
+        if self.resume_key is None:
+            self.fs.delete_dir_contents(self.tmp, missing_dir_ok=True)
+
+
 def write_dataset(path, ids, images_uint8, labels: dict[str, np.ndarray], *, source: str,
                   producer: str, label_schema: pa.Schema | None = None, params: dict | None = None,
                   upstream: dict | None = None, rows_per_file: int = 50_000,
@@ -487,9 +582,15 @@ def write_dataset(path, ids, images_uint8, labels: dict[str, np.ndarray], *, sou
 
 # ---------------------------------------------------------------- reading
 
+def read_parquet(file, **options) -> pa.Table:
+    """A local Parquet file, or an ``s3://`` object's."""
+    filesystem, where = storage.resolve(file) if storage.is_remote(file) else (None, file)
+    return pq.read_table(where, filesystem=filesystem, **options)
+
+
 @dataclass(frozen=True)
 class ImageDataset:
-    path: Path
+    path: Path | str  # a directory, or an s3:// prefix
     manifest: dict
 
     @property
@@ -511,18 +612,22 @@ class ImageDataset:
     @property
     def label_schema(self) -> pa.Schema:
         """The label columns with their pyarrow types, as the producing task declared them."""
-        schema = pq.read_schema(self.files[0])
+        filesystem, where = storage.resolve(self.files[0]) if storage.is_remote(self.path) else (None, self.files[0])
+        schema = pq.read_schema(where, filesystem=filesystem)
         return pa.schema([(name, canonical_type(schema.field(name).type)) for name in self.label_columns])
 
     @property
-    def files(self) -> list[Path]:
+    def files(self) -> list:
+        """Paths, or ``s3://`` URIs for a dataset in object storage."""
+        if storage.is_remote(self.path):
+            return [f"{self.path}/{f['name']}" for f in self.manifest["files"]]
         return [self.path / f["name"] for f in self.manifest["files"]]
 
     def tables(self) -> Iterator[tuple[Path, pa.Table]]:
         expected = self.manifest["schema"]
         for file in self.files:
             try:
-                table = pq.read_table(file)
+                table = read_parquet(file)
             except Exception as err:
                 raise DatasetError(f"{file}: not a readable Parquet file ({err})") from err
             check_schema(table.schema, expected, file)
@@ -550,22 +655,28 @@ def check_schema(actual: pa.Schema, expected: dict[str, str], file) -> None:
 
 
 def open_dataset(path: str | Path, *, verify_hashes: bool = True) -> ImageDataset:
-    """Open and validate a dataset: manifest present and well-formed, files intact."""
-    path = Path(path)
-    manifest_path = path / MANIFEST
-    if not manifest_path.is_file():
+    """Open and validate a dataset (a directory or an ``s3://`` prefix): manifest present and
+    well-formed, files intact."""
+    from pyarrow import fs
+    remote = storage.is_remote(path)
+    path = str(path).rstrip("/") if remote else Path(path)
+    filesystem, root = storage.resolve(path) if remote else (fs.LocalFileSystem(), str(path))
+    manifest_path = f"{path}/{MANIFEST}" if remote else path / MANIFEST
+    if filesystem.get_file_info(f"{root}/{MANIFEST}").type != fs.FileType.File:
         raise DatasetError(f"{path}: no {MANIFEST}; not a simrefinery dataset or an unfinished write")
     try:
-        manifest = json.loads(manifest_path.read_text())
+        with filesystem.open_input_stream(f"{root}/{MANIFEST}") as stream:
+            manifest = json.loads(stream.read())
     except json.JSONDecodeError as err:
         raise DatasetError(f"{manifest_path}: invalid JSON ({err})") from err
     if manifest.get("format") != FORMAT:
         raise DatasetError(f"{manifest_path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
     for entry in manifest["files"]:
-        file = path / entry["name"]
-        if not file.is_file():
+        file = f"{path}/{entry['name']}" if remote else path / entry["name"]
+        where = f"{root}/{entry['name']}"
+        if filesystem.get_file_info(where).type != fs.FileType.File:
             raise DatasetError(f"{file}: listed in the manifest but missing")
-        if verify_hashes and file_sha256(file) != entry["sha256"]:
+        if verify_hashes and file_sha256(where, filesystem) != entry["sha256"]:
             raise DatasetError(f"{file}: content does not match the manifest's sha256 (modified or corrupt)")
     return ImageDataset(path, manifest)
 

@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from refiner import dataset
+from refiner import dataset, storage
 from refiner.simgan import from_model, load_refiner, to_model
 
 PRECISIONS = ("fp32", "bf16")
@@ -168,9 +168,13 @@ def _refined_batches(source, todo, checkpoint_bytes, batch_size, num_actors, act
     context.enable_progress_bars = progress
     # The reader merges small files into one block, which would feed one actor: cut the
     # stream into batch-sized blocks (a streaming repartition, no shuffle) for the pool.
-    # absolute paths: a cluster's workers do not run in the driver's directory
-    rows = ray.data.read_parquet([str(source.files[i].resolve()) for i in todo]).repartition(
-        target_num_rows_per_block=batch_size)
+    # absolute paths: a cluster's workers do not run in the driver's directory; objects in S3
+    # are read by the workers themselves (no shared filesystem), with the driver's S3 settings
+    if storage.is_remote(source.path):
+        filesystem, files = storage.resolve(source.path)[0], [storage.resolve(source.files[i])[1] for i in todo]
+    else:
+        filesystem, files = None, [str(source.files[i].resolve()) for i in todo]
+    rows = ray.data.read_parquet(files, filesystem=filesystem).repartition(target_num_rows_per_block=batch_size)
     refined = rows.map_batches(
         RefinerPredictor, fn_constructor_kwargs={"checkpoint": checkpoint_bytes, "precision": precision,
                                                  "image_shape": source.manifest["image_shape"],

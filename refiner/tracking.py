@@ -28,6 +28,8 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
+from refiner import storage
+
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
@@ -169,8 +171,10 @@ def log_dataset(dataset, context: str, name: str) -> None:
     with warnings.catch_warnings():  # "can be interpreted in multiple ways": all of them local paths
         warnings.simplefilter("ignore", UserWarning)
         source = resolve_dataset_source(_relative(dataset.path))
-    mlflow.log_input(MetaDataset(source=source, name=name, digest=dataset.digest[:36]),
-                     context=context, tags={"simrefinery.digest": dataset.digest})
+    # MLflow keeps one record per (name, digest): the same bytes read from another place keep
+    # the first source, so each input also says where this run read it
+    mlflow.log_input(MetaDataset(source=source, name=name, digest=dataset.digest[:36]), context=context,
+                     tags={"simrefinery.digest": dataset.digest, "simrefinery.location": _relative(dataset.path)})
 
 
 def log_model(model, name: str, registered_name: str, example, training_data: dict[str, str],
@@ -215,8 +219,11 @@ def log_model_input(model_dir: Path) -> dict | None:
     return record
 
 
-def _relative(path: Path) -> str:
-    """Dataset paths relative to the working directory, so no home paths leak into runs."""
+def _relative(path: Path | str) -> str:
+    """Dataset paths relative to the working directory, so no home paths leak into runs
+    (an s3:// URI is recorded as it is)."""
+    if storage.is_remote(path):
+        return path
     try:
         return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
     except ValueError:

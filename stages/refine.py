@@ -12,19 +12,20 @@ from stages import common
 def run(params: Params) -> dict:
     from refiner import tracking
     section, task = params.refine, task_for(params)
-    synthetic = dataset.open_training_set(common.SYNTHETIC, task.labels, task.bad_labels)  # before Ray starts
+    source, out = section.source or common.SYNTHETIC, section.output or common.REFINED
+    synthetic = dataset.open_training_set(source, task.labels, task.bad_labels)  # before Ray starts
     checkpoint_digest = dataset.file_sha256(common.REFINER_CHECKPOINT)
     with tracking.stage_run("refine", common.declared_params("refine", params)) as mlflow_run:
         tracking.log_dataset(synthetic, "input", "synthetic")
         tracking.log_model_input(common.REFINER_DIR)
         refined = refine_dataset(
-            synthetic, common.REFINER_CHECKPOINT, common.REFINED, batch_size=section.batch_size,
+            synthetic, common.REFINER_CHECKPOINT, out, batch_size=section.batch_size,
             num_actors=section.num_actors, actor_num_cpus=section.actor_num_cpus,
             precision=section.precision, ray_address=section.ray_address, image_encoding=params.image_encoding,
             params={"refiner_sha256": checkpoint_digest},
             upstream={"synthetic": synthetic.digest, "refiner": checkpoint_digest})
         tracking.log_dataset(refined, "output", "refined")
-    print(f"refine: {refined.num_rows} images -> {common.REFINED} (digest {refined.digest[:12]})")
+    print(f"refine: {refined.num_rows} images -> {out} (digest {refined.digest[:12]})")
     return {"refined": refined.digest, "mlflow_run_id": mlflow_run.info.run_id}
 
 

@@ -82,6 +82,19 @@ def test_ray_refine_reads_and_writes_raw_images_with_the_same_pixels(local_ray, 
     assert list(raw["id"]) == list(png["id"]) and np.array_equal(raw["image"], png["image"])
 
 
+def test_ray_refine_reads_from_and_writes_to_s3_with_the_local_runs_digest(local_ray, s3_env, synthetic, checkpoint,
+                                                                           tmp_path):
+    """Ray's read tasks fetch the parts from the bucket themselves (no shared filesystem)."""
+    from tests.conftest import BUCKET
+    for file in [*synthetic.files, synthetic.path / dataset.MANIFEST]:  # the same bytes, in the bucket
+        s3_env.upload_file(str(file), BUCKET, f"synthetic/{file.name}")
+    source = dataset.open_dataset(f"s3://{BUCKET}/synthetic")
+    assert source.digest == synthetic.digest
+    remote = refine_dataset(source, checkpoint, f"s3://{BUCKET}/refined", batch_size=32, progress=False)
+    local = refine_dataset(synthetic, checkpoint, tmp_path / "refined", batch_size=32, progress=False)
+    assert dataset.validate(f"s3://{BUCKET}/refined").digest == remote.digest == local.digest
+
+
 def test_ray_refine_is_deterministic(local_ray, synthetic, checkpoint, tmp_path):
     digests = {refine_dataset(synthetic, checkpoint, tmp_path / f"r{i}", batch_size=50, num_actors=2,
                               progress=False).digest for i in range(2)}

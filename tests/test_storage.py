@@ -1,7 +1,8 @@
-"""Object storage, on a real local S3 server (moto's server mode on 127.0.0.1): the project's
-datasets and models push to an S3 remote and a fresh clone's `dvc pull` restores them byte
-for byte; an MLflow server with `--artifacts-destination s3://...` keeps the stages'
-artifacts in the bucket."""
+"""Object storage, on a real local S3 server (moto's server mode on 127.0.0.1): the dataset
+contract at s3:// prefixes (the same digests as on disk, manifest last, an interrupted write
+resumed); the project's datasets and models push to an S3 remote and a fresh clone's `dvc
+pull` restores them byte for byte; an MLflow server with `--artifacts-destination s3://...`
+keeps the stages' artifacts in the bucket."""
 
 import os
 import shutil
@@ -12,31 +13,109 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 import pytest
 
 from refiner import dataset
-from tests.conftest import TINY, make_project, sh
+from tests.conftest import BUCKET, CREDENTIALS, TINY, make_project, sh, uint8_images
 
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-BUCKET = "simrefinery"
+LABELS = pa.schema([("label", pa.int64())])
 
 
-@pytest.fixture
-def s3_server():
-    """A real S3 API on 127.0.0.1 (no mock of boto or pyarrow): (endpoint URL, a client)."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
-                          region_name="us-east-1")
-    client.create_bucket(Bucket=BUCKET)
-    yield endpoint, client
-    server.stop()
+def keys(client, prefix: str) -> list[str]:
+    """The objects under ``prefix``, less the empty directory markers pyarrow leaves."""
+    return sorted(o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])
+                  if not o["Key"].endswith("/"))
+
+
+def write_digits(path, n=25, seed=0, encoding="raw"):
+    images = uint8_images(n, seed=seed)
+    return dataset.write_dataset(path, np.array([f"id-{i:03d}" for i in range(n)], dtype=object), images,
+                                 {"label": np.arange(n) % 10}, label_schema=LABELS, source="synthetic",
+                                 producer="test", rows_per_file=10, image_encoding=encoding)
+
+
+@pytest.mark.parametrize("encoding", ["raw", "png"])
+def test_a_dataset_at_an_s3_prefix_has_the_digest_and_rows_of_the_same_dataset_on_disk(s3_env, tmp_path, encoding):
+    uri = f"s3://{BUCKET}/datasets/synthetic"
+    write_digits(uri, encoding=encoding)
+    write_digits(tmp_path / "synthetic", encoding=encoding)
+    remote, local = dataset.validate(uri), dataset.validate(tmp_path / "synthetic")
+    assert remote.digest == local.digest and remote.files[0] == f"{uri}/part-00000.parquet"
+    assert all(np.array_equal(a, b) for a, b in zip(remote.load().values(), local.load().values()))
+    assert keys(s3_env, "datasets/") == [f"datasets/synthetic/{name}" for name in (
+        "_manifest.json", "part-00000.parquet", "part-00001.parquet", "part-00002.parquet")]  # no staging left
+
+
+def test_an_interrupted_s3_write_leaves_the_old_dataset_and_resumes_its_finished_parts(s3_env, tmp_path):
+    uri = f"s3://{BUCKET}/datasets/refined"
+    old = write_digits(uri, n=35, seed=1)  # four parts
+    images = uint8_images(25, seed=2)
+
+    def table(part):
+        rows = range(10 * part, min(10 * part + 10, 25))
+        return dataset.make_table([f"r-{i}" for i in rows], images[list(rows)], {"label": np.array(rows) % 10},
+                                  "refined", LABELS, "raw")
+    with pytest.raises(RuntimeError, match="killed"):
+        with dataset.DatasetWriter(uri, label_schema=LABELS, producer="test", resume_key="job-1",
+                                   image_encoding="raw", image_shape=[8, 8]) as writer:
+            writer.write_part(0, table(0))
+            raise RuntimeError("killed")  # an injected fault between parts
+    assert dataset.open_dataset(uri).digest == dataset.manifest_digest(old)  # readers still see the old one
+    assert "datasets/.refined.partial-job-1/part-00000.parquet" in keys(s3_env, "datasets/")
+    with dataset.DatasetWriter(uri, label_schema=LABELS, producer="test", resume_key="job-1",
+                               image_encoding="raw", image_shape=[8, 8]) as writer:
+        assert writer.has_part(0) and not writer.has_part(1)
+        with pytest.raises(dataset.DatasetError, match="id is not unique"):
+            writer.write_part(1, table(0))  # the kept part's ids are remembered
+        for part in (1, 2):
+            writer.write_part(part, table(part))
+    resumed = dataset.validate(uri)
+    with dataset.DatasetWriter(tmp_path / "once", label_schema=LABELS, producer="test", image_encoding="raw",
+                               image_shape=[8, 8]) as writer:
+        for part in range(3):
+            writer.write_part(part, table(part))
+    assert resumed.digest == dataset.open_dataset(tmp_path / "once").digest
+    assert keys(s3_env, "datasets/") == [f"datasets/refined/{name}" for name in (
+        "_manifest.json", "part-00000.parquet", "part-00001.parquet", "part-00002.parquet")]  # the old 4th is gone
+
+
+def test_a_missing_or_tampered_s3_dataset_is_refused_naming_it(s3_env):
+    uri = f"s3://{BUCKET}/datasets/synthetic"
+    with pytest.raises(dataset.DatasetError, match=f"{uri}: no _manifest.json"):
+        dataset.open_dataset(uri)
+    write_digits(uri)
+    s3_env.put_object(Bucket=BUCKET, Key="datasets/synthetic/part-00001.parquet", Body=b"not parquet")
+    with pytest.raises(dataset.DatasetError, match=f"{uri}/part-00001.parquet: content does not match"):
+        dataset.open_dataset(uri)
+
+
+@pytest.mark.slow
+def test_the_refine_stage_refines_a_dataset_in_s3_into_s3(dvc_project, s3_env, tmp_path):
+    """`python -m stages.refine` with refine.source and refine.output at s3:// prefixes (the
+    README's cluster recipe without DVC): the refined dataset in the bucket is the one
+    `dvc repro` wrote to disk, digest for digest; its MLflow run records where it read its input."""
+    import yaml
+    client, project, env = s3_env, dvc_project[0], dvc_project[1]
+    repo = tmp_path / "project"
+    shutil.copytree(project, repo, symlinks=True)
+    for file in sorted((repo / "data/synthetic").iterdir()):
+        client.upload_file(str(file), BUCKET, f"data/synthetic/{file.name}")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["refine"].update(source=f"s3://{BUCKET}/data/synthetic", output=f"s3://{BUCKET}/data/refined")
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh(sys.executable, "-m", "stages.refine", cwd=repo, env={**env, **CREDENTIALS,
+                                                             "AWS_ENDPOINT_URL": os.environ["AWS_ENDPOINT_URL"]})
+    refined = dataset.validate(f"s3://{BUCKET}/data/refined")
+    assert refined.digest == dataset.open_dataset(repo / "data/refined").digest
+    import mlflow
+    tracking = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    run = tracking.search_runs([tracking.get_experiment_by_name("simrefinery").experiment_id],
+                               "tags.`simrefinery.stage` = 'refine'", order_by=["attributes.start_time DESC"])[0]
+    inputs = {i.dataset.name: {t.key: t.value for t in i.tags} for i in run.inputs.dataset_inputs}
+    assert inputs["synthetic"]["simrefinery.location"] == f"s3://{BUCKET}/data/synthetic"
+    assert inputs["synthetic"]["simrefinery.digest"] == refined.manifest["upstream"]["synthetic"]
 
 
 @pytest.mark.slow
