@@ -1,7 +1,8 @@
 """A real two-node Ray cluster on this machine (`ray start --head`, `ray start --address`),
 each node advertising one GPU it does not have. The README's `ray job submit` command runs
 the refine stage there: its actors take the GPU branch, one per GPU, on both nodes, say
-they run it on CPU, and the dataset equals the local run's, digest for digest."""
+they run it on CPU, and the dataset equals the local run's, digest for digest; then again
+with the dataset in a real local S3 server and none on disk."""
 
 import json
 import os
@@ -23,7 +24,7 @@ import torch
 from refiner import dataset
 from refiner.refine_job import refine_pixels
 from refiner.simgan import load_refiner
-from tests.conftest import sh
+from tests.conftest import BUCKET, CREDENTIALS, sh
 
 RAY = str(Path(sys.executable).parent / "ray")
 
@@ -119,3 +120,24 @@ def test_bf16_channels_last_branch_stays_within_a_few_levels_of_fp32(dvc_project
     model = model.to(memory_format=torch.channels_last)
     branch = refine_pixels(model, images, precision="bf16", channels_last=True)
     assert 0 < np.abs(branch - fp32).max() <= 3 / 255
+
+
+@pytest.mark.slow
+def test_readme_job_submit_refines_from_s3_into_s3_with_no_dataset_on_disk(two_node_cluster, s3_env):
+    """refine.source and refine.output at s3:// prefixes, the S3 settings in the job's
+    runtime environment (the README's recipe): the workers of both nodes read the parts from
+    the bucket, since the project holds no synthetic dataset any more."""
+    import yaml
+    repo, env, gcs, dashboard = two_node_cluster
+    expected = dataset.open_dataset(repo / "data/refined").digest
+    for file in sorted((repo / "data/synthetic").iterdir()):
+        s3_env.upload_file(str(file), BUCKET, f"synthetic/{file.name}")
+    shutil.rmtree(repo / "data/synthetic")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["refine"].update(source=f"s3://{BUCKET}/synthetic", output=f"s3://{BUCKET}/refined")
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    settings = {**CREDENTIALS, "AWS_ENDPOINT_URL": os.environ["AWS_ENDPOINT_URL"]}
+    sh("ray", "job", "submit", "--address", f"http://127.0.0.1:{dashboard}",
+       "--runtime-env-json", json.dumps({"env_vars": settings}), "--",
+       "bash", "-c", f"cd {repo} && python -m stages.refine", cwd=repo, env=env, timeout=300)
+    assert dataset.validate(f"s3://{BUCKET}/refined").digest == expected
