@@ -140,4 +140,12 @@ def test_readme_job_submit_refines_from_s3_into_s3_with_no_dataset_on_disk(two_n
     sh("ray", "job", "submit", "--address", f"http://127.0.0.1:{dashboard}",
        "--runtime-env-json", json.dumps({"env_vars": settings}), "--",
        "bash", "-c", f"cd {repo} && python -m stages.refine", cwd=repo, env=env, timeout=300)
-    assert dataset.validate(f"s3://{BUCKET}/refined").digest == expected
+    refined = dataset.validate(f"s3://{BUCKET}/refined")
+    assert refined.digest == expected
+    import mlflow  # the run records where it read its input (MLflow keeps one source per digest)
+    tracking = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    run = tracking.search_runs([tracking.get_experiment_by_name("simrefinery").experiment_id],
+                               "tags.`simrefinery.stage` = 'refine'", order_by=["attributes.start_time DESC"])[0]
+    inputs = {i.dataset.name: {t.key: t.value for t in i.tags} for i in run.inputs.dataset_inputs}
+    assert inputs["synthetic"]["simrefinery.location"] == f"s3://{BUCKET}/synthetic"
+    assert inputs["synthetic"]["simrefinery.digest"] == refined.manifest["upstream"]["synthetic"]

@@ -92,33 +92,6 @@ def test_a_missing_or_tampered_s3_dataset_is_refused_naming_it(s3_env):
 
 
 @pytest.mark.slow
-def test_the_refine_stage_refines_a_dataset_in_s3_into_s3(dvc_project, s3_env, tmp_path):
-    """`python -m stages.refine` with refine.source and refine.output at s3:// prefixes (the
-    README's cluster recipe without DVC): the refined dataset in the bucket is the one
-    `dvc repro` wrote to disk, digest for digest; its MLflow run records where it read its input."""
-    import yaml
-    client, project, env = s3_env, dvc_project[0], dvc_project[1]
-    repo = tmp_path / "project"
-    shutil.copytree(project, repo, symlinks=True)
-    for file in sorted((repo / "data/synthetic").iterdir()):
-        client.upload_file(str(file), BUCKET, f"data/synthetic/{file.name}")
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["refine"].update(source=f"s3://{BUCKET}/data/synthetic", output=f"s3://{BUCKET}/data/refined")
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    sh(sys.executable, "-m", "stages.refine", cwd=repo, env={**env, **CREDENTIALS,
-                                                             "AWS_ENDPOINT_URL": os.environ["AWS_ENDPOINT_URL"]})
-    refined = dataset.validate(f"s3://{BUCKET}/data/refined")
-    assert refined.digest == dataset.open_dataset(repo / "data/refined").digest
-    import mlflow
-    tracking = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
-    run = tracking.search_runs([tracking.get_experiment_by_name("simrefinery").experiment_id],
-                               "tags.`simrefinery.stage` = 'refine'", order_by=["attributes.start_time DESC"])[0]
-    inputs = {i.dataset.name: {t.key: t.value for t in i.tags} for i in run.inputs.dataset_inputs}
-    assert inputs["synthetic"]["simrefinery.location"] == f"s3://{BUCKET}/data/synthetic"
-    assert inputs["synthetic"]["simrefinery.digest"] == refined.manifest["upstream"]["synthetic"]
-
-
-@pytest.mark.slow
 def test_datasets_push_to_an_s3_remote_and_a_fresh_clone_pulls_them_back(dvc_project, s3_server, tmp_path):
     endpoint, client = s3_server
     project, env, _, digests = dvc_project
