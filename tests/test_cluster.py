@@ -63,9 +63,11 @@ def stop(node: subprocess.Popen) -> None:
             continue
 
 
-@pytest.fixture
-def two_node_cluster(dvc_project, tmp_path):
-    """(a copy of the tiny reproduced project, its environment, the GCS and dashboard ports)."""
+@pytest.fixture(scope="module")
+def two_node_cluster(dvc_project, tmp_path_factory):
+    """(a copy of the tiny reproduced project, its environment, the GCS and dashboard ports);
+    one cluster for the module's tests (starting one takes about 20 s)."""
+    tmp_path = tmp_path_factory.mktemp("cluster")
     repo = tmp_path / "project"
     shutil.copytree(dvc_project[0], repo, symlinks=True)
     env = dvc_project[1]
@@ -129,7 +131,7 @@ def test_readme_job_submit_refines_from_s3_into_s3_with_no_dataset_on_disk(two_n
     the bucket, since the project holds no synthetic dataset any more."""
     import yaml
     repo, env, gcs, dashboard = two_node_cluster
-    expected = dataset.open_dataset(repo / "data/refined").digest
+    expected = dataset.open_dataset(repo / "data/refined").digest  # the local run's (or the job's above: the same)
     for file in sorted((repo / "data/synthetic").iterdir()):
         s3_env.upload_file(str(file), BUCKET, f"synthetic/{file.name}")
     shutil.rmtree(repo / "data/synthetic")
