@@ -21,7 +21,6 @@ writes benchmarks/results/image_column.json.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import tempfile
@@ -34,6 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from refiner import dataset
+from stages.common import write_json
 
 
 @dataclass
@@ -124,8 +124,7 @@ def main(args: Args) -> dict:
                                       for encoding in ("png", "raw", "hf-array")}
             print(f"{kind}: done", flush=True)
     report(results)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    write_json(args.out, results)
     print(f"wrote {args.out}")
     return results
 

@@ -24,7 +24,6 @@ measured matmul peak in the same precision.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shutil
@@ -46,6 +45,7 @@ from refiner.networks import count_macs
 from refiner.refine_job import ensure_ray, refine_dataset, refine_in_process
 from refiner.config import SimGANParams
 from refiner.simgan import build_refiner
+from stages.common import write_json
 
 
 @dataclass
@@ -241,9 +241,7 @@ def s3_table(args: Args) -> dict:
 def main(args: Args) -> dict:
     if args.s3:
         results = s3_table(args)
-        out = args.out.with_name("refine-s3.json")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(results, indent=2) + "\n")
+        write_json(args.out.with_name("refine-s3.json"), results)
         return results
     if args.device is not None:
         if args.quick:
@@ -251,8 +249,7 @@ def main(args: Args) -> dict:
         print("| batch | precision | channels-last | torch.compile | images/s | of matmul peak |\n|---|---|---|---|---|---|")
         results = device_table(args)
         out = args.out.with_name(f"refine-{args.device.split(':')[0]}.json")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(results, indent=2) + "\n")
+        write_json(out, results)
         print(f"{results['device']}: matmul peak {results['matmul_peak_gflops']} GFLOP/s; wrote {out}")
         return results
     if args.quick:
@@ -299,8 +296,7 @@ def main(args: Args) -> dict:
         results["paper_35x55"] = {"refiner_gflop_per_image": paper_flops / 1e9, "bare_images_per_s": paper_bare,
                                   "ray_images_per_s": paper_ray}
     report(results)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    write_json(args.out, results)
     print(f"wrote {args.out}")
     return results
 

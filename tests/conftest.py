@@ -1,3 +1,4 @@
+import contextlib
 import os
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -13,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -116,6 +118,37 @@ def dvc_project(tmp_path_factory):
     return repo, env, first, digests
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def mlflow_server(cwd: Path, env: dict, *stores: str):
+    """A real `mlflow server` on 127.0.0.1 with the given store options, in its own process
+    group (stopped with it); yields its URL once it answers."""
+    port = free_port()
+    server = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "server", *stores, "--host", "127.0.0.1",
+                               "--port", str(port), "--workers", "1"], cwd=cwd, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None, "mlflow server exited"
+                assert time.monotonic() < deadline, "mlflow server did not answer in 90 s"
+                time.sleep(1)
+        yield url
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
+
+
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 BUCKET = "simrefinery"
 
@@ -125,9 +158,7 @@ def s3_server():
     """A real S3 API on 127.0.0.1 (no mock of boto or pyarrow): (endpoint URL, a client)."""
     import boto3
     from moto.server import ThreadedMotoServer
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"

@@ -10,7 +10,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,15 +23,9 @@ import torch
 from refiner import dataset
 from refiner.refine_job import refine_pixels
 from refiner.simgan import load_refiner
-from tests.conftest import BUCKET, CREDENTIALS, sh
+from tests.conftest import BUCKET, CREDENTIALS, free_port, sh
 
 RAY = str(Path(sys.executable).parent / "ray")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_node(args: list[str], env: dict, log: Path) -> subprocess.Popen:

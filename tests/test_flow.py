@@ -3,7 +3,6 @@ reruns, retries, and overrides refused before any work."""
 
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import pytest
 
 from refiner import dataset
 from refiner.params import load_params
-from tests.conftest import DEFAULT_TORCH_THREADS, TINY, make_project, sh
+from tests.conftest import DEFAULT_TORCH_THREADS, TINY, free_port, make_project, sh
 
 STAGES = ["render", "ingest", "train_refiner", "refine", "train_estimator@synthetic", "train_estimator@refined",
           "evaluate"]
@@ -105,12 +104,6 @@ def test_a_bad_flow_parameter_is_refused_before_anything_runs(flow_project, sect
     with pytest.raises(ParameterTypeError, match=message):
         pipeline(params=section)
     assert stage_runs(repo) == before
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_for(url: str, process, seconds: int) -> None:

@@ -1,22 +1,17 @@
 """End to end: the real `dvc repro` with tiny params in a temporary copy of the repo."""
 
 import json
-import os
 import re
-import socket
 import sqlite3
-import subprocess
 import sys
-import time
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
 from refiner import dataset
-from tests.conftest import TINY, make_project, sh
+from tests.conftest import mlflow_server, sh
 
 DEFAULT_LAMBDA = yaml.safe_load(open("params.yaml"))["train_refiner"]["lambda"]  # TINY keeps the default
 STAGES = ["render", "ingest", "train_refiner", "refine", "train_estimator@synthetic", "train_estimator@refined",
@@ -141,26 +136,7 @@ def test_lineage_of_refined_dataset_reaches_models_data_params_and_commit(projec
 @pytest.mark.slow
 def test_mlflow_server_rest_shows_refine_inputs_and_champion_alias(project):
     repo, env, _ = project
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    mlflow_bin = str(Path(sys.executable).parent / "mlflow")
-    server = subprocess.Popen([mlflow_bin, "server", "--backend-store-uri", f"sqlite:///{repo / 'mlflow.db'}",
-                               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                              cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/health", timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None, "mlflow server exited"
-                assert time.monotonic() < deadline, "mlflow server did not answer in 90 s"
-                time.sleep(1)
-
+    with mlflow_server(repo, env, "--backend-store-uri", f"sqlite:///{repo / 'mlflow.db'}") as base:
         def call(path, body=None):
             request = urllib.request.Request(f"{base}/api/2.0/mlflow/{path}", method="POST" if body else "GET",
                                              data=json.dumps(body).encode() if body else None,
@@ -177,9 +153,6 @@ def test_mlflow_server_rest_shows_refine_inputs_and_champion_alias(project):
         assert refiner["model_id"] in [m["model_id"] for m in inputs.get("model_inputs", [])]
         version = call("registered-models/alias?name=simrefinery-estimator&alias=champion")["model_version"]
         assert version["name"] == "simrefinery-estimator" and "champion" in version["aliases"]
-    finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=30)
 
 
 @pytest.mark.slow

@@ -4,13 +4,8 @@ resumed); the project's datasets and models push to an S3 remote and a fresh clo
 pull` restores them byte for byte; an MLflow server with `--artifacts-destination s3://...`
 keeps the stages' artifacts in the bucket."""
 
-import os
 import shutil
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 from refiner import dataset
-from tests.conftest import BUCKET, CREDENTIALS, TINY, make_project, sh, uint8_images
+from tests.conftest import BUCKET, CREDENTIALS, TINY, make_project, mlflow_server, sh, uint8_images
 
 LABELS = pa.schema([("label", pa.int64())])
 
@@ -118,34 +113,14 @@ def test_datasets_push_to_an_s3_remote_and_a_fresh_clone_pulls_them_back(dvc_pro
     assert sh("dvc", "status", cwd=clone, env=env) == sh("dvc", "status", cwd=repo, env=env)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_an_mlflow_server_with_s3_artifacts_keeps_the_stages_artifacts_in_the_bucket(s3_server, tmp_path):
     """The README's server recipe, as written: the stage logs through the server, whose
     artifact store is the bucket; the artifact comes back through the server byte for byte."""
     endpoint, client = s3_server
     env = {**make_project(tmp_path / "project", TINY), **CREDENTIALS, "MLFLOW_S3_ENDPOINT_URL": endpoint}
-    port = free_port()
-    server = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri",
-                               f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination",
-                               f"s3://{BUCKET}/mlflow", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                              cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"{uri}/health", timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, "mlflow server did not start"
-                time.sleep(1)
+    with mlflow_server(tmp_path, env, "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+                       "--artifacts-destination", f"s3://{BUCKET}/mlflow") as uri:
         client_env = {k: v for k, v in env.items() if not k.startswith(("AWS_", "MLFLOW_S3"))}  # the server holds them
         sh(sys.executable, "-m", "stages.render", cwd=tmp_path / "project", env={**client_env, "MLFLOW_TRACKING_URI": uri})
         keys = [o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix="mlflow/").get("Contents", [])]
@@ -158,6 +133,3 @@ def test_an_mlflow_server_with_s3_artifacts_keeps_the_stages_artifacts_in_the_bu
         fetched = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="synthetic.png",
                                                       dst_path=str(tmp_path / "fetched"), tracking_uri=uri)
         assert Path(fetched).read_bytes() == (tmp_path / "project/plots/render/synthetic.png").read_bytes()
-    finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=30)
