@@ -2,6 +2,7 @@
 
     python -m experiments.sweep                      # every profile -> experiments/results/sweep.{json,md}
     python -m experiments.sweep --profiles quality   # one profile (what `make run PROFILE=quality` does)
+    python -m experiments.sweep --profiles a b --set digits.real=mnist   # the same profiles on another real source
 
 Each profile is one `dvc exp run` (so `dvc exp show` lists it too) in this workspace;
 params.yaml is restored afterwards. The table holds what `evaluate` measured: accuracy on
@@ -33,20 +34,30 @@ class Args:
     profiles: list[str] = field(default_factory=list)  # empty: all of profiles.yaml, in its order
     out: Path = ROOT / "experiments" / "results" / "sweep"
     cached: bool = False  # reuse stages whose inputs did not change (faster; wall time then covers only what reran)
+    set: list[str] = field(default_factory=list)  # KEY=VALUE overrides applied under every profile
 
 
-def load_profiles(names: list[str]) -> dict[str, dict]:
+def load_profiles(names: list[str], common: list[str] = ()) -> dict[str, dict]:
+    """The named profiles (all when none), each under the ``common`` KEY=VALUE overrides."""
     profiles = yaml.safe_load(PROFILES.read_text())
     unknown = [name for name in names if name not in profiles]
     if unknown:
         raise SystemExit(f"{PROFILES}: no profile {unknown}; there are {list(profiles)}")
-    chosen = {name: profiles[name] or {} for name in (names or profiles)}
+    shared = dict(_key_value(item) for item in common)
+    chosen = {name: {**shared, **(profiles[name] or {})} for name in (names or profiles)}
     for name, overrides in chosen.items():  # a bad key fails here, before any experiment runs
         try:
             load_params(ROOT / "params.yaml", overrides)
         except ParamsError as err:
             raise SystemExit(f"{PROFILES}: profile {name}: {err}") from None
     return chosen
+
+
+def _key_value(item: str) -> tuple[str, object]:
+    key, sep, value = item.partition("=")
+    if not sep:
+        raise SystemExit(f"--set {item}: expected KEY=VALUE, e.g. digits.real=mnist")
+    return key, yaml.safe_load(value)
 
 
 def set_args(overrides: dict) -> list[str]:
@@ -99,9 +110,9 @@ GAINS = ("refinery_gain", "baseline", "end_to_end_gain")
 
 def select(rows: list[dict]) -> str | None:
     """The label-free rule (refiner/evaluation.py: selection_score): the best-scoring profile
-    among rows of one metric (one task)."""
-    eligible = [row for row in rows if row.get("selection_score") is not None]
-    return max(eligible, key=lambda row: row["selection_score"])["profile"] if eligible else None
+    among rows of one metric (one task); None when no row has a score (no estimator)."""
+    scored = [row for row in rows if row.get("selection_score") is not None]
+    return max(scored, key=lambda row: row["selection_score"])["profile"] if scored else None
 
 
 def _seconds(value: float | None) -> str:
@@ -125,11 +136,12 @@ def metric_table(metric: str, rows: list[dict]) -> str:
         g = row["refinery_gain"]
         return f"{g['gain']:+.3f} ± {g['gain_sd']:.3f}"
     lines = [f"| profile | refinery gain (self-training off) | scikit-learn gain | synthetic {metric} (end to end) "
-             "| refined | oracle | realism syn / ref | label kept syn / ref | selection score | refiner train | whole run |",
+             "| refined | oracle | realism syn / ref | label kept syn / ref | reverse validation syn / ref (selects) | refiner train | whole run |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         mark = " **(selected)**" if row["profile"] == chosen else ""
-        score = "lost labels" if row.get("selection_score") is None else f"{row['selection_score']:.3f}"
+        reverse = row.get("reverse_score") or {}
+        score = " / ".join(f"{reverse[name]:.3f}" for name in ("synthetic", "refined") if name in reverse) or "-"
         lines.append(
             f"| {row['profile']}{mark} | {gain(row)} | {row['baseline']['gain'] if row['baseline'] else float('nan'):+.3f} "
             f"| {figure(row, 'synthetic')} | {figure(row, 'refined')} | {figure(row, 'oracle')} "
@@ -140,7 +152,7 @@ def metric_table(metric: str, rows: list[dict]) -> str:
 
 
 def main(args: Args) -> list[dict]:
-    profiles = load_profiles(args.profiles)
+    profiles = load_profiles(args.profiles, args.set)
     params = ROOT / "params.yaml"
     original = params.read_text()
     rows = []
@@ -164,6 +176,8 @@ def parse_args() -> Args:
     parser.add_argument("--profiles", nargs="*", default=[], help="names in profiles.yaml (default: all)")
     parser.add_argument("--out", type=Path, default=Args.out, help="writes OUT.json and OUT.md")
     parser.add_argument("--cached", action="store_true", help="reuse unchanged stages (wall time: what reran)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="params overrides under every profile (a profile's own keys win)")
     return Args(**vars(parser.parse_args()))
 
 

@@ -1,6 +1,7 @@
 import numpy as np
 
-from refiner.tasks.digits.renderer import SKELETONS, RenderJitter, load_real_digits, optdigits_downsample, render_digits
+from refiner.tasks.digits.renderer import (SKELETONS, RenderJitter, load_mnist_digits, load_real_digits,
+                                           optdigits_downsample, render_digits)
 
 
 def test_same_seed_same_images_other_seed_other_images():
@@ -54,3 +55,18 @@ def test_optdigits_downsample_counts_on_pixels_per_block():
     bitmap[4:6, 4:5] = True        # two pixels -> 2
     out = optdigits_downsample(bitmap)
     assert out[0, 0] == 16 and out[1, 1] == 2 and out.sum() == 18
+
+
+def test_the_mnist_source_is_other_real_digits_in_optdigits_format():
+    ids, mnist, labels = load_mnist_digits()
+    _, optdigits, optdigits_labels = load_real_digits()
+    assert mnist.shape == (5000, 8, 8) and mnist.dtype == optdigits.dtype
+    assert mnist.min() == 0 and mnist.max() == 16
+    assert np.bincount(labels).tolist() == [500] * 10
+    assert len(set(ids)) == 5000 and not set(ids) & {f"real-{i:04d}" for i in range(1797)}
+    assert all(image.sum() > 0 for image in mnist)
+    # the same digits by other writers: each class's mean image differs from optdigits' (another source, not a copy)
+    gaps = [np.abs(mnist[labels == d].mean(0) - optdigits[optdigits_labels == d].mean(0)).mean() for d in range(10)]
+    assert min(gaps) > 1.5, gaps  # two halves of optdigits differ by 0.5-1.1
+    again = load_mnist_digits()[1]
+    assert np.array_equal(mnist, again)  # deterministic

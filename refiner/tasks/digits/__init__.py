@@ -1,22 +1,31 @@
 """The digits task (the embedded default): font and pen-stroke digits rendered the way UCI
 optdigits preprocessed its scans (``renderer``), refined towards scikit-learn's bundled real
-handwritten digits (1797 of them: real data nobody here made), 10-way classification."""
+handwritten digits (1797 of them: real data nobody here made), 10-way classification.
+``digits.real: mnist`` swaps in a second real source (5000 MNIST digits in optdigits' format)
+that checks label-free choices on data they were not designed on."""
 
 from __future__ import annotations
 
 import numpy as np
+from typing import Literal
+
 from pydantic import Field
 from sklearn.model_selection import train_test_split
 
 from refiner.config import Section
 from refiner.tasks.base import ClassificationTask, Images
-from refiner.tasks.digits.renderer import NUM_CLASSES, RenderJitter, counts_to_unit, load_real_digits, render_digits
+from refiner.tasks.digits.renderer import (NUM_CLASSES, RenderJitter, counts_to_unit, load_mnist_digits,
+                                           load_real_digits, render_digits)
+
+REAL_SOURCES = {"optdigits": load_real_digits, "mnist": load_mnist_digits}
 
 
 class DigitsParams(Section):
     handwritten_fraction: float = Field(0.5, ge=0, le=1, description=(
         "share drawn as pen strokes along digit skeletons; the rest are font glyphs"))
     jitter: RenderJitter = Field(default_factory=RenderJitter, description="how much each rendered digit varies")
+    real: Literal["optdigits", "mnist"] = Field("optdigits", description=(
+        "the real digits: scikit-learn's optdigits (1797), or 5000 MNIST digits in optdigits' format"))
 
 
 class DigitsTask(ClassificationTask):
@@ -30,8 +39,8 @@ class DigitsTask(ClassificationTask):
         return Images(ids, counts_to_unit(counts), {"label": labels})
 
     def read_real(self, params):
-        """scikit-learn's real digits, split stratified by class and seeded."""
-        ids, counts, labels = load_real_digits()
+        """The real digits (``digits.real``), split stratified by class and seeded."""
+        ids, counts, labels = REAL_SOURCES[params.digits.real]()
         real = Images(ids, counts_to_unit(counts), {"label": labels})
         pool, test = train_test_split(np.arange(len(ids)), test_size=params.ingest.test_fraction, stratify=labels,
                                       random_state=params.seed)
