@@ -110,9 +110,9 @@ GAINS = ("refinery_gain", "baseline", "end_to_end_gain")
 
 def select(rows: list[dict]) -> str | None:
     """The label-free rule (refiner/evaluation.py: selection_score): the best-scoring profile
-    among rows of one metric (one task); None when no row has a score (no estimator)."""
-    scored = [row for row in rows if row.get("selection_score") is not None]
-    return max(scored, key=lambda row: row["selection_score"])["profile"] if scored else None
+    among rows of one metric (one task)."""
+    eligible = [row for row in rows if row.get("selection_score") is not None]
+    return max(eligible, key=lambda row: row["selection_score"])["profile"] if eligible else None
 
 
 def _seconds(value: float | None) -> str:
@@ -136,12 +136,12 @@ def metric_table(metric: str, rows: list[dict]) -> str:
         g = row["refinery_gain"]
         return f"{g['gain']:+.3f} ± {g['gain_sd']:.3f}"
     lines = [f"| profile | refinery gain (self-training off) | scikit-learn gain | synthetic {metric} (end to end) "
-             "| refined | oracle | realism syn / ref | label kept syn / ref | reverse validation syn / ref (selects) | refiner train | whole run |",
+             "| refined | oracle | realism syn / ref | label kept syn / ref | reverse validation syn / ref (chooses where labels kept) | refiner train | whole run |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         mark = " **(selected)**" if row["profile"] == chosen else ""
-        reverse = row.get("reverse_score") or {}
-        score = " / ".join(f"{reverse[name]:.3f}" for name in ("synthetic", "refined") if name in reverse) or "-"
+        reverse = " / ".join(f"{row['reverse_score'][name]:.3f}" for name in ("synthetic", "refined"))
+        score = f"{reverse}{' (lost labels)' if row.get('selection_score') is None else ''}"
         lines.append(
             f"| {row['profile']}{mark} | {gain(row)} | {row['baseline']['gain'] if row['baseline'] else float('nan'):+.3f} "
             f"| {figure(row, 'synthetic')} | {figure(row, 'refined')} | {figure(row, 'oracle')} "

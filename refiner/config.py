@@ -93,3 +93,5 @@ class EstimatorParams(Section):
 
 class EvaluateParams(Section):
     oracle: bool = Field(True, description="also train on the real pool's labels, as a reference only")
+    label_kept_min: float = Field(0.97, gt=0, le=1, description=(
+        "label-free selection: refined images must keep this share of the synthetic images' score"))

@@ -97,17 +97,14 @@ def label_kept(task: Task, synthetic_models: list, training_sets: dict[str, tupl
             for name, (images, targets) in training_sets.items()}
 
 
-def reverse_score(task: Task, models: list, real_pool01: np.ndarray, home: tuple[np.ndarray, np.ndarray],
+def reverse_score(task: Task, models: list, real_pool01: np.ndarray, synthetic: tuple[np.ndarray, np.ndarray],
                   recipe: EstimatorParams, seed: int) -> float:
-    """Reverse validation (Zhong et al., ECML 2010; Ganin et al., JMLR 2016), oriented so higher
-    is better: each model labels the unlabelled real pool; a fresh estimator trained on those
-    labels alone is scored on ``home``, the labelled images the models were trained on. Right
-    labels on the real pool make a reverse model that scores well back home; a model that is
-    only sure of itself does not, and neither does a training set whose images no longer show
-    their labels (the reverse model, taught by real images, reads what they show). No real
-    label is read."""
+    """Reverse validation (Zhong et al., ECML 2010), oriented so higher is better: each model
+    labels the unlabelled real pool; a fresh estimator trained on those labels alone is scored
+    on the labelled *synthetic* images. Right labels on the real pool make a reverse model that
+    scores well back home; a model that is only sure of itself does not. No real label is read."""
     recipe = recipe.model_copy(update={"self_training_rounds": 0})
-    images, targets = home
+    images, targets = synthetic
     scores = []
     for offset, model in enumerate(models):
         pseudo = task.as_targets(predict(task, model, real_pool01))
@@ -120,25 +117,27 @@ def label_free(task: Task, task_models: dict[str, list], plain_models: dict[str,
                training_sets: dict[str, tuple[np.ndarray, np.ndarray]], real_pool01: np.ndarray,
                recipe: EstimatorParams, seed: int) -> dict:
     """Everything used to choose params, checkpoints and champions: no real label in it.
-    ``plain_models``: the estimators before self-training (the refiner's effect alone); each
-    training set's reverse validation is scored on that set's own images."""
+    ``plain_models``: the estimators before self-training (the refiner's effect alone)."""
     return {"realism": {name: realism(images, real_pool01, seed) for name, (images, _) in training_sets.items()},
             "label_kept": label_kept(task, task_models["synthetic"], training_sets),
             "real_confidence": {name: task.confidence([predict(task, model, real_pool01) for model in models])
                                 for name, models in task_models.items()},
-            "reverse_score": {name: reverse_score(task, models, real_pool01, training_sets[name], recipe, seed)
+            "reverse_score": {name: reverse_score(task, models, real_pool01, training_sets["synthetic"], recipe, seed)
                               for name, models in plain_models.items()}}
 
 
-def selection_score(report: dict) -> float:
-    """The label-free rule that chooses profiles (experiments/sweep.py) and champions: the
-    reverse validation of the estimators trained on refined data, scored on the refined images
-    themselves (``reverse_score``). Both halves of the old rule (a label-kept gate under the
-    synthetic-trained estimators, reverse validation scored on the synthetic images) measured
-    agreement with the *synthetic* domain, so they rejected exactly the refiners that moved
-    images towards the real one (experiments/README.md, rule 3). Label kept, real-pool
-    confidence and realism are still reported; none of them chooses."""
-    return report["reverse_score"]["refined"]
+def selection_score(report: dict, label_kept_min: float, higher_is_better: bool = True) -> float | None:
+    """The label-free rule that chooses profiles (experiments/sweep.py) and champions: a
+    refiner that kept the labels (its refined images keep ``label_kept_min`` of the synthetic
+    images' score under the synthetic-trained estimators) scores the reverse validation of
+    its estimators (``reverse_score``); one that lost them is not eligible (None).
+    Real-pool confidence was the score until the semantic term: that term makes refined
+    images easy to be sure of, and confidence then ranked the lever profiles against their
+    test accuracy (experiments/README.md). Realism does not choose either: it rewards size
+    fixes, not shapes."""
+    synthetic, refined = report["label_kept"]["synthetic"], report["label_kept"]["refined"]
+    kept = refined >= label_kept_min * synthetic if higher_is_better else refined * label_kept_min <= synthetic
+    return report["reverse_score"]["refined"] if kept else None
 
 
 def table(task: Task, results: dict[str, dict], gain: dict, end_to_end: dict, baseline: dict | None) -> str:

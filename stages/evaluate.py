@@ -79,7 +79,8 @@ def evaluate(params: Params, inputs: dict[str, dataset.ImageDataset], estimators
     report.update(metric=task.metric.name, refinery_gain=gain, baseline=baseline, end_to_end_gain=end_to_end["gain"],
                   **evaluation.label_free(task, estimators, plain, training_sets, pool["image"],
                                           params.train_estimator, params.seed))
-    report["selection_score"] = evaluation.selection_score(report)
+    report["selection_score"] = evaluation.selection_score(report, params.evaluate.label_kept_min,
+                                                           task.metric.higher_is_better)
     return {"results": results, "report": report, "table": evaluation.table(task, results, gain, end_to_end, baseline),
             "plots": plots}
 
@@ -96,7 +97,8 @@ def label_free_only(params: Params, task, inputs, estimators, plain, pool01) -> 
         training_sets = {name: (rows["image"], task.targets(rows)) for name, rows in images.items()}
         report.update(metric=task.metric.name, **evaluation.label_free(task, estimators, plain, training_sets, pool01,
                                                                        params.train_estimator, params.seed))
-        report["selection_score"] = evaluation.selection_score(report)
+        report["selection_score"] = evaluation.selection_score(report, params.evaluate.label_kept_min,
+                                                               task.metric.higher_is_better)
     return {"results": {}, "report": report, "table": evaluation.label_free_table(report, why), "plots": []}
 
 
@@ -137,7 +139,7 @@ def run(params: Params) -> dict:
         return {"table": out["table"], "report": report, "mlflow_run_id": mlflow_run.info.run_id}
     print("label kept (synthetic-trained estimators on refined images, synthetic labels): "
           f"{report['label_kept']['refined']:.3f} (on the synthetic images: {report['label_kept']['synthetic']:.3f})")
-    print("reverse validation (real pool labelled by the estimators, scored back on their own training images): "
+    print("reverse validation (real pool labelled by the estimators, scored back on synthetic): "
           + ", ".join(f"{trained_on} {value:.3f}" for trained_on, value in report["reverse_score"].items()))
     return {"table": out["table"], "report": report, "mlflow_run_id": mlflow_run.info.run_id}
 

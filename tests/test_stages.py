@@ -153,7 +153,7 @@ class ConstantDigit(torch.nn.Module):
         return self.logits.expand(len(x), 10)
 
 
-def test_label_kept_and_confidence_see_what_the_synthetic_estimators_see():
+def test_label_free_selection_refuses_a_refiner_that_lost_labels():
     images = np.zeros((10, 8, 8), np.float32)
     sets = {"synthetic": (images, np.full(10, 3)), "refined": (images, np.r_[np.full(5, 3), np.full(5, 4)])}
     kept = evaluation.label_kept(DIGITS, [ConstantDigit(3)], sets)
@@ -163,7 +163,10 @@ def test_label_kept_and_confidence_see_what_the_synthetic_estimators_see():
     assert sure > 0.99 and abs(unsure - 0.1) < 1e-6
     report = {"label_kept": kept, "real_confidence": {"synthetic": unsure, "refined": sure},
               "reverse_score": {"synthetic": 0.5, "refined": 0.7}}
-    assert evaluation.selection_score(report) == 0.7  # reported figures inform; only reverse validation chooses
+    assert evaluation.selection_score(report, 0.97) is None  # half the refined digits changed class
+    report["label_kept"] = {"synthetic": 1.0, "refined": 0.98}
+    assert evaluation.selection_score(report, 0.97) == 0.7
+    assert evaluation.selection_score(report, 0.99) is None
 
 
 def test_reverse_validation_scores_models_by_how_well_their_real_labels_transfer_back(real):
@@ -177,9 +180,13 @@ def test_reverse_validation_scores_models_by_how_well_their_real_labels_transfer
     always_three = evaluation.reverse_score(DIGITS, [ConstantDigit(3)], pool, synthetic, recipe, seed=0)
     assert always_three == pytest.approx(0.1)  # a reverse model that learnt "3" gets the 3s of a balanced set
     assert good > always_three + 0.15
-    # scored on its own home images: a home set whose images no longer show their labels scores lower
-    lost = (synthetic[0], np.where(np.arange(300) % 2 == 0, (labels + 1) % 10, labels))
-    assert evaluation.reverse_score(DIGITS, [trained], pool, lost, recipe, seed=0) < good - 0.2
+
+
+def test_label_free_selection_for_an_error_metric_refuses_a_refiner_whose_error_grew():
+    report = {"label_kept": {"synthetic": 4.0, "refined": 4.1}, "reverse_score": {"refined": -2.0}}
+    assert evaluation.selection_score(report, 0.97, higher_is_better=False) == -2.0  # 4.1 <= 4 / 0.97
+    report["label_kept"]["refined"] = 4.5
+    assert evaluation.selection_score(report, 0.97, higher_is_better=False) is None
 
 
 def test_regression_confidence_is_higher_when_the_models_agree():
