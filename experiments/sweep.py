@@ -104,7 +104,7 @@ def refiner_seconds(pipeline: str) -> float | None:
     return runs[0].data.metrics.get("seconds") if runs else None
 
 
-LABEL_FREE = ("realism", "label_kept", "real_confidence", "reverse_score", "selection_score")
+LABEL_FREE = ("realism", "class_realism", "label_kept", "real_confidence", "reverse_score", "selection_score")
 GAINS = ("refinery_gain", "baseline", "end_to_end_gain")
 
 
@@ -136,17 +136,21 @@ def metric_table(metric: str, rows: list[dict]) -> str:
         g = row["refinery_gain"]
         return f"{g['gain']:+.3f} ± {g['gain_sd']:.3f}"
     lines = [f"| profile | refinery gain (self-training off) | scikit-learn gain | synthetic {metric} (end to end) "
-             "| refined | oracle | realism syn / ref | label kept syn / ref | reverse validation syn / ref (chooses where labels kept) | refiner train | whole run |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| refined | oracle | realism syn / ref | class realism syn / ref | label kept syn / ref "
+             "| reverse validation syn / ref | selection score | refiner train | whole run |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         mark = " **(selected)**" if row["profile"] == chosen else ""
         reverse = " / ".join(f"{row['reverse_score'][name]:.3f}" for name in ("synthetic", "refined"))
-        score = f"{reverse}{' (lost labels)' if row.get('selection_score') is None else ''}"
+        classes = row.get("class_realism")
+        class_realism = f"{classes['synthetic']:.3f} / {classes['refined']:.3f}" if classes else "-"
+        score = "lost labels" if row.get("selection_score") is None else f"{row['selection_score']:.3f}"
         lines.append(
             f"| {row['profile']}{mark} | {gain(row)} | {row['baseline']['gain'] if row['baseline'] else float('nan'):+.3f} "
             f"| {figure(row, 'synthetic')} | {figure(row, 'refined')} | {figure(row, 'oracle')} "
             f"| {row['realism']['synthetic']:.3f} / {row['realism']['refined']:.3f} "
-            f"| {row['label_kept']['synthetic']:.3f} / {row['label_kept']['refined']:.3f} | {score} "
+            f"| {class_realism} | {row['label_kept']['synthetic']:.3f} / {row['label_kept']['refined']:.3f} "
+            f"| {reverse} | {score} "
             f"| {_seconds(row['refiner_train_seconds'])} | {row['wall_seconds'] / 60:.1f} min{' (cached stages)' if row.get('cached') else ''} |")
     return "\n".join(lines)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from refiner.config import EstimatorParams
-from refiner.estimator import predict, train_model
+from refiner.estimator import balanced_pseudo_labels, predict, train_model
 from refiner.tasks.base import Task
 
 
@@ -89,6 +89,32 @@ def realism(fake01: np.ndarray, real01: np.ndarray, seed: int) -> float:
     return float(LogisticRegression(max_iter=2000).fit(x_train, y_train).score(x_test, y_test))
 
 
+def class_realism(task: Task, synthetic_models: list, training_sets: dict[str, tuple[np.ndarray, np.ndarray]],
+                  real_pool01: np.ndarray, seed: int, min_images: int = 10) -> dict | None:
+    """Realism class by class: for each class, how well a fresh logistic regression tells the
+    training set's images of that class from the real pool's images of that class (0.5 =
+    indistinguishable), averaged with the pool's class shares as weights. The pool's classes
+    are the synthetic-trained estimators' (self-training off) pseudo-labels balanced to the
+    synthetic class shares (``balanced_pseudo_labels``): no real label. A refined 3 must look
+    like the pool's 3s, not merely like some real digit; a refiner that turns 3s into 8s or
+    into prototypes of 3 is told apart. None for tasks without classes."""
+    if not task.can_pseudo_label:
+        return None
+    prior = np.bincount(training_sets["synthetic"][1], minlength=task.num_classes)
+    probabilities = np.mean([predict(task, model, real_pool01) for model in synthetic_models], axis=0)
+    pool_classes = balanced_pseudo_labels(probabilities, prior)
+    result = {}
+    for name, (images, classes) in training_sets.items():
+        scores, weights = [], []
+        for k in range(task.num_classes):
+            real, fake = real_pool01[pool_classes == k], images[classes == k]
+            if min(len(real), len(fake)) >= min_images:  # too few to split in half and fit
+                scores.append(realism(fake, real, seed + k))
+                weights.append(len(real))
+        result[name] = float(np.average(scores, weights=weights))
+    return result
+
+
 def label_kept(task: Task, synthetic_models: list, training_sets: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict:
     """Did refinement keep the labels? The estimators trained on synthetic data score the
     synthetic images and their refined versions against the (synthetic) labels. A refiner that
@@ -119,6 +145,7 @@ def label_free(task: Task, task_models: dict[str, list], plain_models: dict[str,
     """Everything used to choose params, checkpoints and champions: no real label in it.
     ``plain_models``: the estimators before self-training (the refiner's effect alone)."""
     return {"realism": {name: realism(images, real_pool01, seed) for name, (images, _) in training_sets.items()},
+            "class_realism": class_realism(task, plain_models["synthetic"], training_sets, real_pool01, seed),
             "label_kept": label_kept(task, task_models["synthetic"], training_sets),
             "real_confidence": {name: task.confidence([predict(task, model, real_pool01) for model in models])
                                 for name, models in task_models.items()},
@@ -127,14 +154,18 @@ def label_free(task: Task, task_models: dict[str, list], plain_models: dict[str,
 
 
 def selection_score(report: dict, label_kept_min: float, higher_is_better: bool = True) -> float | None:
-    """The label-free rule that chooses profiles (experiments/sweep.py) and champions: a
-    refiner that kept the labels (its refined images keep ``label_kept_min`` of the synthetic
-    images' score under the synthetic-trained estimators) scores the reverse validation of
-    its estimators (``reverse_score``); one that lost them is not eligible (None).
-    Real-pool confidence was the score until the semantic term: that term makes refined
-    images easy to be sure of, and confidence then ranked the lever profiles against their
-    test accuracy (experiments/README.md). Realism does not choose either: it rewards size
-    fixes, not shapes."""
+    """The label-free rule that chooses profiles (experiments/sweep.py) and champions.
+    Classification (rule 4): the refined images' class-conditional realism, lower is better
+    (``class_realism``; the score is its negative), with no gate: a refiner that changes
+    digits or draws prototypes is told apart from the pool's images of the class it claims.
+    Tasks without classes (rule 2): a refiner that kept the labels (its refined images keep
+    ``label_kept_min`` of the synthetic images' score under the synthetic-trained estimators)
+    scores the reverse validation of its estimators (``reverse_score``); one that lost them is
+    not eligible (None). Rules 2 and 3 (reverse validation scored on synthetic or on refined
+    images) measured agreement with a domain the refiner should leave; why and how each rule
+    was checked on a second real source: experiments/README.md."""
+    if report.get("class_realism"):
+        return -report["class_realism"]["refined"]
     synthetic, refined = report["label_kept"]["synthetic"], report["label_kept"]["refined"]
     kept = refined >= label_kept_min * synthetic if higher_is_better else refined * label_kept_min <= synthetic
     return report["reverse_score"]["refined"] if kept else None

@@ -125,8 +125,9 @@ def run(params: Params) -> dict:
                                 "end_to_end_gain": report["end_to_end_gain"]})
         if report.get("baseline"):
             mlflow.log_metric("baseline_gain", report["baseline"]["gain"])
-        for figure in ("realism", "label_kept", "real_confidence", "reverse_score"):
-            mlflow.log_metrics({f"{figure}_{trained_on}": value for trained_on, value in report.get(figure, {}).items()})
+        for figure in ("realism", "class_realism", "label_kept", "real_confidence", "reverse_score"):
+            mlflow.log_metrics({f"{figure}_{trained_on}": value
+                                for trained_on, value in (report.get(figure) or {}).items()})
         reported = {trained_on: r[name] for trained_on, r in out["results"].items()}
         if tracking.promote_champion(used, reported, report.get("selection_score")):
             print("evaluate: the estimator trained on refined data is the new champion")
@@ -135,6 +136,9 @@ def run(params: Params) -> dict:
     print(out["table"])
     print("realism (real-vs-fake logistic regression, 0.5 = indistinguishable): "
           + ", ".join(f"{trained_on} {value:.3f}" for trained_on, value in report["realism"].items()))
+    if report.get("class_realism"):
+        print("class realism (the same, class by class against the pool's balanced pseudo-classes; chooses): "
+              + ", ".join(f"{trained_on} {value:.3f}" for trained_on, value in report["class_realism"].items()))
     if "label_kept" not in report:
         return {"table": out["table"], "report": report, "mlflow_run_id": mlflow_run.info.run_id}
     print("label kept (synthetic-trained estimators on refined images, synthetic labels): "

@@ -169,6 +169,37 @@ def test_label_free_selection_refuses_a_refiner_that_lost_labels():
     assert evaluation.selection_score(report, 0.99) is None
 
 
+def test_class_realism_tells_real_digits_under_wrong_classes_from_real_digits_under_their_own(real):
+    """The pool's classes come from a synthetic-trained estimator (balanced), never from labels:
+    real test digits under their own labels (a perfect refiner) look like the pool's digits of
+    that class; the same images under a neighbour's label (a refiner that changed every digit)
+    do not, though pixel by pixel they are the same real images."""
+    from refiner.tasks.digits.renderer import counts_to_unit, render_digits
+    _, images, labels = render_digits(1000, seed=3, progress=False)
+    synthetic = (counts_to_unit(images), labels)
+    recipe = load_params().train_estimator.model_copy(update={"steps": 300, "eval_every": 300, "batch_size": 64})
+    trained, _ = train_model(DIGITS, *synthetic, recipe, seed=0, progress=False)
+    test = real[1].load()
+    perfect = (test["image"], DIGITS.targets(test))
+    changed = (test["image"], (DIGITS.targets(test) + 1) % 10)
+    pool = real[0].load()["image"]
+    sets = {"synthetic": synthetic, "perfect": perfect, "changed": changed}
+    scores = evaluation.class_realism(DIGITS, [trained], sets, pool, seed=0)
+    pixels_only = {name: evaluation.realism(images, pool, 0) for name, (images, _) in sets.items()}
+    assert pixels_only["perfect"] == pixels_only["changed"] < 0.65  # plain realism cannot see the classes
+    assert scores["perfect"] < 0.7 < scores["changed"], scores
+    assert scores["perfect"] < scores["synthetic"], scores
+    assert evaluation.class_realism(TASKS["gaze"], [trained], sets, pool, seed=0) is None
+
+
+def test_classification_is_chosen_by_class_realism_and_regression_by_reverse_validation():
+    report = {"class_realism": {"synthetic": 0.8, "refined": 0.7}, "label_kept": {"synthetic": 0.9, "refined": 0.5},
+              "reverse_score": {"synthetic": 0.7, "refined": 0.6}}
+    assert evaluation.selection_score(report, 0.97) == -0.7  # no gate: class realism sees changed digits itself
+    report["class_realism"] = None
+    assert evaluation.selection_score(report, 0.97) is None
+
+
 def test_reverse_validation_scores_models_by_how_well_their_real_labels_transfer_back(real):
     from refiner.tasks.digits.renderer import counts_to_unit, render_digits
     _, images, labels = render_digits(300, seed=2, progress=False)
