@@ -39,6 +39,7 @@ def test_gaze_repro_keeps_gaze_labels_and_reports_angular_error(tmp_path):
         assert max(report[name]["error_deg_per_seed"]) < straight_ahead, (name, straight_ahead)
     assert report["end_to_end_gain"] == pytest.approx(report["synthetic"]["error_deg"] - report["refined"]["error_deg"])
     assert report["realism"]["synthetic"] > 0.7  # rendered vs camera-profile eyes: told apart
+    assert report["class_realism"] is None  # gaze has no classes
     assert report["selection_score"] is None or report["selection_score"] <= 0  # minus the seeds' disagreement
     assert (tmp_path / "plots/evaluate/errors.png").stat().st_size > 1000
     assert "angular error" in (tmp_path / "metrics/eval.md").read_text()

@@ -192,14 +192,6 @@ def test_class_realism_tells_real_digits_under_wrong_classes_from_real_digits_un
     assert evaluation.class_realism(TASKS["gaze"], [trained], sets, pool, seed=0) is None
 
 
-def test_classification_is_chosen_by_class_realism_and_regression_by_reverse_validation():
-    report = {"class_realism": {"synthetic": 0.8, "refined": 0.7}, "label_kept": {"synthetic": 0.9, "refined": 0.5},
-              "reverse_score": {"synthetic": 0.7, "refined": 0.6}}
-    assert evaluation.selection_score(report, 0.97) == -0.7  # no gate: class realism sees changed digits itself
-    report["class_realism"] = None
-    assert evaluation.selection_score(report, 0.97) is None
-
-
 def test_reverse_validation_scores_models_by_how_well_their_real_labels_transfer_back(real):
     from refiner.tasks.digits.renderer import counts_to_unit, render_digits
     _, images, labels = render_digits(300, seed=2, progress=False)
