@@ -10,7 +10,6 @@ import numpy as np
 from typing import Literal
 
 from pydantic import Field
-from sklearn.model_selection import train_test_split
 
 from refiner.config import Section
 from refiner.tasks.base import ClassificationTask, Images
@@ -40,6 +39,7 @@ class DigitsTask(ClassificationTask):
 
     def read_real(self, params):
         """The real digits (``digits.real``), split stratified by class and seeded."""
+        from sklearn.model_selection import train_test_split  # here: scikit-learn costs every stage ~1 s to import
         ids, counts, labels = REAL_SOURCES[params.digits.real]()
         real = Images(ids, counts_to_unit(counts), {"label": labels})
         pool, test = train_test_split(np.arange(len(ids)), test_size=params.ingest.test_fraction, stratify=labels,
