@@ -142,7 +142,7 @@ def test_served_deployment_runs_to_completion_and_makes_the_same_datasets_as_dvc
     env = make_project(repo, TINY)
     port = free_port()
     env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
-               SIMREFINERY_HOME=str(repo))
+               SIMREFINERY_HOME=str(repo), PREFECT_WORKER_QUERY_SECONDS="1")  # the worker's default: every 10 s
     prefect = str(Path(sys.executable).parent / "prefect")
     server = subprocess.Popen([prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
                               cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -155,7 +155,7 @@ def test_served_deployment_runs_to_completion_and_makes_the_same_datasets_as_dvc
         worker = subprocess.Popen([prefect, "worker", "start", "--pool", "simrefinery-process"], cwd=repo, env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         # generous: on a loaded 2-core machine the tiny pipeline in a worker took over 400 s
-        output = sh(prefect, "deployment", "run", "simrefinery-pipeline/nightly", "--watch",
+        output = sh(prefect, "deployment", "run", "simrefinery-pipeline/nightly", "--watch", "--watch-interval", "1",
                     "--watch-timeout", "1200", cwd=repo, env=env, timeout=1260)
         assert "Completed" in output
         assert dataset.open_dataset(repo / "data/refined").num_rows == TINY["render"]["num_images"]
