@@ -11,7 +11,8 @@ from tests.conftest import TINY, make_project, sh
 
 TINY_GAZE = {**TINY, "task": "gaze", "image_encoding": "png",  # the digits repro runs raw "render": {"num_images": 96}, "gaze": {"num_real": 80},
              # one seed: the digits repro tests the spread over seeds
-             "train_estimator": {**TINY["train_estimator"], "self_training_rounds": 0, "num_seeds": 1},
+             "train_estimator": {**TINY["train_estimator"], "self_training_rounds": 0, "num_seeds": 1,
+                                 "steps": 120, "eval_every": 60},  # gaze needs these to beat "straight ahead"
              "evaluate": {**TINY["evaluate"], "oracle": False}}  # the digits repro tests the oracle
 
 
