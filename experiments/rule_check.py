@@ -1,0 +1,64 @@
+"""Score label-free selection rules against a sweep's refinery gains (after the fact, for the lab notes).
+
+    python -m experiments.rule_check experiments/results/rule4-vs-2-optdigits-seed2.json ...
+
+For each sweep (`experiments.sweep`'s JSON): which profile rule 2 (label-kept gate, then
+reverse validation on synthetic) and rule 4 (lowest class-conditional realism) pick, their
+CNN refinery gains (self-training off) and sd of the paired per-seed difference, the best
+profile's, and each score's Spearman correlation with the gains. The figures of each rule
+are the label-free ones `evaluate` wrote; the gains are what the rules are judged by.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from scipy.stats import spearmanr
+
+LABEL_KEPT_MIN = 0.97  # params.yaml: evaluate.label_kept_min
+
+
+def rule2_score(row: dict) -> float | None:
+    kept = row["label_kept"]["refined"] >= LABEL_KEPT_MIN * row["label_kept"]["synthetic"]
+    return row["reverse_score"]["refined"] if kept else None
+
+
+def rule4_score(row: dict) -> float:
+    return -row["class_realism"]["refined"]
+
+
+def pick(rows: list[dict], score) -> dict:
+    eligible = [row for row in rows if score(row) is not None]
+    return max(eligible, key=score)
+
+
+def check(rows: list[dict]) -> dict:
+    gains = [row["refinery_gain"]["gain"] for row in rows]
+    best = max(rows, key=lambda row: row["refinery_gain"]["gain"])
+    out = {"best": (best["profile"], best["refinery_gain"]["gain"])}
+    for name, score in (("rule 2", rule2_score), ("rule 4", rule4_score)):
+        chosen = pick(rows, score)
+        scores = [score(row) if score(row) is not None else float("-inf") for row in rows]
+        out[name] = {"pick": chosen["profile"], "gain": chosen["refinery_gain"]["gain"],
+                     "gain_sd": chosen["refinery_gain"]["gain_sd"],
+                     "spearman": float(spearmanr(scores, gains).statistic)}
+    return out
+
+
+def main(paths: list[str]) -> None:
+    for path in paths:
+        result = check(json.loads(Path(path).read_text()))
+        print(f"{path}: best {result['best'][0]} {100 * result['best'][1]:+.1f}")
+        for name in ("rule 2", "rule 4"):
+            r = result[name]
+            print(f"  {name}: picks {r['pick']} {100 * r['gain']:+.1f} ± {100 * r['gain_sd']:.1f} points; "
+                  f"Spearman {r['spearman']:+.2f}")
+        margin = 100 * (result["rule 4"]["gain"] - result["rule 2"]["gain"])
+        print(f"  rule 4 - rule 2: {margin:+.1f} points; rule 4's gain / its sd: "
+              f"{result['rule 4']['gain'] / max(result['rule 4']['gain_sd'], 1e-12):.1f}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
