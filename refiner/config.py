@@ -35,8 +35,9 @@ class SimGANParams(Section):
     disc_layers: tuple[tuple[int, int], ...] = Field(
         ((64, 1), (64, 1)), min_length=1,
         description="(channels, stride) per 3x3 conv of the discriminator: two stride-1 convs see 5x5 patches")
-    lam: float = Field(10.0, alias="lambda", ge=0, description=(
-        "self-regularization weight on mean L1 (the paper's lambda); chosen label-free (experiments/README.md)"))
+    lam: float = Field(0.3, alias="lambda", ge=0, description=(
+        "self-regularization weight on mean L1 (the paper's lambda); chosen label-free (experiments/README.md). "
+        "With the conditional discriminator holding the class it can be low; without one, the paper's 10"))
     psi: Literal["pixels", "blur"] = Field("pixels", description=(
         "space of the self-regularization L1 (the paper's psi): pixels, or a 3x3 box blur of both images, "
         "so a stroke may move by a pixel while the image's mass stays put"))
@@ -45,10 +46,11 @@ class SimGANParams(Section):
         "predict their labels on the refined ones (CyCADA's semantic loss); 0: off"))
     semantic_steps: int = Field(600, ge=1, description=(
         "training steps of that frozen estimator (also the conditional discriminator's pseudo-labeller)"))
-    conditional: bool = Field(False, description=(
+    conditional: bool = Field(True, description=(
         "class-conditional discriminator (projection): synthetic images carry their class, the real pool "
         "the frozen synthetic estimator's pseudo-labels, balanced to the synthetic class shares; so a "
-        "refined 9 must look like the pool's 9s, not like any real digit (classification tasks only)"))
+        "refined 9 must look like the pool's 9s, not like any real digit (classification tasks only: "
+        "set false, with lambda 10, for a task without classes)"))
     lr: float = Field(5e-4, gt=0)
     batch_size: int = Field(128, gt=0)
     pretrain_refiner_steps: int = Field(200, ge=0, description="L1-only steps: the refiner starts as the identity")
@@ -94,4 +96,5 @@ class EstimatorParams(Section):
 class EvaluateParams(Section):
     oracle: bool = Field(True, description="also train on the real pool's labels, as a reference only")
     label_kept_min: float = Field(0.97, gt=0, le=1, description=(
-        "label-free selection: refined images must keep this share of the synthetic images' score"))
+        "label-free selection for tasks without classes (rule 2): refined images must keep this share of the "
+        "synthetic images' score (classification chooses by class realism, with no gate)"))

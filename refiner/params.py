@@ -60,7 +60,7 @@ def _check_task(params: Params) -> Params:
                           "pseudo-label with: set it to 0")
     if params.train_refiner.conditional and not task.can_pseudo_label:
         raise ParamsError(f"train_refiner.conditional: task {task.name} has no classes to pseudo-label the real "
-                          "pool with: set it to false")
+                          "pool with: set it to false (and lambda to 10, the paper's)")
     return params
 
 

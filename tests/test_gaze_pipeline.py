@@ -9,7 +9,9 @@ from refiner import dataset
 from refiner.tasks.gaze.angles import angular_error_deg
 from tests.conftest import TINY, make_project, sh
 
-TINY_GAZE = {**TINY, "task": "gaze", "image_encoding": "png",  # the digits repro runs raw "render": {"num_images": 96}, "gaze": {"num_real": 80},
+TINY_GAZE = {**TINY, "task": "gaze", "image_encoding": "png",  # the digits repro runs raw
+             "render": {"num_images": 96}, "gaze": {"num_real": 80},
+             "train_refiner": {**TINY["train_refiner"], "conditional": False},  # gaze has no classes
              # one seed: the digits repro tests the spread over seeds
              "train_estimator": {**TINY["train_estimator"], "self_training_rounds": 0, "num_seeds": 1,
                                  "steps": 120, "eval_every": 60},  # gaze needs these to beat "straight ahead"

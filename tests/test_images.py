@@ -140,8 +140,11 @@ def test_a_parquet_dataset_and_a_hugging_face_directory_are_sources(tmp_path):
 def test_the_task_is_configured_from_params_and_rebuilt_from_its_state(tmp_path):
     save(tmp_path / "img/a.png")
     labels = labels_table([{"file": "a.png", "kind": 4, "kp": [1.0, 2.0]}], tmp_path / "labels.csv")
-    params = load_params(overrides={"task": "images", "images.synthetic": str(tmp_path / "img"),
-                                    "images.labels": str(labels), "train_estimator.self_training_rounds": 0})
+    regression = {"task": "images", "images.synthetic": str(tmp_path / "img"), "images.labels": str(labels),
+                  "train_estimator.self_training_rounds": 0}
+    with pytest.raises(ParamsError, match=r"train_refiner\.conditional: the images task has no class target \(\['kp'\]\)"):
+        TASKS["images"].configured(load_params(overrides=regression))
+    params = load_params(overrides={**regression, "train_refiner.conditional": False})
     task = TASKS["images"].configured(params)
     assert task.regressed == ["kp"] and task.test_labels.names == ["kp"] and task.num_outputs == 2
     assert task.labels.names == ["kind", "kp"]
@@ -161,6 +164,27 @@ def test_the_task_is_configured_from_params_and_rebuilt_from_its_state(tmp_path)
             "task": "images", "images.synthetic": str(tmp_path / "img"), "images.labels": str(labels)}))
     with pytest.raises(ParamsError, match="images.synthetic: not set"):
         TASKS["images"].configured(load_params(overrides={"task": "images"}))
+
+
+def test_init_turns_the_conditional_discriminator_off_for_a_regression_and_keeps_it_for_classes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name in ("a.png", "b.png"):
+        save(tmp_path / "img" / name)
+        save(tmp_path / "camera" / name)
+    labels_table([{"file": "a.png", "kind": 1, "kp": [1.0, 2.0]}, {"file": "b.png", "kind": 0, "kp": [3.0, 4.0]}],
+                 tmp_path / "labels.csv")
+    base = ["init", "--synthetic", "img", "--labels", "labels.csv", "--real", "camera", "--params", "params.yaml"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train_refiner": {"conditional": True, "lambda": 0.3}}))
+    cli(base)  # regresses kp: no classes to condition on
+    written = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    assert written["train_refiner"] == {"conditional": False, "lambda": 10.0}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train_refiner": {"conditional": True, "lambda": 0.3}}))
+    cli([*base, "--target", "kind"])
+    written = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    assert written["train_refiner"] == {"conditional": True, "lambda": 0.3}
+    (tmp_path / "params.yaml").unlink()
+    cli([*base, "--target", "kind"])  # no params file: the defaults, which condition
+    assert yaml.safe_load((tmp_path / "params.yaml").read_text())["train_refiner"] == {}
 
 
 def test_the_refiner_is_pixel_aligned_so_geometric_labels_stay_true():

@@ -112,8 +112,8 @@ def test_train_refiner_writes_checkpoint_curves_and_samples(real, tmp_path):
 def test_conditional_discriminator_gets_the_pool_balanced_to_the_synthetic_class_shares(real, tmp_path):
     from refiner.estimator import predict
     unlabeled, _ = real
-    params = load_params(overrides={"render.num_images": 200, "train_refiner.conditional": True,
-                                    "train_refiner.semantic_steps": 30})
+    params = load_params(overrides={"render.num_images": 200, "train_refiner.semantic_steps": 30})
+    assert params.train_refiner.conditional  # the default
     synthetic = render(params, tmp_path / "synthetic").load()
     estimator = frozen_estimator(params, synthetic, progress=False)
     pool = unlabeled.load()["image"]
@@ -123,7 +123,8 @@ def test_conditional_discriminator_gets_the_pool_balanced_to_the_synthetic_class
     balanced = np.abs(np.bincount(pool_classes, minlength=10) / len(pool) - prior).max()
     argmax = np.abs(np.bincount(predict(DIGITS, estimator, pool).argmax(1), minlength=10) / len(pool) - prior).max()
     assert balanced < argmax / 2  # a 30-step estimator's argmax strays far from the shares (0.51 measured)
-    assert conditioning(load_params(), estimator, synthetic, pool) is None  # off: the paper's discriminator
+    off = load_params(overrides={"train_refiner.conditional": False})
+    assert conditioning(off, estimator, synthetic, pool) is None  # the paper's discriminator
 
 
 def test_realism_is_chance_for_the_same_distribution_and_high_for_a_different_one(real):
@@ -167,6 +168,17 @@ def test_label_free_selection_refuses_a_refiner_that_lost_labels():
     report["label_kept"] = {"synthetic": 1.0, "refined": 0.98}
     assert evaluation.selection_score(report, 0.97) == 0.7
     assert evaluation.selection_score(report, 0.99) is None
+
+
+def test_label_free_selection_for_classes_is_class_realism_with_no_gate():
+    """Rule 4: lower class realism chooses, whatever the synthetic-trained estimators say of
+    the refined images (their agreement is what a refiner towards the real classes lowers)."""
+    report = {"class_realism": {"synthetic": 0.90, "refined": 0.79},
+              "label_kept": {"synthetic": 0.91, "refined": 0.80}, "reverse_score": {"refined": 0.66}}
+    assert evaluation.selection_score(report, 0.97) == -0.79  # rule 2 would refuse it: 0.80 < 0.97 x 0.91
+    closer = {**report, "class_realism": {"synthetic": 0.90, "refined": 0.70}}
+    assert evaluation.selection_score(closer, 0.97) > evaluation.selection_score(report, 0.97)
+    assert evaluation.selection_score({**report, "class_realism": None}, 0.97) is None  # no classes: rule 2
 
 
 def test_class_realism_tells_real_digits_under_wrong_classes_from_real_digits_under_their_own(real):

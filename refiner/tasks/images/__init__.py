@@ -125,6 +125,9 @@ class ImagesData(Task):
         if params.train_estimator.self_training_rounds and task.learns_labels and not task.can_pseudo_label:
             raise ParamsError("train_estimator.self_training_rounds: the images task regresses "
                               f"{target}: no prediction confidence to pseudo-label with; set it to 0")
+        if params.train_refiner.conditional and not task.can_pseudo_label:
+            raise ParamsError(f"train_refiner.conditional: the images task has no class target ({target or 'no labels'}) "
+                              "to condition the discriminator on; set it to false (and lambda to 10)")
         return task
 
     @staticmethod

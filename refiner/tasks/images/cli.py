@@ -26,6 +26,9 @@ from refiner.dataset import DatasetError
 FAST = {"train_refiner": {"channels": 16, "num_blocks": 2, "batch_size": 32, "pretrain_refiner_steps": 100,
                           "pretrain_disc_steps": 50, "steps": 150, "disc_layers": [[32, 2], [64, 2], [64, 1]]},
         "train_estimator": {"steps": 400, "batch_size": 64}}
+# without classes there is no conditional discriminator (it needs pseudo-classes), and the plain
+# one kept labels at the paper's lambda 10 but lost them below 5 (the digits sweep)
+NO_CLASSES = {"conditional": False, "lambda": 10.0}
 
 
 def _relative(path: str | None) -> str | None:
@@ -50,12 +53,18 @@ def init(args: argparse.Namespace) -> None:
     raw.update(task="images", images={k: v for k, v in section.items() if v is not None})
     for name, values in (FAST if args.fast else {}).items():
         raw[name] = {**raw.get(name, {}), **values}
-    raw.setdefault("train_estimator", {})["self_training_rounds"] = 0  # pinned below once the target is known
+    refiner = raw.setdefault("train_refiner", {})
+    with_classes = {key: refiner[key] for key in NO_CLASSES if key in refiner}
+    refiner.update(NO_CLASSES)  # both pinned below once the target is known
+    raw.setdefault("train_estimator", {})["self_training_rounds"] = 0
     task = task_for(validate_params(raw, str(params_file)))
     raw["images"]["label_kinds"] = task.kinds
     if task.can_pseudo_label:
         raw["images"]["num_classes"] = task.num_classes
         raw["train_estimator"]["self_training_rounds"] = args.self_training_rounds
+        for key in NO_CLASSES:  # back to what the params said (or the defaults)
+            refiner.pop(key)
+        refiner.update(with_classes)
     validate_params(raw, str(params_file))
     params_file.write_text(yaml.safe_dump(raw, sort_keys=False))
     print(f"label kinds: {task.kinds}")
