@@ -137,7 +137,7 @@ def run(params: Params) -> dict:
     print("realism (real-vs-fake logistic regression, 0.5 = indistinguishable): "
           + ", ".join(f"{trained_on} {value:.3f}" for trained_on, value in report["realism"].items()))
     if report.get("class_realism"):
-        print("class realism (the same, class by class against the pool's balanced pseudo-classes): "
+        print("class realism (the same, class by class against the pool's balanced pseudo-classes; lowest chooses): "
               + ", ".join(f"{trained_on} {value:.3f}" for trained_on, value in report["class_realism"].items()))
     if "label_kept" not in report:
         return {"table": out["table"], "report": report, "mlflow_run_id": mlflow_run.info.run_id}
