@@ -165,11 +165,16 @@ def selection_score(report: dict, label_kept_min: float, higher_is_better: bool 
     nobody had run (optdigits at another seed, 5000 unseen MNIST digits): it measures agreement
     with the synthetic domain, which a refiner should leave. experiments/README.md: each rule,
     how it was checked, its figures."""
-    if report.get("class_realism"):
+    if selection_rule(report) == "class_realism":
         return -report["class_realism"]["refined"]
     synthetic, refined = report["label_kept"]["synthetic"], report["label_kept"]["refined"]
     kept = refined >= label_kept_min * synthetic if higher_is_better else refined * label_kept_min <= synthetic
     return report["reverse_score"]["refined"] if kept else None
+
+
+def selection_rule(report: dict) -> str:
+    """The rule ``selection_score`` applies to this report (scores of two rules do not compare)."""
+    return "class_realism" if report.get("class_realism") else "reverse_validation"
 
 
 def table(task: Task, results: dict[str, dict], gain: dict, end_to_end: dict, baseline: dict | None) -> str:

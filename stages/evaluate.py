@@ -129,7 +129,8 @@ def run(params: Params) -> dict:
             mlflow.log_metrics({f"{figure}_{trained_on}": value
                                 for trained_on, value in (report.get(figure) or {}).items()})
         reported = {trained_on: r[name] for trained_on, r in out["results"].items()}
-        if tracking.promote_champion(used, reported, report.get("selection_score")):
+        if tracking.promote_champion(used, reported, report.get("selection_score"),
+                                     evaluation.selection_rule(report)):
             print("evaluate: the estimator trained on refined data is the new champion")
         for path in [*out["plots"], common.METRICS / "eval.md"]:
             mlflow.log_artifact(str(path))

@@ -181,6 +181,31 @@ def test_label_free_selection_for_classes_is_class_realism_with_no_gate():
     assert evaluation.selection_score({**report, "class_realism": None}, 0.97) is None  # no classes: rule 2
 
 
+def test_the_champion_moves_by_the_selection_score_within_one_rule(tmp_path):
+    """Real MLflow registry (SQLite). Scores of two rules do not compare: a champion chosen
+    by reverse validation gives way to the first candidate scored by class realism."""
+    import mlflow
+    from refiner import tracking
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        client = mlflow.MlflowClient()
+        client.create_registered_model(tracking.ESTIMATOR_MODEL)
+        versions = [client.create_model_version(tracking.ESTIMATOR_MODEL, source=str(tmp_path)).version
+                    for _ in range(4)]
+
+        def promote(index, score, rule):
+            return tracking.promote_champion({"refined": {"version": versions[index]}}, {"refined": 0.9}, score, rule)
+        assert promote(0, 0.73, "reverse_validation")
+        assert promote(1, -0.79, "class_realism")  # though -0.79 < 0.73
+        assert not promote(2, -0.80, "class_realism")
+        assert promote(3, -0.70, "class_realism")
+        champion = client.get_model_version_by_alias(tracking.ESTIMATOR_MODEL, "champion")
+        assert champion.version == versions[3] and champion.tags["selection_rule"] == "class_realism"
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
 def test_class_realism_tells_real_digits_under_wrong_classes_from_real_digits_under_their_own(real):
     """The pool's classes come from a synthetic-trained estimator (balanced), never from labels:
     real test digits under their own labels (a perfect refiner) look like the pool's digits of
