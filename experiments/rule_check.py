@@ -17,16 +17,20 @@ from pathlib import Path
 
 from scipy.stats import spearmanr
 
-LABEL_KEPT_MIN = 0.97  # params.yaml: evaluate.label_kept_min
+from refiner.evaluation import selection_score
+from refiner.params import load_params
+
+LABEL_KEPT_MIN = load_params().evaluate.label_kept_min
 
 
 def rule2_score(row: dict) -> float | None:
-    kept = row["label_kept"]["refined"] >= LABEL_KEPT_MIN * row["label_kept"]["synthetic"]
-    return row["reverse_score"]["refined"] if kept else None
+    """The label-kept gate, then reverse validation: ``selection_score`` without classes."""
+    return selection_score({**row, "class_realism": None}, LABEL_KEPT_MIN)
 
 
 def rule4_score(row: dict) -> float:
-    return -row["class_realism"]["refined"]
+    """Class realism: ``selection_score`` of a classification run."""
+    return selection_score(row, LABEL_KEPT_MIN)
 
 
 def pick(rows: list[dict], score) -> dict:

@@ -59,7 +59,7 @@ def test_repro_runs_every_stage_and_writes_outputs(project):
     assert report["end_to_end_gain"] == pytest.approx(report["refined"]["accuracy"] - report["synthetic"]["accuracy"])
     # 200 rendered digits are far from real ones: a real-vs-fake classifier tells them apart
     assert set(report["realism"]) == {"synthetic", "refined"} and report["realism"]["synthetic"] > 0.65
-    assert set(report["class_realism"]) == {"synthetic", "refined"}  # reported beside the rule, for digits
+    assert set(report["class_realism"]) == {"synthetic", "refined"}  # the label-free rule for digits
     assert report["oracle"]["accuracy"] > 0.5  # real labels, even 80 tiny steps: a working recipe
     assert report["oracle"]["accuracy"] > report["synthetic"]["accuracy"]
     # the refiner alone: the estimators before self-training, kept beside the end-to-end ones

@@ -53,18 +53,18 @@ def init(args: argparse.Namespace) -> None:
     raw.update(task="images", images={k: v for k, v in section.items() if v is not None})
     for name, values in (FAST if args.fast else {}).items():
         raw[name] = {**raw.get(name, {}), **values}
-    refiner = raw.setdefault("train_refiner", {})
-    with_classes = {key: refiner[key] for key in NO_CLASSES if key in refiner}
-    refiner.update(NO_CLASSES)  # both pinned below once the target is known
-    raw.setdefault("train_estimator", {})["self_training_rounds"] = 0
-    task = task_for(validate_params(raw, str(params_file)))
+    # the target decides self-training and the conditional discriminator: find it with both off
+    probe = {**raw, "train_refiner": {**raw.get("train_refiner", {}), **NO_CLASSES},
+             "train_estimator": {**raw.get("train_estimator", {}), "self_training_rounds": 0}}
+    task = task_for(validate_params(probe, str(params_file)))
     raw["images"]["label_kinds"] = task.kinds
+    refiner, estimator = raw.setdefault("train_refiner", {}), raw.setdefault("train_estimator", {})
     if task.can_pseudo_label:
         raw["images"]["num_classes"] = task.num_classes
-        raw["train_estimator"]["self_training_rounds"] = args.self_training_rounds
-        for key in NO_CLASSES:  # back to what the params said (or the defaults)
-            refiner.pop(key)
-        refiner.update(with_classes)
+        estimator["self_training_rounds"] = args.self_training_rounds
+    else:
+        estimator["self_training_rounds"] = 0
+        refiner.update(NO_CLASSES)
     validate_params(raw, str(params_file))
     params_file.write_text(yaml.safe_dump(raw, sort_keys=False))
     print(f"label kinds: {task.kinds}")
