@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from refiner import dataset
+from refiner import data
 from stages.common import write_json
 
 
@@ -41,7 +41,7 @@ class Args:
     images: int = 20_000   # per size: one Parquet part, as the stages write them
     repeats: int = 3       # best of, per encoding
     out: Path = Path("benchmarks/results/image_column.json")
-    quick: bool = False
+    quick: bool = False    # small sizes: a smoke run
 
 
 def sample_images(kind: str, count: int) -> np.ndarray:
@@ -49,10 +49,10 @@ def sample_images(kind: str, count: int) -> np.ndarray:
     if kind == "digits 8x8":
         from refiner.tasks.digits import renderer
         _, counts, _ = renderer.render_digits(min(count, 5000), seed=0, progress=False)
-        images = dataset.to_uint8(renderer.counts_to_unit(counts))
+        images = data.to_uint8(renderer.counts_to_unit(counts))
     elif kind == "eyes 35x55":
         from refiner.tasks.gaze import renderer
-        images = dataset.to_uint8(renderer.render_eyes(min(count, 2000), seed=0, progress=False)[1])
+        images = data.to_uint8(renderer.render_eyes(min(count, 2000), seed=0, progress=False)[1])
     else:
         from refiner.tasks.images import example
         rng = np.random.default_rng(0)
@@ -81,7 +81,7 @@ def write_part(images: np.ndarray, encoding: str, path: Path) -> None:
     if encoding == "hf-array":
         table = pa.table({"id": ids, "image": hf_array_column(images)})
     else:
-        table = dataset.make_table(ids, images, {}, "synthetic", pa.schema([]), encoding)
+        table = data.make_table(ids, images, {}, "synthetic", pa.schema([]), encoding)
     pq.write_table(table, path, compression="zstd", row_group_size=8192)  # as DatasetWriter writes parts
 
 
@@ -89,7 +89,7 @@ def read_decode(path: Path, encoding: str, shape) -> np.ndarray:
     table = pq.read_table(path, columns=["id", "image"], use_threads=False)
     if encoding == "hf-array":
         return hf_array_decode(table.column("image").combine_chunks(), shape)
-    return dataset.decode_image_column_uint8(table, str(path), list(shape))
+    return data.decode_image_column_uint8(table, str(path), list(shape))
 
 
 def measure(images: np.ndarray, encoding: str, directory: Path, repeats: int) -> dict:
@@ -140,7 +140,5 @@ def report(results: dict) -> None:
 
 
 if __name__ == "__main__":
-    import argparse
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small sizes, a smoke run")
-    main(Args(quick=parser.parse_args().quick))
+    import tyro
+    main(tyro.cli(Args, description=__doc__))

@@ -39,12 +39,12 @@ import psutil
 import pyarrow as pa
 import torch
 
-from refiner import dataset
-from refiner.tasks.digits import renderer as digits
-from refiner.networks import count_macs
-from refiner.refine_job import ensure_ray, refine_dataset, refine_in_process
+from refiner import data
 from refiner.config import SimGANParams
-from refiner.simgan import build_refiner
+from refiner.simgan.networks import count_macs
+from refiner.simgan.refine_job import ensure_ray, refine_dataset, refine_in_process
+from refiner.simgan.trainer import build_refiner
+from refiner.tasks.digits import renderer as digits
 from stages.common import write_json
 
 
@@ -58,7 +58,7 @@ class Args:
     paper_batch_size: int = 256
     threads: int = 2
     out: Path = Path("benchmarks/results/refine.json")
-    quick: bool = False
+    quick: bool = False    # small sizes: a smoke run
     device: str | None = None  # cuda (or cpu): the GPU branch's forward-pass table instead of the Ray stage's
     device_batch_sizes: tuple[int, ...] = (256, 1024, 4096)
     s3: bool = False       # the stage reading and writing a local S3 server (moto) against local files
@@ -119,15 +119,15 @@ LABELS = pa.schema([("label", pa.int64())])
 
 
 def source_dataset(images_uint8: np.ndarray, count: int, path: Path, rows_per_file: int,
-                   encoding: str) -> dataset.ImageDataset:
+                   encoding: str) -> data.ImageDataset:
     """``count`` rows cycling through the given images (real PNG sizes, any count)."""
-    with dataset.DatasetWriter(path, label_schema=LABELS, producer="benchmark", image_encoding=encoding,
-                               image_shape=list(images_uint8.shape[1:])) as writer:
+    with data.open_writer(path, label_schema=LABELS, producer="benchmark", image_encoding=encoding,
+                          image_shape=list(images_uint8.shape[1:])) as writer:
         for index, start in enumerate(range(0, count, rows_per_file)):
             rows = np.arange(start, min(start + rows_per_file, count))
-            writer.write_part(index, dataset.make_table([f"b-{i:08d}" for i in rows], images_uint8[rows % len(images_uint8)],
-                                                        {"label": rows % 10}, "synthetic", LABELS, encoding))
-    return dataset.open_dataset(path)
+            writer.write_part(index, data.make_table([f"b-{i:08d}" for i in rows], images_uint8[rows % len(images_uint8)],
+                                                     {"label": rows % 10}, "synthetic", LABELS, encoding))
+    return data.open_dataset(path)
 
 
 def bare_loop(model, images01: np.ndarray, batch_size: int, threads: int) -> float:
@@ -220,7 +220,7 @@ def s3_table(args: Args) -> dict:
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
             _, rendered, _ = digits.render_digits(5000, seed=0, progress=False)
-            rendered = dataset.to_uint8(digits.counts_to_unit(rendered))
+            rendered = data.to_uint8(digits.counts_to_unit(rendered))
             checkpoint, _ = checkpoint_file(SimGANParams(), (8, 8), tmp)
             sources = {"local": source_dataset(rendered, size, tmp / "src", args.rows_per_file, "raw"),
                        "s3": source_dataset(rendered, size, "s3://bench/src", args.rows_per_file, "raw")}
@@ -263,7 +263,7 @@ def main(args: Args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         _, rendered, _ = digits.render_digits(5000, seed=0, progress=False)
-        rendered = dataset.to_uint8(digits.counts_to_unit(rendered))
+        rendered = data.to_uint8(digits.counts_to_unit(rendered))
         config = SimGANParams()
         checkpoint, model = checkpoint_file(config, (8, 8), tmp)
         flops = 2 * count_macs(model, (8, 8))
@@ -338,10 +338,5 @@ def report(results: dict) -> None:
 
 
 if __name__ == "__main__":
-    import argparse
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small sizes, a smoke run")
-    parser.add_argument("--device", default=None, help="cuda (or cpu): the GPU branch's forward-pass table")
-    parser.add_argument("--s3", action="store_true", help="the stage on local files vs a local S3 server")
-    options = parser.parse_args()
-    main(Args(quick=options.quick, device=options.device, s3=options.s3))
+    import tyro
+    main(tyro.cli(Args, description=__doc__))

@@ -11,49 +11,48 @@ are the label-free ones `evaluate` wrote; the gains are what the rules are judge
 
 from __future__ import annotations
 
-import json
 import sys
-from pathlib import Path
 
 from scipy.stats import spearmanr
 
-from refiner.evaluation import selection_score
+from experiments.sweep import Row, read_rows
+from refiner.evaluation.label_free import selection_score
 from refiner.params import load_params
 
 LABEL_KEPT_MIN = load_params().evaluate.label_kept_min
 
 
-def rule2_score(row: dict) -> float | None:
+def rule2_score(row: Row) -> float | None:
     """The label-kept gate, then reverse validation: ``selection_score`` without classes."""
-    return selection_score({**row, "class_realism": None}, LABEL_KEPT_MIN)
+    return selection_score(row.report.model_copy(update={"class_realism": None}), LABEL_KEPT_MIN)
 
 
-def rule4_score(row: dict) -> float:
+def rule4_score(row: Row) -> float:
     """Class realism: ``selection_score`` of a classification run."""
-    return selection_score(row, LABEL_KEPT_MIN)
+    return selection_score(row.report, LABEL_KEPT_MIN)
 
 
-def pick(rows: list[dict], score) -> dict:
+def pick(rows: list[Row], score) -> Row:
     eligible = [row for row in rows if score(row) is not None]
     return max(eligible, key=score)
 
 
-def check(rows: list[dict]) -> dict:
-    gains = [row["refinery_gain"]["gain"] for row in rows]
-    best = max(rows, key=lambda row: row["refinery_gain"]["gain"])
-    out = {"best": (best["profile"], best["refinery_gain"]["gain"])}
+def check(rows: list[Row]) -> dict:
+    gains = [row.report.refinery_gain.gain for row in rows]
+    best = max(rows, key=lambda row: row.report.refinery_gain.gain)
+    out = {"best": (best.profile, best.report.refinery_gain.gain)}
     for name, score in (("rule 2", rule2_score), ("rule 4", rule4_score)):
         chosen = pick(rows, score)
         scores = [score(row) if score(row) is not None else float("-inf") for row in rows]
-        out[name] = {"pick": chosen["profile"], "gain": chosen["refinery_gain"]["gain"],
-                     "gain_sd": chosen["refinery_gain"]["gain_sd"],
+        out[name] = {"pick": chosen.profile, "gain": chosen.report.refinery_gain.gain,
+                     "gain_sd": chosen.report.refinery_gain.gain_sd,
                      "spearman": float(spearmanr(scores, gains).statistic)}
     return out
 
 
 def main(paths: list[str]) -> None:
     for path in paths:
-        result = check(json.loads(Path(path).read_text()))
+        result = check(read_rows(path))
         print(f"{path}: best {result['best'][0]} {100 * result['best'][1]:+.1f}")
         for name in ("rule 2", "rule 4"):
             r = result[name]

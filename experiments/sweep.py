@@ -5,11 +5,11 @@
     python -m experiments.sweep --profiles a b --set digits.real=mnist   # the same profiles on another real source
 
 Each profile is one `dvc exp run` (so `dvc exp show` lists it too) in this workspace;
-params.yaml is restored afterwards. The table holds what `evaluate` measured: accuracy on
-the real test split (synthetic / refined / oracle, mean and sd over the estimator seeds), the
-label-free realism, label-kept and selection-score figures, the refiner's training time and
-the wall time of the whole run, and which profile the label-free rule selects (cells: the
-task's metric, mean ± sd over the estimator seeds, and in brackets their ensemble's).
+params.yaml is restored afterwards. The table holds what `evaluate` measured (its report,
+refiner.evaluation.report.Report): the task's metric on the real test split (synthetic /
+refined / oracle, mean ± sd over the estimator seeds, in brackets their ensemble's), the
+label-free realism, label-kept and selection-score figures, the refiner's training time
+and the wall time of the whole run, and which profile the label-free rule selects.
 """
 
 from __future__ import annotations
@@ -18,23 +18,49 @@ import json
 import os
 import subprocess
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
+from pydantic import BaseModel, Field, model_validator
 
-from refiner.params import ParamsError, load_params
+from refiner.errors import Refused
+from refiner.evaluation.report import Report
+from refiner.params import load_params, parse_overrides
+from refiner.tasks import task_for
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES = ROOT / "profiles.yaml"
 
 
-@dataclass
-class Args:
-    profiles: list[str] = field(default_factory=list)  # empty: all of profiles.yaml, in its order
-    out: Path = ROOT / "experiments" / "results" / "sweep"
-    cached: bool = False  # reuse stages whose inputs did not change (faster; wall time then covers only what reran)
-    set: list[str] = field(default_factory=list)  # KEY=VALUE overrides applied under every profile
+class Args(BaseModel):
+    """Run params profiles as DVC experiments; write OUT.json and OUT.md."""
+    profiles: list[str] = Field(default_factory=list, description="names in profiles.yaml (default: all, in its order)")
+    out: Path = Field(ROOT / "experiments" / "results" / "sweep", description="writes OUT.json and OUT.md")
+    cached: bool = Field(False, description=(
+        "reuse stages whose inputs did not change (faster; wall time then covers only what reran)"))
+    set: list[str] = Field(default_factory=list, description=(
+        "KEY=VALUE params overrides under every profile (a profile's own keys win)"))
+
+
+class Row(BaseModel):
+    """One profile's row: its overrides, times, and the evaluation report of its run."""
+    profile: str
+    overrides: dict[str, Any]
+    wall_seconds: float
+    cached: bool = False
+    refiner_train_seconds: float | None = None
+    diversity_ratio: float | None = None
+    report: Report
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy(cls, data: Any) -> Any:
+        """Rows written before the report had a model held its figures beside the row's own keys."""
+        if isinstance(data, dict) and "report" not in data:
+            own = {key: data[key] for key in cls.model_fields if key in data}
+            return {**own, "report": data}
+        return data
 
 
 def load_profiles(names: list[str], common: list[str] = ()) -> dict[str, dict]:
@@ -43,21 +69,17 @@ def load_profiles(names: list[str], common: list[str] = ()) -> dict[str, dict]:
     unknown = [name for name in names if name not in profiles]
     if unknown:
         raise SystemExit(f"{PROFILES}: no profile {unknown}; there are {list(profiles)}")
-    shared = dict(_key_value(item) for item in common)
+    try:
+        shared = parse_overrides(list(common))
+    except Refused as err:
+        raise SystemExit(f"--set: {err}") from None
     chosen = {name: {**shared, **(profiles[name] or {})} for name in (names or profiles)}
     for name, overrides in chosen.items():  # a bad key fails here, before any experiment runs
         try:
-            load_params(ROOT / "params.yaml", overrides)
-        except ParamsError as err:
+            task_for(load_params(ROOT / "params.yaml", overrides))
+        except Refused as err:
             raise SystemExit(f"{PROFILES}: profile {name}: {err}") from None
     return chosen
-
-
-def _key_value(item: str) -> tuple[str, object]:
-    key, sep, value = item.partition("=")
-    if not sep:
-        raise SystemExit(f"--set {item}: expected KEY=VALUE, e.g. digits.real=mnist")
-    return key, yaml.safe_load(value)
 
 
 def set_args(overrides: dict) -> list[str]:
@@ -66,7 +88,7 @@ def set_args(overrides: dict) -> list[str]:
             for arg in ("-S", f"{key}={json.dumps(value) if isinstance(value, list) else value}")]
 
 
-def run_profile(name: str, overrides: dict, cached: bool = False) -> dict:
+def run_profile(name: str, overrides: dict, cached: bool = False) -> Row:
     """One `dvc exp run`; returns the row of the table."""
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     pipeline = f"sweep-{name}-{stamp}"
@@ -77,15 +99,11 @@ def run_profile(name: str, overrides: dict, cached: bool = False) -> dict:
     subprocess.run(["dvc", "exp", "run", *force, "--name", f"{name}-{stamp}", *set_args(overrides)],
                    cwd=ROOT, env=env, check=True)
     seconds = time.perf_counter() - started
-    metrics = json.loads((ROOT / "metrics" / "eval.json").read_text())
+    report = Report.model_validate_json((ROOT / "metrics" / "eval.json").read_text())
     refiner = json.loads((ROOT / "metrics" / "refiner.json").read_text())
-    row = {"profile": name, "overrides": overrides, "wall_seconds": seconds, "cached": cached, "metric": metrics["metric"],
-           "refiner_train_seconds": refiner_seconds(pipeline), "diversity_ratio": refiner["diversity_ratio"],
-           **{key: metrics[key] for key in LABEL_FREE + GAINS}}
-    for trained_on in ("synthetic", "refined", "oracle"):
-        if trained_on in metrics:
-            row[trained_on] = {k: v for k, v in metrics[trained_on].items() if k != "per_class_accuracy"}
-    return row
+    return Row(profile=name, overrides=overrides, wall_seconds=seconds, cached=cached,
+               refiner_train_seconds=refiner_seconds(pipeline), diversity_ratio=refiner["diversity_ratio"],
+               report=report)
 
 
 def refiner_seconds(pipeline: str) -> float | None:
@@ -104,58 +122,57 @@ def refiner_seconds(pipeline: str) -> float | None:
     return runs[0].data.metrics.get("seconds") if runs else None
 
 
-LABEL_FREE = ("realism", "class_realism", "label_kept", "real_confidence", "reverse_score", "selection_score")
-GAINS = ("refinery_gain", "baseline", "end_to_end_gain")
-
-
-def select(rows: list[dict]) -> str | None:
-    """The label-free rule (refiner/evaluation.py: selection_score): the best-scoring profile
-    among rows of one metric (one task)."""
-    eligible = [row for row in rows if row.get("selection_score") is not None]
-    return max(eligible, key=lambda row: row["selection_score"])["profile"] if eligible else None
+def select(rows: list[Row]) -> str | None:
+    """The label-free rule (refiner/evaluation/label_free.py: selection_score): the
+    best-scoring profile among rows of one metric (one task)."""
+    eligible = [row for row in rows if row.report.selection_score is not None]
+    return max(eligible, key=lambda row: row.report.selection_score).profile if eligible else None
 
 
 def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f} s"
 
 
-def table(rows: list[dict]) -> str:
+def table(rows: list[Row]) -> str:
     """One table per metric (per task): rows measured with different metrics do not compare."""
-    metrics = dict.fromkeys(row["metric"] for row in rows)
-    return "\n\n".join(metric_table(metric, [row for row in rows if row["metric"] == metric]) for metric in metrics)
+    metrics = dict.fromkeys(row.report.metric for row in rows)
+    return "\n\n".join(metric_table(metric, [row for row in rows if row.report.metric == metric]) for metric in metrics)
 
 
-def metric_table(metric: str, rows: list[dict]) -> str:
-    def figure(row, key):
-        if key not in row:
-            return "-"
-        r = row[key]
-        return f"{r[metric]:.4g} ± {r[metric + '_sd']:.2g} ({r['ensemble_' + metric]:.4g})"
+def _pair(per_set) -> str:
+    return f"{per_set.synthetic:.3f} / {per_set.refined:.3f}" if per_set is not None else "-"
+
+
+def metric_table(metric: str, rows: list[Row]) -> str:
+    def figure(row: Row, trained_on: str) -> str:
+        score = row.report.results.get(trained_on)
+        return "-" if score is None else f"{score.mean:.4g} ± {score.sd:.2g} ({score.ensemble:.4g})"
     chosen = select(rows)
-    def gain(row):
-        g = row["refinery_gain"]
-        return f"{g['gain']:+.3f} ± {g['gain_sd']:.3f}"
     lines = [f"| profile | refinery gain (self-training off) | scikit-learn gain | synthetic {metric} (end to end) "
              "| refined | oracle | realism syn / ref | class realism syn / ref | label kept syn / ref "
              "| reverse validation syn / ref | selection score | refiner train | whole run |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
-        mark = " **(selected)**" if row["profile"] == chosen else ""
-        reverse = " / ".join(f"{row['reverse_score'][name]:.3f}" for name in ("synthetic", "refined"))
-        classes = row.get("class_realism")
-        class_realism = f"{classes['synthetic']:.3f} / {classes['refined']:.3f}" if classes else "-"
-        score = "lost labels" if row.get("selection_score") is None else f"{row['selection_score']:.3f}"
+        report = row.report
+        mark = " **(selected)**" if row.profile == chosen else ""
+        gain = f"{report.refinery_gain.gain:+.3f} ± {report.refinery_gain.gain_sd:.3f}"
+        baseline = report.baseline.gain if report.baseline else float("nan")
+        score = "lost labels" if report.selection_score is None else f"{report.selection_score:.3f}"
         lines.append(
-            f"| {row['profile']}{mark} | {gain(row)} | {row['baseline']['gain'] if row['baseline'] else float('nan'):+.3f} "
+            f"| {row.profile}{mark} | {gain} | {baseline:+.3f} "
             f"| {figure(row, 'synthetic')} | {figure(row, 'refined')} | {figure(row, 'oracle')} "
-            f"| {row['realism']['synthetic']:.3f} / {row['realism']['refined']:.3f} "
-            f"| {class_realism} | {row['label_kept']['synthetic']:.3f} / {row['label_kept']['refined']:.3f} "
-            f"| {reverse} | {score} "
-            f"| {_seconds(row['refiner_train_seconds'])} | {row['wall_seconds'] / 60:.1f} min{' (cached stages)' if row.get('cached') else ''} |")
+            f"| {_pair(report.realism)} | {_pair(report.class_realism)} | {_pair(report.label_kept)} "
+            f"| {_pair(report.reverse_score)} | {score} "
+            f"| {_seconds(row.refiner_train_seconds)} | {row.wall_seconds / 60:.1f} min{' (cached stages)' if row.cached else ''} |")
     return "\n".join(lines)
 
 
-def main(args: Args) -> list[dict]:
+def read_rows(path: Path) -> list[Row]:
+    """A sweep's JSON (experiments/results/), any of its formats."""
+    return [Row.model_validate(row) for row in json.loads(Path(path).read_text())]
+
+
+def main(args: Args) -> list[Row]:
     profiles = load_profiles(args.profiles, args.set)
     params = ROOT / "params.yaml"
     original = params.read_text()
@@ -168,22 +185,12 @@ def main(args: Args) -> list[dict]:
     finally:
         params.write_text(original)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(rows, indent=2) + "\n")
+    args.out.with_suffix(".json").write_text(json.dumps([row.model_dump(mode="json") for row in rows], indent=2) + "\n")
     args.out.with_suffix(".md").write_text(table(rows) + "\n")
     print(table(rows))
     return rows
 
 
-def parse_args() -> Args:
-    import argparse
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profiles", nargs="*", default=[], help="names in profiles.yaml (default: all)")
-    parser.add_argument("--out", type=Path, default=Args.out, help="writes OUT.json and OUT.md")
-    parser.add_argument("--cached", action="store_true", help="reuse unchanged stages (wall time: what reran)")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="params overrides under every profile (a profile's own keys win)")
-    return Args(**vars(parser.parse_args()))
-
-
 if __name__ == "__main__":
-    main(parse_args())
+    import tyro
+    main(tyro.cli(Args, description=__doc__))

@@ -6,67 +6,66 @@
 
 The flow's parameter is the typed params object (refiner/params.py), so the Prefect UI
 shows a typed form and a bad value is refused before any stage runs, with the key named.
-The stage list, each stage's deps and params keys come from dvc.yaml, so both ways of
-running agree on what a stage depends on. A stage task's cache key is its name, the values
-of its params keys and a fingerprint of each dep (a dataset's contract digest, a file's
-SHA-256, a directory's hash): a rerun with nothing changed is served from Prefect's cache,
-as `dvc repro` skips up-to-date stages, and a changed param reruns only what depends on it.
+The stages, their arguments (paths), deps and params keys come from dvc.yaml through DVC's
+own API, so both ways of running agree on what a stage reads, writes and depends on. A
+stage task's cache key is its name, the values of its params keys and DVC's hash of each
+dep: a rerun with nothing changed is served from Prefect's cache, as `dvc repro` skips
+up-to-date stages, and a changed param reruns only what depends on it.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
 
-import yaml
+import tyro
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.context import TaskRunContext
 from prefect.runtime import flow_run
+from pydantic import BaseModel, Field
 
 from refiner import tracking
-from refiner.dataset import MANIFEST, file_sha256, manifest_digest
-from refiner.params import Params, ParamsError, load_params
+from refiner.errors import Refused
+from refiner.params import Params, load_params, parse_overrides
 from stages import common, evaluate, ingest, refine, render, train_estimator, train_refiner
-from stages.common import stage_specs
 
-STAGE_FUNCTIONS = {"render": render.run, "ingest": ingest.run, "train_refiner": train_refiner.run,
-                   "refine": refine.run, "train_estimator": train_estimator.run, "evaluate": evaluate.run}
+STAGE_MODULES = {module.__name__: module for module in
+                 (render, ingest, train_refiner, refine, train_estimator, evaluate)}
 # Stages that can fail for reasons a second try fixes: a Ray cluster losing a node, a
 # tracking server or shared filesystem hiccup during a long training run.
-RETRIES = {"train_refiner": 1, "refine": 2, "train_estimator": 1, "evaluate": 1}
+RETRIES = {"stages.train_refiner": 1, "stages.refine": 2, "stages.train_estimator": 1, "stages.evaluate": 1}
 RETRY_DELAY_SECONDS = 5
 
 
-def fingerprint(path: Path) -> str:
-    """What a dep is, by content: the contract digest of a dataset, else a hash of the bytes."""
-    if (path / MANIFEST).is_file():
-        return manifest_digest(json.loads((path / MANIFEST).read_text()))
-    if path.is_file():
-        return file_sha256(path)
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file())
-        return hashlib.sha256("".join(f"{p.relative_to(path)}:{file_sha256(p)}" for p in files).encode()).hexdigest()
-    return "missing"
+def dvc_stage(name: str):
+    return next(stage for stage in common.dvc_stages() if stage.name == name)
+
+
+def dep_hash(dependency) -> str:
+    """DVC's own hash of a dep (a directory's tree hash; its state cache makes reruns cheap)."""
+    try:
+        return dependency.get_hash().value or "missing"
+    except Exception:  # a dep that is not there yet: the stage will say what is missing
+        return "missing"
 
 
 def stage_cache_key(context: TaskRunContext, parameters: dict) -> str:
-    stage, params = parameters["stage"], parameters["params"]
-    spec = stage_specs()[stage]
-    material = {"stage": stage, "params": common.declared_params(spec["function"], params),
-                "deps": {dep: fingerprint(Path(dep)) for dep in spec["deps"]}}
+    stage, params = dvc_stage(parameters["stage"]), parameters["params"]
+    declared = {key: params.section(key) for key in
+                dict.fromkeys(["task", "seed", *(key for p in stage.params for key in p.params)])}
+    deps = {str(dep.def_path): dep_hash(dep) for dep in stage.deps if dep not in stage.params}
+    material = {"stage": stage.name, "params": declared, "deps": deps}
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
 
 
 @task(persist_result=True, cache_key_fn=stage_cache_key, log_prints=True)
 def run_stage(stage: str, params: Params) -> dict:
-    spec = stage_specs()[stage]
-    function = STAGE_FUNCTIONS[spec["function"]]
-    return function(params, spec["item"]) if spec["item"] else function(params)
+    module_name, argv = common.stage_command(dvc_stage(stage))
+    module = STAGE_MODULES[module_name]
+    return module.run(params, common.parse_args(module.Args, argv, module.__doc__))
 
 
 def mlflow_ui_base() -> str:
@@ -97,29 +96,28 @@ def pipeline(params: Params | None = None, ray_address: str | None = None, force
         params = params.model_copy(update={"refine": params.refine.model_copy(update={"ray_address": ray_address})})
     os.environ[tracking.PIPELINE_ID_ENV] = f"prefect-{flow_run.get_id()}"
     results = {}
-    for stage, spec in stage_specs().items():
-        configured = run_stage.with_options(task_run_name=stage, retries=RETRIES.get(spec["function"], 0),
+    for stage in common.dvc_stages():
+        module_name, _ = common.stage_command(stage)
+        configured = run_stage.with_options(task_run_name=stage.name, retries=RETRIES.get(module_name, 0),
                                             retry_delay_seconds=RETRY_DELAY_SECONDS, refresh_cache=force)
-        results[stage] = configured(stage, params)
+        results[stage.name] = configured(stage.name, params)
     create_markdown_artifact(report(results), key="simrefinery-evaluation",
                              description="Accuracy on real test data and the MLflow runs behind it")
     return results
 
 
-def parse_override(text: str) -> tuple[str, Any]:
-    key, _, value = text.partition("=")
-    return key, yaml.safe_load(value)
+class FlowArgs(BaseModel):
+    """Run the whole pipeline as a Prefect flow (Prefect's temporary server unless PREFECT_API_URL is set)."""
+    set: list[str] = Field(default_factory=list, description="KEY=VALUE params overrides, e.g. train_refiner.lambda=0.5")
+    ray_address: str | None = Field(None, description="run the refine stage on this Ray cluster (ray://host:10001)")
+    force: bool = Field(False, description="ignore the cache, rerun every stage")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a params.yaml value")
-    parser.add_argument("--ray-address", help="run the refine stage on this Ray cluster")
-    parser.add_argument("--force", action="store_true", help="ignore the cache, rerun every stage")
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> None:
+    args = tyro.cli(FlowArgs, args=argv, description=__doc__)
     try:
-        params = load_params(overrides=dict(map(parse_override, args.set)))
-    except ParamsError as err:
+        params = load_params(overrides=parse_overrides(args.set))
+    except Refused as err:
         raise SystemExit(f"error: {err}") from None
     results = pipeline(params=params, ray_address=args.ray_address, force=args.force)
     print(results["evaluate"]["table"])

@@ -9,9 +9,6 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
-class ParamsError(ValueError):
-    """params.yaml (or an override of it) breaks the params model; says which key and why."""
-
 
 class Section(BaseModel):
     """A params.yaml section: a misspelt key is an error, not a silent default."""
@@ -29,7 +26,7 @@ class IngestParams(Section):
 
 
 class SimGANParams(Section):
-    """The paper's SimGAN (refiner/simgan.py)."""
+    """The paper's SimGAN (refiner/simgan/)."""
     channels: int = Field(32, gt=0, description="refiner width (the paper: 64)")
     num_blocks: int = Field(4, ge=0, description="ResNet blocks of the refiner (the paper: 4)")
     disc_layers: tuple[tuple[int, int], ...] = Field(
@@ -69,12 +66,6 @@ class RefineParams(Section):
         "CPU-only clusters: fractional, two 1-CPU actors on 2 cores starve the rest of the job"))
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 pays on GPUs; on CPU it is slower")
     ray_address: str | None = Field(None, description='null: local Ray (or RAY_ADDRESS); "ray://host:10001"')
-    source: str | None = Field(None, description=(
-        "the synthetic dataset to refine: null = data/synthetic (the pipeline's), or an s3://bucket/prefix "
-        "that the cluster's workers read themselves (no shared filesystem)"))
-    output: str | None = Field(None, description=(
-        "where the refined dataset goes: null = data/refined (DVC's output), or an s3://bucket/prefix "
-        "(then run the stage as a job, `python -m stages.refine`: DVC tracks local outputs only)"))
 
 
 class EstimatorParams(Section):

@@ -1,13 +1,14 @@
 """params.yaml as one typed object: a section per stage (``refiner.config``), one per
-registered task (its ``Params``), unknown keys and unknown tasks refused.
+registered world (its ``Params``), unknown keys and unknown worlds refused.
 
-    params = load_params()                        # params.yaml
-    params = load_params(overrides={"train_refiner.lambda": 2.0})
-    params.train_refiner.lam, params.task, TASKS[params.task]
+    params = load_params()                                    # params.yaml
+    params = load_params(overrides=parse_overrides(["train_refiner.lambda=2"]))
+    params.train_refiner.lam, params.task
 
-Every stage, the Prefect flow and the sweep load params through here, so a misspelt key or
-a wrong type fails the same way on every path (``dvc repro``, ``dvc exp run -S``, the flow),
-naming the dotted key and the file.
+Every stage, the Prefect flow and the sweep load params through here and take overrides in
+one syntax (``KEY=VALUE``, the value read as YAML, as ``dvc exp run -S`` reads it), so a
+misspelt key or a wrong type fails the same way on every path, naming the dotted key and
+the file.
 """
 
 from __future__ import annotations
@@ -20,14 +21,14 @@ import yaml
 from pydantic import Field, ValidationError, create_model
 
 from refiner import config
-from refiner.config import ParamsError  # noqa: F401  (stages catch it from here)
-from refiner.tasks import TASKS
+from refiner.errors import ParamsError
+from refiner.tasks import WORLDS
 
 PARAMS_FILE = Path("params.yaml")
 
 
 class _Base(config.Section):
-    task: Literal[tuple(TASKS)] = Field("digits", description="which world: a name in refiner/tasks/")  # type: ignore[valid-type]
+    task: Literal[tuple(WORLDS)] = Field("digits", description="which world: a name in refiner/tasks/")  # type: ignore[valid-type]
     seed: int = Field(0, description="one seed for every stage: same params + seed = same dataset digests")
     image_encoding: Literal["png", "raw"] = Field("raw", description=(
         "how datasets hold images: raw pixel bytes (no decoding: 20-190x faster to read than PNG, "
@@ -49,19 +50,19 @@ class _Base(config.Section):
 
 
 Params = create_model("Params", __base__=_Base, **{
-    name: (task.Params, Field(default_factory=task.Params, description=f"the {name} task's settings"))
-    for name, task in TASKS.items()})
+    name: (world.Params, Field(default_factory=world.Params, description=f"the {name} task's settings"))
+    for name, world in WORLDS.items()})
 
 
-def _check_task(params: Params) -> Params:
-    task = TASKS[params.task]
-    if params.train_estimator.self_training_rounds and not task.can_pseudo_label:
-        raise ParamsError(f"train_estimator.self_training_rounds: task {task.name} has no prediction confidence to "
-                          "pseudo-label with: set it to 0")
-    if params.train_refiner.conditional and not task.can_pseudo_label:
-        raise ParamsError(f"train_refiner.conditional: task {task.name} has no classes to pseudo-label the real "
-                          "pool with: set it to false (and lambda to 10, the paper's)")
-    return params
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """["train_refiner.lambda=2", "digits.real=mnist"] -> {dotted key: YAML value}."""
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ParamsError(f"override {item!r}: expected KEY=VALUE, e.g. train_refiner.lambda=2")
+        overrides[key] = yaml.safe_load(value)
+    return overrides
 
 
 def set_dotted(raw: dict, dotted: str, value: Any) -> None:
@@ -77,16 +78,12 @@ def set_dotted(raw: dict, dotted: str, value: Any) -> None:
 
 def validate_params(raw: dict, source: str = str(PARAMS_FILE)) -> Params:
     try:
-        params = Params.model_validate(raw)
+        return Params.model_validate(raw)
     except ValidationError as err:
         problems = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
                     + (f" (got {e['input']!r})" if e["type"] != "missing" and not isinstance(e["input"], dict) else "")
                     for e in err.errors()]
         raise ParamsError(f"{source}: " + "; ".join(problems)) from None
-    try:
-        return _check_task(params)
-    except ParamsError as err:
-        raise ParamsError(f"{source}: {err}") from None
 
 
 def load_params(path: Path = PARAMS_FILE, overrides: dict[str, Any] | None = None) -> Params:

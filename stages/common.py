@@ -1,63 +1,77 @@
-"""What every stage shares: the artifact paths of dvc.yaml, which params each stage
-declares there, params loading for ``main()``, and small writers."""
+"""What every stage shares: its command line (the paths dvc.yaml gives it, plus ``--set
+KEY=VALUE`` overrides), params loading, the params keys dvc.yaml declares for it (through
+DVC's own API), and small writers."""
 
 from __future__ import annotations
 
 import csv
+import functools
 import json
+import sys
 from pathlib import Path
+from typing import Callable, TypeVar
 
-import yaml
+import tyro
+from pydantic import BaseModel, ConfigDict, Field
 
-from refiner.dataset import DatasetError
-from refiner.params import Params, ParamsError, load_params
-from refiner.simgan import CheckpointError
-
-DVC_FILE = Path("dvc.yaml")
-SYNTHETIC = Path("data/synthetic")
-REAL_UNLABELED = Path("data/real/unlabeled")
-REAL_TEST = Path("data/real/test")
-POOL_LABELS = Path("data/real/pool_labels.parquet")  # the pool's labels, where known: evaluate's oracle only
-REFINED = Path("data/refined")
-REFINER_DIR = Path("models/refiner")
-REFINER_CHECKPOINT = REFINER_DIR / "refiner.pt"
-METRICS = Path("metrics")
-PLOTS = Path("plots")
-TRAINING_SETS = {"synthetic": SYNTHETIC, "refined": REFINED}
+from refiner.errors import Refused
+from refiner.params import Params, load_params, parse_overrides
 
 
-def estimator_dir(trained_on: str) -> Path:
-    return Path("models") / f"estimator-{trained_on}"
+class StageArgs(BaseModel):
+    """A stage's command line: the paths are dvc.yaml's (its ``cmd``), never defaults here."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    set: list[str] = Field(default_factory=list, description=(
+        "KEY=VALUE params overrides, e.g. train_refiner.lambda=2 (the outputs then differ from what dvc.lock records)"))
 
 
-def stage_specs(dvc_file: Path = DVC_FILE) -> dict[str, dict]:
-    """dvc.yaml's stages in order, `foreach` expanded to name@item: {function, item, deps, params}."""
-    specs = {}
-    for name, stage in yaml.safe_load(dvc_file.read_text())["stages"].items():
-        for item in stage.get("foreach", [None]):
-            body = stage.get("do", stage)
-            specs[f"{name}@{item}" if item else name] = {
-                "function": name, "item": item,
-                "deps": [dep.replace("${item}", item) if item else dep for dep in body.get("deps", [])],
-                "params": [p if isinstance(p, str) else next(iter(p)) for p in body.get("params", [])]}
-    return specs
+Args = TypeVar("Args", bound=StageArgs)
 
 
-def declared_params(stage: str, params: Params) -> dict:
-    """The params keys dvc.yaml declares for ``stage`` (``${task}``: the task's own section),
-    plus task and seed: what the stage's MLflow run logs and what its Prefect cache key holds."""
-    spec = next(spec for name, spec in stage_specs().items() if stage in (name, spec["function"]))
-    keys = [key.replace("${task}", params.task) for key in spec["params"]]
+def parse_args(model: type[Args], argv: list[str] | None, description: str) -> Args:
+    return tyro.cli(model, args=argv, description=description)
+
+
+def dvc_stages(root: Path = Path(".")) -> list:
+    """dvc.yaml's stages in its order (``foreach`` expanded, vars resolved), as DVC reads them."""
+    return _dvc_stages(Path(root).resolve())
+
+
+@functools.lru_cache(maxsize=8)
+def _dvc_stages(root: Path) -> list:
+    # once per project and process: dvc.yaml does not change under a running stage; the repo
+    # stays open, so the flow can hash the stages' deps with DVC's own state cache
+    from dvc.repo import Repo
+    return list(Repo(str(root)).index.stages)
+
+
+def stage_command(stage) -> tuple[str, list[str]]:
+    """A DVC stage's ``python -m stages.<module> ARGS``: (the module, its arguments)."""
+    import shlex
+    words = shlex.split(stage.cmd)
+    if words[:2] != ["python", "-m"] or not words[2].startswith("stages."):
+        raise ValueError(f"dvc.yaml: stage {stage.name}: cmd must be `python -m stages.<name> ...`, got {stage.cmd!r}")
+    return words[2], words[3:]
+
+
+def declared_params(stage: str, params: Params, root: Path = Path(".")) -> dict:
+    """The params keys dvc.yaml declares for ``stage`` (its module's name: the keys of every
+    stage that runs it), plus task and seed: what its MLflow run logs, what its dataset
+    manifests record and what its Prefect cache key holds."""
+    keys = [key for dvc_stage in dvc_stages(root) if stage_command(dvc_stage)[0] == f"stages.{stage}"
+            for dependency in dvc_stage.params for key in dependency.params]
     return {key: params.section(key) for key in dict.fromkeys(["task", "seed", *keys])}
 
 
-def main(run, *args) -> None:
-    """A stage's ``main()``: ``run(params.yaml's params, *args)``. A refused input (a bad
-    params key, a dataset or source breaking the contract, an unusable checkpoint) ends the
-    process with one line naming the file and the problem, not a traceback."""
+def main(run: Callable[[Params, Args], dict], model: type[Args], description: str,
+         argv: list[str] | None = None) -> None:
+    """A stage's ``main()``: ``run(params.yaml's params with --set overrides, the arguments)``.
+    A refused input (a bad params key, a dataset or source breaking the contract, an unusable
+    checkpoint) ends the process with one line naming the file and the problem, not a traceback."""
+    args = parse_args(model, argv if argv is not None else sys.argv[1:], description)
     try:
-        run(load_params(), *args)
-    except (ParamsError, DatasetError, CheckpointError) as err:
+        run(load_params(overrides=parse_overrides(args.set)), args)
+    except Refused as err:
         raise SystemExit(f"error: {err}") from None
 
 

@@ -1,4 +1,4 @@
-"""evaluate: the estimators on data/real/test -> metrics/eval.json, metrics/eval.md, plots/evaluate/.
+"""evaluate: the estimators on the real test split -> the report (JSON), its table (Markdown), plots.
 
 The only stage that reads real labels: the test split's, and the pool's for the oracle (the
 same recipe trained on the real pool's labels, a reference for how much is left to buy; it
@@ -14,143 +14,184 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+from pydantic import Field
 
-from refiner import dataset, evaluation
-from refiner.estimator import load_model, train_seeds
+from refiner import data
+from refiner.estimator.checkpoint import load_model
+from refiner.estimator.training import train_seeds
+from refiner.evaluation import label_free, scoring
+from refiner.evaluation.report import TRAINING_SETS, Report, label_free_table, table
 from refiner.params import Params
-from refiner.simgan import diversity_ratio
+from refiner.simgan.trainer import diversity_ratio
 from refiner.tasks import task_for
 from stages import common
 
 
-def load_estimators(directory: Path, kind: str = "model") -> list:
+class Args(common.StageArgs):
+    synthetic: Path = Field(description="the synthetic dataset")
+    refined: Path = Field(description="the refined dataset")
+    synthetic_estimator: Path = Field(description="the estimators trained on synthetic data (a model directory)")
+    refined_estimator: Path = Field(description="the estimators trained on refined data (a model directory)")
+    refiner: Path = Field(description="the refiner's model directory (for the lineage and the champion)")
+    pool: Path = Field(description="the unlabelled real pool")
+    test: Path = Field(description="the labelled real test split")
+    pool_labels: Path = Field(description="the real pool's labels (Parquet), for the oracle")
+    report: Path = Field(description="the report to write (JSON: refiner.evaluation.report.Report)")
+    table: Path = Field(description="the result table to write (Markdown)")
+    plots: Path = Field(description="the directory of the head's figures")
+
+    @property
+    def training_sets(self) -> dict[str, Path]:
+        return {"synthetic": self.synthetic, "refined": self.refined}
+
+    @property
+    def estimators(self) -> dict[str, Path]:
+        return {"synthetic": self.synthetic_estimator, "refined": self.refined_estimator}
+
+
+def load_estimators(world, directory: Path, kind: str = "model") -> list:
     """The models a train_estimator stage wrote, one per seed: ``model`` (end to end) or
     ``plain`` (before self-training; the same files when self-training was off)."""
     paths = sorted(directory.glob(f"{kind}-seed*.pt")) or sorted(directory.glob("model-seed*.pt"))
-    return [load_model(p)[1] for p in paths]
+    return [load_model(p, world) for p in paths]
 
 
-def pool_targets(task, pool_ids: np.ndarray, path: Path) -> np.ndarray | None:
+def pool_targets(world, pool_ids: np.ndarray, path: Path) -> np.ndarray | None:
     """The real pool's labels in the pool's order, or None where the source had none."""
-    table = pq.read_table(path)
-    if table.num_rows == 0:
+    table_ = pq.read_table(path)
+    if table_.num_rows == 0:
         return None
-    by_id = {row_id: index for index, row_id in enumerate(table.column("id").to_pylist())}
+    by_id = {row_id: index for index, row_id in enumerate(table_.column("id").to_pylist())}
     order = np.array([by_id[row_id] for row_id in pool_ids])
-    labels = {name: dataset.label_numpy(table.column(name))[order] for name in task.test_labels.names}
-    return task.targets(labels)
+    labels = {name: data.label_numpy(table_.column(name))[order] for name in world.test_labels.names}
+    return world.head.targets(labels)
 
 
-def open_inputs(task, params: Params) -> dict[str, dataset.ImageDataset]:
+def open_inputs(world, params: Params, args: Args) -> dict[str, data.ImageDataset]:
     """Every dataset evaluate reads, validated once."""
-    test = {"real-test": dataset.validate(common.REAL_TEST, task.bad_labels)} if task.has_real_test(params) else {}
-    return {**test, "real-unlabeled": dataset.open_unlabeled(common.REAL_UNLABELED),
-            **{name: dataset.open_training_set(path, task.labels, task.bad_labels)
-               for name, path in common.TRAINING_SETS.items()}}
+    test = {"real-test": data.validate(args.test, world.bad_labels)} if world.has_real_test(params) else {}
+    return {**test, "real-unlabeled": data.open_unlabeled(args.pool),
+            **{name: data.open_training_set(path, world.labels, world.bad_labels)
+               for name, path in args.training_sets.items()}}
 
 
-def evaluate(params: Params, inputs: dict[str, dataset.ImageDataset], estimators: dict[str, list],
-             plain: dict[str, list], plots_dir: Path, progress: bool = True) -> dict:
+def evaluate(params: Params, world, inputs: dict[str, data.ImageDataset], estimators: dict[str, list],
+             plain: dict[str, list], pool_labels: Path, plots_dir: Path, progress: bool = True) -> tuple[Report, list]:
     """The whole report: real-test results per training set (and the oracle), the refinery
     gain (``plain``: the estimators before self-training) for our estimator and for a
-    scikit-learn one, the label-free figures and the selection score. Writes the task's plots."""
-    task = task_for(params)
+    scikit-learn one, the label-free figures and the selection score; and the head's plots."""
+    head = world.head
     pool = inputs["real-unlabeled"].load()
-    if not task.learns_labels or "real-test" not in inputs:
-        return label_free_only(params, task, inputs, estimators, plain, pool["image"])
+    if head is None or "real-test" not in inputs:
+        return label_free_only(params, world, inputs, estimators, plain, pool["image"]), []
     test = inputs["real-test"].load()
-    test_targets = task.targets(test)
-    results = {name: evaluation.score(task, models, test["image"], test_targets) for name, models in estimators.items()}
-    oracle_targets = pool_targets(task, pool["id"], common.POOL_LABELS) if params.evaluate.oracle else None
+    test_targets = head.targets(test)
+    results = {name: scoring.score(head, models, test["image"], test_targets) for name, models in estimators.items()}
+    oracle_targets = pool_targets(world, pool["id"], pool_labels) if params.evaluate.oracle else None
     if params.evaluate.oracle and oracle_targets is None:
-        print(f"evaluate: {common.POOL_LABELS} is empty (the real pool's source is unlabelled): no oracle")
+        print(f"evaluate: {pool_labels} is empty (the real pool's source is unlabelled): no oracle")
     if oracle_targets is not None:
-        runs = train_seeds(task, pool["image"], oracle_targets, params.train_estimator, params.seed, progress)
-        results["oracle"] = evaluation.score(task, [run.model for run in runs], test["image"], test_targets)
-    plots = task.plot(results, plots_dir)
-    report = {name: evaluation.for_json(result) for name, result in results.items()}
+        runs = train_seeds(head, pool["image"], oracle_targets, params.train_estimator, params.seed, progress)
+        results["oracle"] = scoring.score(head, [run.model for run in runs], test["image"], test_targets)
+    plots = head.plot(results, plots_dir)
     training_sets = {}
-    for name in common.TRAINING_SETS:
+    for name in TRAINING_SETS:
         rows = inputs[name].load()
-        training_sets[name] = (rows["image"], task.targets(rows))
-    gain = evaluation.refinery_gain(task, plain, test["image"], test_targets)
-    baseline = evaluation.baseline_gain(task, training_sets, test["image"], test_targets)
-    end_to_end = evaluation.end_to_end_gain(task, results)
-    report.update(metric=task.metric.name, refinery_gain=gain, baseline=baseline, end_to_end_gain=end_to_end["gain"],
-                  **evaluation.label_free(task, estimators, plain, training_sets, pool["image"],
-                                          params.train_estimator, params.seed))
-    report["selection_score"] = evaluation.selection_score(report, params.evaluate.label_kept_min,
-                                                           task.metric.higher_is_better)
-    return {"results": results, "report": report, "table": evaluation.table(task, results, gain, end_to_end, baseline),
-            "plots": plots}
+        training_sets[name] = (rows["image"], head.targets(rows))
+    report = Report(metric=head.metric.name, higher_is_better=head.metric.higher_is_better, results=results,
+                    refinery_gain=scoring.refinery_gain(head, plain, test["image"], test_targets),
+                    baseline=scoring.baseline_gain(head, training_sets, test["image"], test_targets),
+                    end_to_end_gain=scoring.end_to_end_gain(head, results),
+                    **label_free.label_free(head, estimators, plain, training_sets, pool["image"],
+                                            params.train_estimator, params.seed))
+    return chosen(report, params), plots
 
 
-def label_free_only(params: Params, task, inputs, estimators, plain, pool01) -> dict:
+def chosen(report: Report, params: Params) -> Report:
+    """The report with its label-free selection score and the rule that gave it."""
+    return report.model_copy(update={"selection_score": label_free.selection_score(report, params.evaluate.label_kept_min),
+                                     "selection_rule": label_free.selection_rule(report)})
+
+
+def label_free_only(params: Params, world, inputs, estimators, plain, pool01) -> Report:
     """No labelled real test set or no estimator: realism and diversity, plus, with an
     estimator, the label-free figures and the selection score."""
-    images = {name: inputs[name].load() for name in common.TRAINING_SETS}
+    images = {name: inputs[name].load() for name in TRAINING_SETS}
     sample = np.random.default_rng(params.seed).permutation(len(images["synthetic"]["image"]))[:256]
-    report = {"realism": {name: evaluation.realism(rows["image"], pool01, params.seed) for name, rows in images.items()},
-              "diversity_ratio": diversity_ratio(images["refined"]["image"][sample], images["synthetic"]["image"][sample])}
-    why = "no estimator fits the task's labels" if not task.learns_labels else "no labelled real test set"
-    if task.learns_labels:
-        training_sets = {name: (rows["image"], task.targets(rows)) for name, rows in images.items()}
-        report.update(metric=task.metric.name, **evaluation.label_free(task, estimators, plain, training_sets, pool01,
-                                                                       params.train_estimator, params.seed))
-        report["selection_score"] = evaluation.selection_score(report, params.evaluate.label_kept_min,
-                                                               task.metric.higher_is_better)
-    return {"results": {}, "report": report, "table": evaluation.label_free_table(report, why), "plots": []}
+    diversity = diversity_ratio(images["refined"]["image"][sample], images["synthetic"]["image"][sample])
+    if world.head is None:
+        realism = label_free.realism_per_set({name: (rows["image"], None) for name, rows in images.items()}, pool01,
+                                             params.seed)
+        return Report(realism=realism, diversity_ratio=diversity)
+    head = world.head
+    training_sets = {name: (rows["image"], head.targets(rows)) for name, rows in images.items()}
+    report = Report(metric=head.metric.name, higher_is_better=head.metric.higher_is_better, diversity_ratio=diversity,
+                    **label_free.label_free(head, estimators, plain, training_sets, pool01, params.train_estimator,
+                                            params.seed))
+    return chosen(report, params)
 
 
-def run(params: Params) -> dict:
+def run(params: Params, args: Args) -> dict:
     import mlflow
     from refiner import tracking
-    task = task_for(params)
-    directories = {name: common.estimator_dir(name) for name in common.TRAINING_SETS}
+    world = task_for(params)
     with tracking.stage_run("evaluate", common.declared_params("evaluate", params)) as mlflow_run:
-        inputs = open_inputs(task, params)
-        for name, data in inputs.items():
-            tracking.log_dataset(data, "input", name)
-        used = {name: tracking.log_model_input(directory) for name, directory in directories.items()}
-        used["refiner"] = tracking.log_model_input(common.REFINER_DIR)
-        estimators = {name: load_estimators(directory) for name, directory in directories.items()}
-        plain = {name: load_estimators(directory, "plain") for name, directory in directories.items()}
-        out = evaluate(params, inputs, estimators, plain, common.PLOTS / "evaluate")
-        report, name = out["report"], out["report"].get("metric")  # None: label-free, no estimator
-        common.write_json(common.METRICS / "eval.json", report)
-        (common.METRICS / "eval.md").write_text(out["table"] + "\n")
-        mlflow.log_metrics({f"{trained_on}_{name}": r[name] for trained_on, r in out["results"].items()})
-        if out["results"]:
-            mlflow.log_metrics({"refinery_gain": report["refinery_gain"]["gain"],
-                                "end_to_end_gain": report["end_to_end_gain"]})
-        if report.get("baseline"):
-            mlflow.log_metric("baseline_gain", report["baseline"]["gain"])
-        for figure in ("realism", "class_realism", "label_kept", "real_confidence", "reverse_score"):
-            mlflow.log_metrics({f"{figure}_{trained_on}": value
-                                for trained_on, value in (report.get(figure) or {}).items()})
-        reported = {trained_on: r[name] for trained_on, r in out["results"].items()}
-        if tracking.promote_champion(used, reported, report.get("selection_score"),
-                                     evaluation.selection_rule(report)):
+        inputs = open_inputs(world, params, args)
+        for name, dataset in inputs.items():
+            tracking.log_dataset(dataset, "input", name)
+        used = {name: tracking.log_model_input(directory) for name, directory in args.estimators.items()}
+        used["refiner"] = tracking.log_model_input(args.refiner)
+        learns = world.head is not None
+        estimators = {name: load_estimators(world, d) if learns else [] for name, d in args.estimators.items()}
+        plain = {name: load_estimators(world, d, "plain") if learns else [] for name, d in args.estimators.items()}
+        report, plots = evaluate(params, world, inputs, estimators, plain, args.pool_labels, args.plots)
+        text = table(report, world.head.metric) if report.results else label_free_table(report, why_label_free(world))
+        common.write_json(args.report, report.model_dump(mode="json"))
+        args.table.write_text(text + "\n")
+        log_report(report)
+        reported = {trained_on: r.mean for trained_on, r in report.results.items()}
+        if tracking.promote_champion(used, reported, report.selection_score, report.selection_rule):
             print("evaluate: the estimator trained on refined data is the new champion")
-        for path in [*out["plots"], common.METRICS / "eval.md"]:
+        for path in [*plots, args.table]:
             mlflow.log_artifact(str(path))
-    print(out["table"])
-    print("realism (real-vs-fake logistic regression, 0.5 = indistinguishable): "
-          + ", ".join(f"{trained_on} {value:.3f}" for trained_on, value in report["realism"].items()))
-    if report.get("class_realism"):
+    print(text)
+    print_label_free(report)
+    return {"table": text, "report": report.model_dump(mode="json"), "mlflow_run_id": mlflow_run.info.run_id}
+
+
+def why_label_free(world) -> str:
+    return "no estimator fits the task's labels" if world.head is None else "no labelled real test set"
+
+
+def log_report(report: Report) -> None:
+    import mlflow
+    mlflow.log_metrics({f"{trained_on}_{report.metric}": r.mean for trained_on, r in report.results.items()})
+    if report.results:
+        mlflow.log_metrics({"refinery_gain": report.refinery_gain.gain, "end_to_end_gain": report.end_to_end_gain.gain})
+    if report.baseline:
+        mlflow.log_metric("baseline_gain", report.baseline.gain)
+    for figure in ("realism", "class_realism", "label_kept", "real_confidence", "reverse_score"):
+        per_set = getattr(report, figure)
+        if per_set is not None:
+            mlflow.log_metrics({f"{figure}_{trained_on}": value for trained_on, value in per_set.model_dump().items()})
+
+
+def print_label_free(report: Report) -> None:
+    print(f"realism (real-vs-fake logistic regression, 0.5 = indistinguishable): "
+          f"synthetic {report.realism.synthetic:.3f}, refined {report.realism.refined:.3f}")
+    if report.class_realism is not None:
         print("class realism (the same, class by class against the pool's balanced pseudo-classes; lowest chooses): "
-              + ", ".join(f"{trained_on} {value:.3f}" for trained_on, value in report["class_realism"].items()))
-    if "label_kept" not in report:
-        return {"table": out["table"], "report": report, "mlflow_run_id": mlflow_run.info.run_id}
+              f"synthetic {report.class_realism.synthetic:.3f}, refined {report.class_realism.refined:.3f}")
+    if report.label_kept is None:
+        return
     print("label kept (synthetic-trained estimators on refined images, synthetic labels): "
-          f"{report['label_kept']['refined']:.3f} (on the synthetic images: {report['label_kept']['synthetic']:.3f})")
+          f"{report.label_kept.refined:.3f} (on the synthetic images: {report.label_kept.synthetic:.3f})")
     print("reverse validation (real pool labelled by the estimators, scored back on synthetic): "
-          + ", ".join(f"{trained_on} {value:.3f}" for trained_on, value in report["reverse_score"].items()))
-    return {"table": out["table"], "report": report, "mlflow_run_id": mlflow_run.info.run_id}
+          f"synthetic {report.reverse_score.synthetic:.3f}, refined {report.reverse_score.refined:.3f}")
 
 
-def main() -> None:
-    common.main(run)
+def main(argv: list[str] | None = None) -> None:
+    common.main(run, Args, __doc__, argv)
 
 
 if __name__ == "__main__":

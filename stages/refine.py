@@ -1,36 +1,49 @@
-"""refine: data/synthetic + models/refiner -> data/refined (same ids, same labels)."""
+"""refine: the synthetic dataset + the refiner -> the refined dataset (same ids, same labels),
+as a Ray Data job: local, or on a cluster (`ray job submit`), reading and writing local
+directories or s3:// prefixes."""
 
 from __future__ import annotations
 
-from refiner import dataset
+from pathlib import Path
+
+from pydantic import Field
+
+from refiner import data
 from refiner.params import Params
-from refiner.refine_job import refine_dataset
+from refiner.simgan.refine_job import refine_dataset
 from refiner.tasks import task_for
 from stages import common
 
 
-def run(params: Params) -> dict:
+class Args(common.StageArgs):
+    source: str = Field(description="the synthetic dataset to refine: a directory or an s3://bucket/prefix "
+                                    "(a cluster's workers read it themselves: no shared filesystem)")
+    refiner: Path = Field(description="the refiner's model directory (holding refiner.pt)")
+    out: str = Field(description="where the refined dataset goes: a directory or an s3://bucket/prefix")
+
+
+def run(params: Params, args: Args) -> dict:
     from refiner import tracking
-    section, task = params.refine, task_for(params)
-    source, out = section.source or common.SYNTHETIC, section.output or common.REFINED
-    synthetic = dataset.open_training_set(source, task.labels, task.bad_labels)  # before Ray starts
-    checkpoint_digest = dataset.file_sha256(common.REFINER_CHECKPOINT)
+    section, world = params.refine, task_for(params)
+    checkpoint = args.refiner / "refiner.pt"
+    synthetic = data.open_training_set(args.source, world.labels, world.bad_labels)  # before Ray starts
+    checkpoint_digest = data.file_sha256(checkpoint)
     with tracking.stage_run("refine", common.declared_params("refine", params)) as mlflow_run:
         tracking.log_dataset(synthetic, "input", "synthetic")
-        tracking.log_model_input(common.REFINER_DIR)
+        tracking.log_model_input(args.refiner)
         refined = refine_dataset(
-            synthetic, common.REFINER_CHECKPOINT, out, batch_size=section.batch_size,
+            synthetic, checkpoint, args.out, producer="stages.refine", batch_size=section.batch_size,
             num_actors=section.num_actors, actor_num_cpus=section.actor_num_cpus,
             precision=section.precision, ray_address=section.ray_address, image_encoding=params.image_encoding,
             params={"refiner_sha256": checkpoint_digest},
             upstream={"synthetic": synthetic.digest, "refiner": checkpoint_digest})
         tracking.log_dataset(refined, "output", "refined")
-    print(f"refine: {refined.num_rows} images -> {out} (digest {refined.digest[:12]})")
+    print(f"refine: {refined.num_rows} images -> {args.out} (digest {refined.digest[:12]})")
     return {"refined": refined.digest, "mlflow_run_id": mlflow_run.info.run_id}
 
 
-def main() -> None:
-    common.main(run)
+def main(argv: list[str] | None = None) -> None:
+    common.main(run, Args, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""train_estimator <synthetic|refined>: the task's estimator on one training set -> models/estimator-<name>/.
+"""train_estimator: the task's estimator on one training set (synthetic or refined) -> its model directory.
 
 Trains ``num_seeds`` models (seeds seed, seed+1, ...): evaluate reports mean and sd over
 them. Real data with labels is refused here: only ``evaluate`` touches real labels; the
@@ -7,97 +7,103 @@ unlabelled real pool is read for self-training when it is on.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
-from refiner import dataset
-from refiner.estimator import save_model, train_seeds
-from refiner.networks import channels_first
+from refiner import data
+from refiner.estimator.checkpoint import save_model
+from refiner.estimator.training import train_seeds
 from refiner.params import Params
 from refiner.tasks import task_for
+from refiner.tensors import channels_first
 from stages import common
 
+TrainingSet = Literal["synthetic", "refined"]
 
-def mean_history(runs) -> list[dict]:
+
+class Args(common.StageArgs):
+    trained_on: TrainingSet = Field(description="which training set this is (names the run and the model)")
+    data: Path = Field(description="the training set (a dataset directory)")
+    pool: Path = Field(description="the unlabelled real pool, for self-training")
+    out: Path = Field(description="the model directory to write (one model-seed<N>.pt per seed)")
+    history: Path = Field(description="the seeds' mean training curve (CSV)")
+
+
+def mean_history(runs, metric: str) -> list[dict]:
+    """The seeds' mean curve; the held-out score named after the head's metric (val_<metric>)."""
     points = zip(*(run.history for run in runs))
-    return [{"step": rows[0]["step"], **{key: float(np.mean([r[key] for r in rows]))
-                                         for key in rows[0] if key not in ("step", "pseudo_labelled")}}
-            for rows in points]
+    return [{"step": rows[0]["step"], "train_loss": float(np.mean([r["train_loss"] for r in rows])),
+             f"val_{metric}": float(np.mean([r["held_out"] for r in rows]))} for rows in points]
 
 
-def train_estimator(params: Params, training_set: dataset.ImageDataset, unlabeled: dataset.ImageDataset | None,
-                    out_dir: Path, plots_dir: Path, progress: bool = True):
+def train_estimator(params: Params, world, training_set: data.ImageDataset, unlabeled: data.ImageDataset | None,
+                    out_dir: Path, history_csv: Path, progress: bool = True):
     """Returns (a SeedRun per seed, the mean history, two training images). Saves each seed's
     model, and with self-training on also the model before it (``plain-seed*.pt``): evaluate
     measures the refiner alone with those."""
-    task = task_for(params)
     rows = training_set.load()
     pool = unlabeled.load()["image"] if unlabeled is not None else None
-    runs = train_seeds(task, rows["image"], task.targets(rows), params.train_estimator, params.seed, progress, pool)
+    runs = train_seeds(world.head, rows["image"], world.head.targets(rows), params.train_estimator, params.seed,
+                       progress, pool)
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in out_dir.glob("*-seed*.pt"):  # a former run's seeds or plain models (the flow reuses the folder)
         stale.unlink()
     for run in runs:
-        save_model(run.model, task, rows["image"].shape[1:], run.seed, out_dir / f"model-seed{run.seed}.pt")
+        save_model(run.model, world, rows["image"].shape[1:], run.seed, out_dir / f"model-seed{run.seed}.pt")
         if run.plain is not run.model:
-            save_model(run.plain, task, rows["image"].shape[1:], run.seed, out_dir / f"plain-seed{run.seed}.pt")
-    history = mean_history(runs)
-    common.write_csv(plots_dir / "history.csv", history)
+            save_model(run.plain, world, rows["image"].shape[1:], run.seed, out_dir / f"plain-seed{run.seed}.pt")
+    history = mean_history(runs, world.head.metric.name)
+    common.write_csv(history_csv, history)
     return runs, history, channels_first(rows["image"][:2]).numpy()
 
 
-def no_estimator(out_dir: Path, plots_dir: Path) -> None:
+def no_estimator(out_dir: Path, history_csv: Path) -> None:
     """No estimator fits the task's labels: the outputs DVC expects say so."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in out_dir.glob("*-seed*.pt"):
         stale.unlink()
     (out_dir / "README.md").write_text("No estimator fits this task's labels: evaluate reports label-free figures.\n")
-    plots_dir.mkdir(parents=True, exist_ok=True)
-    (plots_dir / "history.csv").write_text("step\n")
+    history_csv.parent.mkdir(parents=True, exist_ok=True)
+    history_csv.write_text("step\n")
 
 
-def run(params: Params, trained_on: str) -> dict:
+def run(params: Params, args: Args) -> dict:
     import mlflow
     from refiner import tracking
-    task = task_for(params)
-    out_dir = common.estimator_dir(trained_on)
-    if not task.learns_labels:
-        from refiner import tracking
-        no_estimator(out_dir, common.PLOTS / f"estimator-{trained_on}")
-        tracking.model_record(out_dir).unlink(missing_ok=True)  # no model: no lineage to a former one
-        print(f"train_estimator@{trained_on}: no estimator fits the labels {task.labels.names}; nothing to train")
+    world, trained_on = task_for(params), args.trained_on
+    if world.head is None:
+        no_estimator(args.out, args.history)
+        tracking.model_record(args.out).unlink(missing_ok=True)  # no model: no lineage to a former one
+        print(f"train_estimator@{trained_on}: no estimator fits the labels {world.labels.names}; nothing to train")
         return {f"estimator-{trained_on}": None}
     self_training = params.train_estimator.self_training_rounds > 0
     logged = {**common.declared_params("train_estimator", params), "trained_on": trained_on}
     with tracking.stage_run(f"train_estimator@{trained_on}", logged) as mlflow_run:
-        training_set = dataset.open_training_set(common.TRAINING_SETS[trained_on], task.labels, task.bad_labels)
+        training_set = data.open_training_set(args.data, world.labels, world.bad_labels)
         tracking.log_dataset(training_set, "input", trained_on)
-        unlabeled = dataset.open_unlabeled(common.REAL_UNLABELED) if self_training else None
+        unlabeled = data.open_unlabeled(args.pool) if self_training else None
         if unlabeled is not None:
             tracking.log_dataset(unlabeled, "input", "real-unlabeled")
-        runs, history, example = train_estimator(params, training_set, unlabeled, out_dir,
-                                                 common.PLOTS / f"estimator-{trained_on}")
+        runs, history, example = train_estimator(params, world, training_set, unlabeled, args.out, args.history)
         for entry in history:
             mlflow.log_metrics({k: v for k, v in entry.items() if k != "step"}, step=entry["step"])
         if self_training:
             mlflow.log_metric("pseudo_labelled", float(np.mean([run.history[-1]["pseudo_labelled"] for run in runs])))
         first_seed, first_model = runs[0].seed, runs[0].model  # the registry holds the first seed's model
         tracking.log_model(first_model.eval(), f"estimator-{trained_on}", tracking.ESTIMATOR_MODEL, example,
-                           {trained_on: training_set.digest}, out_dir,
-                           params={"trained_on": trained_on, "seed": first_seed, "task": task.name})
-    metric = f"val_{task.metric.name}"
-    print(f"train_estimator@{trained_on}: {len(runs)} seeds, held-out {trained_on} {metric} {history[-1][metric]:.3f}")
-    return {f"estimator-{trained_on}": dataset.file_sha256(out_dir / f"model-seed{first_seed}.pt"),
+                           {trained_on: training_set.digest}, args.out,
+                           params={"trained_on": trained_on, "seed": first_seed, "task": world.name})
+    held_out = float(np.mean([run.history[-1]["held_out"] for run in runs]))
+    print(f"train_estimator@{trained_on}: {len(runs)} seeds, held-out {trained_on} {world.head.metric.name} {held_out:.3f}")
+    return {f"estimator-{trained_on}": data.file_sha256(args.out / f"model-seed{first_seed}.pt"),
             "mlflow_run_id": mlflow_run.info.run_id}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("trained_on", choices=sorted(common.TRAINING_SETS))
-    trained_on = parser.parse_args().trained_on
-    common.main(run, trained_on)
+def main(argv: list[str] | None = None) -> None:
+    common.main(run, Args, __doc__, argv)
 
 
 if __name__ == "__main__":

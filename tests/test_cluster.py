@@ -20,12 +20,13 @@ import numpy as np
 import pytest
 import torch
 
-from refiner import dataset
-from refiner.refine_job import refine_pixels
-from refiner.simgan import load_refiner
-from tests.conftest import BUCKET, CREDENTIALS, free_port, sh
+from refiner import data
+from refiner.simgan.refine_job import refine_pixels
+from refiner.simgan.trainer import load_refiner
+from tests.helpers import BUCKET, CREDENTIALS, free_port, sh
 
 RAY = str(Path(sys.executable).parent / "ray")
+REFINE = "python -m stages.refine --refiner models/refiner"  # the README's job: the stage, with the paths it is given
 
 
 def start_node(args: list[str], env: dict, log: Path) -> subprocess.Popen:
@@ -92,7 +93,8 @@ def test_readme_job_submit_refines_on_two_nodes_through_the_gpu_branch(dvc_proje
     local_digest = dvc_project[3]["refined"]
     shutil.rmtree(repo / "data/refined")
     out = sh("ray", "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--",
-             "bash", "-c", f"cd {repo} && python -m stages.refine", cwd=repo, env=env, timeout=300)
+             "bash", "-c", f"cd {repo} && {REFINE} --source data/synthetic --out data/refined", cwd=repo, env=env,
+             timeout=300)
     assert "refine: the cluster has 2 GPUs: 2 actors, one GPU each" in out
     listing = sh("ray", "list", "actors", "--address", f"127.0.0.1:{gcs}", "--detail", "--limit", "1000",
                  "--format", "json", cwd=repo, env=env)
@@ -103,14 +105,14 @@ def test_readme_job_submit_refines_on_two_nodes_through_the_gpu_branch(dvc_proje
     # each actor said it ran the GPU branch on CPU (Ray may print a line twice: count actors by pid)
     said = set(re.findall(r"pid=(\d+)\S* refine: this actor holds GPU \[0\] but the node has no CUDA device", out))
     assert len(said) == len(refiners), out[-3000:]
-    assert dataset.validate(repo / "data/refined").digest == local_digest  # the same bytes as the local run
+    assert data.validate(repo / "data/refined").digest == local_digest  # the same bytes as the local run
 
 
 def test_bf16_channels_last_branch_stays_within_a_few_levels_of_fp32(dvc_project):
     """The GPU branch's numerics, run on CPU: bf16 autocast and a channels-last input."""
     repo = dvc_project[0]
     model = load_refiner(repo / "models/refiner/refiner.pt")
-    images = dataset.open_dataset(repo / "data/synthetic").load()["image"][:64]
+    images = data.open_dataset(repo / "data/synthetic").load()["image"][:64]
     fp32 = refine_pixels(model, images)
     model = model.to(memory_format=torch.channels_last)
     branch = refine_pixels(model, images, precision="bf16", channels_last=True)
@@ -119,23 +121,20 @@ def test_bf16_channels_last_branch_stays_within_a_few_levels_of_fp32(dvc_project
 
 @pytest.mark.slow
 def test_readme_job_submit_refines_from_s3_into_s3_with_no_dataset_on_disk(two_node_cluster, s3_env):
-    """refine.source and refine.output at s3:// prefixes, the S3 settings in the job's
-    runtime environment (the README's recipe): the workers of both nodes read the parts from
-    the bucket, since the project holds no synthetic dataset any more."""
-    import yaml
+    """The stage's source and output at s3:// prefixes, the S3 settings in the job's runtime
+    environment (the README's recipe): the workers of both nodes read the parts from the
+    bucket, since the project holds no synthetic dataset any more."""
     repo, env, gcs, dashboard = two_node_cluster
-    expected = dataset.open_dataset(repo / "data/refined").digest  # the local run's (or the job's above: the same)
+    expected = data.open_dataset(repo / "data/refined").digest  # the local run's (or the job's above: the same)
     for file in sorted((repo / "data/synthetic").iterdir()):
         s3_env.upload_file(str(file), BUCKET, f"synthetic/{file.name}")
     shutil.rmtree(repo / "data/synthetic")
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["refine"].update(source=f"s3://{BUCKET}/synthetic", output=f"s3://{BUCKET}/refined")
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     settings = {**CREDENTIALS, "AWS_ENDPOINT_URL": os.environ["AWS_ENDPOINT_URL"]}
     sh("ray", "job", "submit", "--address", f"http://127.0.0.1:{dashboard}",
        "--runtime-env-json", json.dumps({"env_vars": settings}), "--",
-       "bash", "-c", f"cd {repo} && python -m stages.refine", cwd=repo, env=env, timeout=300)
-    refined = dataset.validate(f"s3://{BUCKET}/refined")
+       "bash", "-c", f"cd {repo} && {REFINE} --source s3://{BUCKET}/synthetic --out s3://{BUCKET}/refined",
+       cwd=repo, env=env, timeout=300)
+    refined = data.validate(f"s3://{BUCKET}/refined")
     assert refined.digest == expected
     import mlflow  # the run records where it read its input (MLflow keeps one source per digest)
     tracking = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")

@@ -6,9 +6,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from refiner import dataset
-from refiner.dataset import DatasetError, DatasetWriter, make_table, open_dataset, validate, write_dataset
-from tests.conftest import uint8_images
+from refiner import data
+from refiner.data import DatasetError, make_table, open_dataset, open_writer, validate, write_dataset
+from tests.helpers import uint8_images
 
 LABELS = pa.schema([("label", pa.int64())])
 
@@ -27,7 +27,7 @@ def test_round_trip_keeps_ids_pixels_labels(tmp_path):
     loaded = validate(tmp_path / "ds").load()
     assert list(loaded["id"]) == list(ids)
     assert np.array_equal(loaded["label"], labels)
-    assert np.array_equal(dataset.to_uint8(loaded["image"]), images)
+    assert np.array_equal(data.to_uint8(loaded["image"]), images)
 
 
 def test_deterministic_file_names_manifest_and_digest(tmp_path):
@@ -92,16 +92,16 @@ def test_corrupt_image_is_refused_naming_file_and_row(tmp_path):
     table = make_table(["good", "bad"], uint8_images(2), {"label": np.array([1, 2])}, "synthetic")
     images = table.column("image").to_pylist()
     images[1]["bytes"] = images[1]["bytes"][:20]  # truncated PNG
-    table = table.set_column(1, "image", pa.array(images, dataset.IMAGE_TYPE))
+    table = table.set_column(1, "image", pa.array(images, data.IMAGE_TYPE))
     with pytest.raises(DatasetError, match=r"part-00000.parquet\): row id='bad': image is not a readable PNG"):
-        with DatasetWriter(tmp_path / "ds", label_schema=LABELS, producer="test") as writer:
+        with open_writer(tmp_path / "ds", label_schema=LABELS, producer="test") as writer:
             writer.write_part(0, table)
     assert not (tmp_path / "ds").exists()
 
 
 def test_writer_refuses_tables_breaking_the_contract(tmp_path):
     with pytest.raises(DatasetError, match="do not match contract"):
-        with DatasetWriter(tmp_path / "ds", label_schema=LABELS, producer="test") as writer:
+        with open_writer(tmp_path / "ds", label_schema=LABELS, producer="test") as writer:
             writer.write_part(0, pa.table({"id": ["a"], "pixels": [b"x"]}))
     assert not (tmp_path / "ds").exists()
 
@@ -118,7 +118,7 @@ def test_interrupted_write_leaves_no_dataset_and_keeps_the_old_one(tmp_path):
     before = open_dataset(target).digest
 
     with pytest.raises(RuntimeError):
-        with DatasetWriter(target, label_schema=LABELS, producer="test") as writer:
+        with open_writer(target, label_schema=LABELS, producer="test") as writer:
             writer.write_part(0, make_table(["x", "y", "z"], uint8_images(3), {"label": np.array([1, 2, 3])}, "s"))
             raise RuntimeError("killed mid-write")
     assert open_dataset(target).digest == before
@@ -138,14 +138,14 @@ def test_stale_temporary_directory_from_a_killed_writer_is_swept(tmp_path):
 def test_resumable_writer_keeps_finished_parts_for_the_same_job(tmp_path):
     table = make_table(["a", "b"], uint8_images(2), {"label": np.array([1, 2])}, "s")
     with pytest.raises(RuntimeError):
-        with DatasetWriter(tmp_path / "ds", label_schema=LABELS, producer="t", resume_key="job1") as writer:
+        with open_writer(tmp_path / "ds", label_schema=LABELS, producer="t", resume_key="job1") as writer:
             writer.write_part(0, table)
             raise RuntimeError("crash")
     assert not (tmp_path / "ds").exists()
-    again = DatasetWriter(tmp_path / "ds", label_schema=LABELS, producer="t", resume_key="job1")
+    again = open_writer(tmp_path / "ds", label_schema=LABELS, producer="t", resume_key="job1")
     assert again.has_part(0) and not again.has_part(1)
     again.abort()  # killed again: its parts stay staged, its lock is released
-    other = DatasetWriter(tmp_path / "ds", label_schema=LABELS, producer="t", resume_key="job2")
+    other = open_writer(tmp_path / "ds", label_schema=LABELS, producer="t", resume_key="job2")
     assert not other.has_part(0)  # another job starts clean (and swept job1's parts)
     other.write_part(0, table)
     other.write_part(1, make_table(["c", "d"], uint8_images(2), {"label": np.array([3, 4])}, "s"))
@@ -154,17 +154,17 @@ def test_resumable_writer_keeps_finished_parts_for_the_same_job(tmp_path):
 
 def test_resumed_writer_still_refuses_ids_of_the_parts_it_kept(tmp_path):
     table = make_table(["a", "b"], uint8_images(2), {"label": np.array([1, 2])}, "s")
-    writer = DatasetWriter(tmp_path / "ds", label_schema=LABELS, producer="t", resume_key="job")
+    writer = open_writer(tmp_path / "ds", label_schema=LABELS, producer="t", resume_key="job")
     writer.write_part(0, table)
     writer.abort()
-    resumed = DatasetWriter(tmp_path / "ds", label_schema=LABELS, producer="t", resume_key="job")
+    resumed = open_writer(tmp_path / "ds", label_schema=LABELS, producer="t", resume_key="job")
     with pytest.raises(DatasetError, match=r"part-00001.parquet\): row id='a': id is not unique"):
         resumed.write_part(1, table)
 
 
 def test_parts_must_be_numbered_without_gaps(tmp_path):
     with pytest.raises(DatasetError, match="not numbered"):
-        with DatasetWriter(tmp_path / "ds", label_schema=LABELS, producer="t") as writer:
+        with open_writer(tmp_path / "ds", label_schema=LABELS, producer="t") as writer:
             writer.write_part(1, make_table(["a"], uint8_images(1), {"label": np.array([1])}, "s"))
 
 
@@ -242,7 +242,7 @@ def test_raw_image_of_the_wrong_size_is_refused_naming_file_and_row(tmp_path):
     broken = table.set_column(1, table.schema.field("image"), pa.array(cells, pa.large_binary()))
     pq.write_table(broken, part)
     manifest = json.loads((tmp_path / "ds" / "_manifest.json").read_text())
-    manifest["files"][1]["sha256"] = dataset.file_sha256(part)  # well-formed files, one bad row
+    manifest["files"][1]["sha256"] = data.file_sha256(part)  # well-formed files, one bad row
     (tmp_path / "ds" / "_manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(DatasetError, match=r"part-00001.parquet: row id='id-14': image holds 63 bytes, the "
                                            r"dataset's 8x8 images take 64"):
@@ -250,7 +250,7 @@ def test_raw_image_of_the_wrong_size_is_refused_naming_file_and_row(tmp_path):
 
 
 def test_raw_writer_refuses_images_of_another_shape(tmp_path):
-    with DatasetWriter(tmp_path / "ds", label_schema=LABELS, producer="t", image_encoding="raw",
+    with open_writer(tmp_path / "ds", label_schema=LABELS, producer="t", image_encoding="raw",
                        image_shape=[8, 8]) as writer:
         with pytest.raises(DatasetError, match="image holds 81 bytes"):
             writer.write_part(0, make_table(["a"], uint8_images(1, shape=(9, 9)), {"label": [1]}, "s", LABELS, "raw"))

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from refiner import dataset
+from refiner import data
 from refiner.params import load_params
-from tests.conftest import DEFAULT_TORCH_THREADS, TINY, free_port, make_project, sh
+from tests.helpers import DEFAULT_TORCH_THREADS, TINY, free_port, make_project, sh
 
 STAGES = ["render", "ingest", "train_refiner", "refine", "train_estimator@synthetic", "train_estimator@refined",
           "evaluate"]
@@ -74,16 +74,17 @@ def test_rerun_is_served_from_cache_and_a_changed_param_reruns_only_dependents(f
 def test_a_stage_that_fails_once_is_retried(flow_project, monkeypatch):
     repo, pipeline, _ = flow_project
     import flows.pipeline as module
+    from stages import evaluate
     calls = []
-    real_evaluate = module.STAGE_FUNCTIONS["evaluate"]
+    real_evaluate = evaluate.run
 
-    def flaky_evaluate(params):  # injected fault: a transient failure on the first call
+    def flaky_evaluate(params, args):  # injected fault: a transient failure on the first call
         calls.append(1)
         if len(calls) == 1:
             raise ConnectionError("tracking server went away")
-        return real_evaluate(params)
+        return real_evaluate(params, args)
 
-    monkeypatch.setitem(module.STAGE_FUNCTIONS, "evaluate", flaky_evaluate)
+    monkeypatch.setattr(evaluate, "run", flaky_evaluate)
     monkeypatch.setattr(module, "RETRY_DELAY_SECONDS", 0)
     results = pipeline(params=load_params(overrides={"evaluate.oracle": False}))
     assert len(calls) == 2 and "| refined |" in results["evaluate"]["table"]
@@ -158,8 +159,8 @@ def test_served_deployment_runs_to_completion_and_makes_the_same_datasets_as_dvc
         output = sh(prefect, "deployment", "run", "simrefinery-pipeline/nightly", "--watch", "--watch-interval", "1",
                     "--watch-timeout", "1200", cwd=repo, env=env, timeout=1260)
         assert "Completed" in output
-        assert dataset.open_dataset(repo / "data/refined").num_rows == TINY["render"]["num_images"]
-        assert {name: dataset.open_dataset(repo / "data" / name).digest for name in by_dvc} == by_dvc
+        assert data.open_dataset(repo / "data/refined").num_rows == TINY["render"]["num_images"]
+        assert {name: data.open_dataset(repo / "data" / name).digest for name in by_dvc} == by_dvc
     finally:
         for process in (worker, server):
             if process is not None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from refiner.dataset import DatasetError
+from refiner.errors import DatasetError
 from refiner.tasks.gaze.angles import (EYE_SIZE, angular_error_deg, mpiigaze_vector_to_pitch_yaw,
                                        pitch_yaw_to_vector, unityeyes_look_to_pitch_yaw)
 from refiner.tasks.gaze.readers import read_image_folder, read_mpiigaze, read_unityeyes

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from refiner.history import HistoryBuffer
+from refiner.simgan.history import HistoryBuffer
 
 
 def batch(value, n=8):

@@ -11,16 +11,14 @@ import torch
 import yaml
 from PIL import Image
 
-from refiner import dataset
+from refiner import data
+from refiner.cli import main as cli
 from refiner.config import SimGANParams
-from refiner.dataset import DatasetError
-from refiner.params import ParamsError, load_params
-from refiner.refine_job import refine_dataset, refine_in_process
-from refiner.simgan import SimGANTrainer, load_refiner
-from refiner.tasks import TASKS
+from refiner.errors import CheckpointError, DatasetError, ParamsError
+from refiner.params import load_params
+from refiner.simgan.refine_job import refine_dataset, refine_in_process
+from refiner.simgan.trainer import SimGANTrainer, load_refiner
 from refiner.tasks.images import readers
-from refiner.tasks.images.cli import main as cli
-from tests.conftest import TINY, make_project, sh
 
 RGB = readers.Preprocess(None, "resize", "rgb")
 
@@ -78,7 +76,7 @@ def test_resize_and_crop_move_keypoints_boxes_and_masks_with_the_image(tmp_path)
         _, pixels, out = read.arrays(kinds)
         np.testing.assert_allclose(out["kp"][0], kp, atol=1e-4)
         np.testing.assert_allclose(out["box"][0], box, atol=1e-4)
-        moved_mask = dataset.decode_png(out["mask"][0])
+        moved_mask = data.decode_png(out["mask"][0])
         assert pixels.shape == (1, 32, 32) and moved_mask.shape == (32, 32)
         assert set(np.unique(moved_mask)) == {0, 255}  # nearest: no blended mask values
         x0, y0, x1, y1 = np.round(box).astype(int)
@@ -121,7 +119,7 @@ def test_a_parquet_dataset_and_a_hugging_face_directory_are_sources(tmp_path):
     pixels = np.random.default_rng(0).integers(0, 256, (4, 12, 16, 3), dtype=np.uint8)
     ids = np.array([f"r{i}" for i in range(4)], dtype=object)
     points = np.arange(16, dtype=np.float32).reshape(4, 4)
-    dataset.write_dataset(tmp_path / "ours", ids, pixels, {"label": np.arange(4) % 2, "keypoints": points},
+    data.write_dataset(tmp_path / "ours", ids, pixels, {"label": np.arange(4) % 2, "keypoints": points},
                           source="synthetic", producer="test")
     hf = Dataset.from_dict({"image": [Image.fromarray(p) for p in pixels], "label": [0, 1, 0, 1],
                             "keypoints": points.tolist()},
@@ -137,33 +135,39 @@ def test_a_parquet_dataset_and_a_hugging_face_directory_are_sources(tmp_path):
         assert no_images == {} and list(frame.columns) == ["file", "label", "keypoints"] and len(frame) == 4
 
 
-def test_the_task_is_configured_from_params_and_rebuilt_from_its_state(tmp_path):
+def test_the_world_is_built_from_params_and_its_checkpoints_refuse_another_world(tmp_path):
+    from refiner.estimator.checkpoint import load_model, save_model
+    from refiner.tasks import task_for
     save(tmp_path / "img/a.png")
     labels = labels_table([{"file": "a.png", "kind": 4, "kp": [1.0, 2.0]}], tmp_path / "labels.csv")
     regression = {"task": "images", "images.synthetic": str(tmp_path / "img"), "images.labels": str(labels),
                   "train_estimator.self_training_rounds": 0}
-    with pytest.raises(ParamsError, match=r"train_refiner\.conditional: the images task has no class target \(\['kp'\]\)"):
-        TASKS["images"].configured(load_params(overrides=regression))
+    with pytest.raises(ParamsError, match=r"train_refiner\.conditional: task images has no classes \(\['kp'\]\)"):
+        task_for(load_params(overrides=regression))
     params = load_params(overrides={**regression, "train_refiner.conditional": False})
-    task = TASKS["images"].configured(params)
-    assert task.regressed == ["kp"] and task.test_labels.names == ["kp"] and task.num_outputs == 2
-    assert task.labels.names == ["kind", "kp"]
+    world = task_for(params)
+    head = world.head
+    assert head.columns == ["kp"] and world.test_labels.names == ["kp"] and head.num_outputs == 2
+    assert world.labels.names == ["kind", "kp"] and not head.has_classes
     # positions scaled by the 10 x 20 image: the network starts at its centre, the loss in quarter-sizes
-    assert task.offset.tolist() == [10, 5] and task.scale.tolist() == [5, 2.5]
-    network = task.estimator((10, 20, 3))
+    assert world.state["offset"] == [10, 5] and world.state["scale"] == [5, 2.5]
+    network = head.estimator((10, 20, 3))
     assert network(torch.zeros(1, 3, 10, 20)).shape == (1, 2)
-    assert task.loss(torch.tensor([[15.0, 5.0]]), torch.tensor([[10.0, 7.5]])).item() == pytest.approx((1 + 1) / 2)
-    rebuilt = TASKS["images"].restored(task.state())
-    assert rebuilt.labels == task.labels and rebuilt.regressed == ["kp"]
-    classifier = TASKS["images"].configured(load_params(overrides={
+    assert head.loss(torch.tensor([[15.0, 5.0]]), torch.tensor([[10.0, 7.5]])).item() == pytest.approx((1 + 1) / 2)
+    save_model(network, world, (10, 20, 3), 0, tmp_path / "model.pt")
+    assert torch.equal(load_model(tmp_path / "model.pt", world)(torch.ones(1, 3, 10, 20)), network(torch.ones(1, 3, 10, 20)))
+    classifier = task_for(load_params(overrides={
         "task": "images", "images.synthetic": str(tmp_path / "img"), "images.labels": str(labels), "images.target": ["kind"]}))
-    assert classifier.num_classes == 5 and classifier.target_column == "kind"
-    assert classifier.estimator((8, 8, 3))(torch.zeros(2, 3, 8, 8)).shape == (2, 5)
-    with pytest.raises(ParamsError, match="self_training_rounds: the images task regresses"):
-        TASKS["images"].configured(load_params(overrides={
-            "task": "images", "images.synthetic": str(tmp_path / "img"), "images.labels": str(labels)}))
+    assert classifier.head.num_classes == 5 and classifier.head.columns == ["kind"] and classifier.head.has_classes
+    assert classifier.head.estimator((8, 8, 3))(torch.zeros(2, 3, 8, 8)).shape == (2, 5)
+    with pytest.raises(CheckpointError, match=r"model.pt: an estimator for task images .* not for this task"):
+        load_model(tmp_path / "model.pt", classifier)
+    with pytest.raises(ParamsError, match=r"self_training_rounds: task images has no classes to pseudo-label"):
+        task_for(load_params(overrides={
+            "task": "images", "images.synthetic": str(tmp_path / "img"), "images.labels": str(labels),
+            "train_refiner.conditional": False}))
     with pytest.raises(ParamsError, match="images.synthetic: not set"):
-        TASKS["images"].configured(load_params(overrides={"task": "images"}))
+        task_for(load_params(overrides={"task": "images"}))
 
 
 def test_init_turns_the_conditional_discriminator_off_for_a_regression_and_keeps_it_for_classes(tmp_path, monkeypatch):
@@ -191,7 +195,7 @@ def test_the_refiner_is_pixel_aligned_so_geometric_labels_stay_true():
     """Why keypoints, boxes and masks pass through refinement untouched: a change at one pixel
     moves the output only within the refiner's receptive field around that same pixel (no
     striding, no resampling), and shifting the input shifts the output alike."""
-    from refiner.networks import Refiner
+    from refiner.simgan.networks import Refiner
     torch.manual_seed(0)
     refiner = Refiner(3, channels=8, num_blocks=2).eval()
     radius = 1 + 2 * 2  # one 3x3 conv, then two per block
@@ -211,14 +215,14 @@ def test_the_refiner_is_pixel_aligned_so_geometric_labels_stay_true():
 
 def test_rgb_datasets_store_rgb_pngs_and_refuse_other_modes(tmp_path):
     pixels = np.random.default_rng(0).integers(0, 256, (3, 9, 7, 3), dtype=np.uint8)
-    manifest = dataset.write_dataset(tmp_path / "rgb", np.array(["a", "b", "c"], dtype=object), pixels, {},
+    manifest = data.write_dataset(tmp_path / "rgb", np.array(["a", "b", "c"], dtype=object), pixels, {},
                                      source="real", producer="test")
     assert manifest["image_shape"] == [9, 7, 3] and manifest["channels"] == 3
-    assert np.array_equal(dataset.to_uint8(dataset.validate(tmp_path / "rgb").load()["image"]), pixels)
+    assert np.array_equal(data.to_uint8(data.validate(tmp_path / "rgb").load()["image"]), pixels)
     buffer = io.BytesIO()
     Image.new("RGBA", (2, 2)).save(buffer, format="PNG")
     with pytest.raises(ValueError, match="PNG mode RGBA"):
-        dataset.decode_png(buffer.getvalue())
+        data.decode_png(buffer.getvalue())
 
 
 def test_ray_refine_of_an_rgb_dataset_matches_the_plain_torch_loop(local_ray, tmp_path):
@@ -231,10 +235,10 @@ def test_ray_refine_of_an_rgb_dataset_matches_the_plain_torch_loop(local_ray, tm
     torch.save(trainer.checkpoint((16, 12, 3)), tmp_path / "refiner.pt")
     n = 150
     keypoints = rng.random((n, 4), dtype=np.float32) * 12
-    dataset.write_dataset(tmp_path / "synthetic", np.array([f"s{i}" for i in range(n)], dtype=object),
+    data.write_dataset(tmp_path / "synthetic", np.array([f"s{i}" for i in range(n)], dtype=object),
                           rng.integers(0, 256, (n, 16, 12, 3), dtype=np.uint8), {"keypoints": keypoints},
                           source="synthetic", producer="test", rows_per_file=40)
-    source = dataset.validate(tmp_path / "synthetic")
+    source = data.validate(tmp_path / "synthetic")
     refined = refine_dataset(source, tmp_path / "refiner.pt", tmp_path / "refined", batch_size=32, num_actors=2,
                              progress=False)
     out, inputs = refined.load(), source.load()
@@ -242,47 +246,3 @@ def test_ray_refine_of_an_rgb_dataset_matches_the_plain_torch_loop(local_ray, tm
     expected = refine_in_process(load_refiner(tmp_path / "refiner.pt", (16, 12, 3)), inputs["image"])
     assert np.abs(out["image"] - expected).max() <= 0.5 / 255 + 1e-6  # only 8-bit rounding
     assert np.abs(out["image"] - inputs["image"]).mean() > 0.01  # it really refined
-
-
-@pytest.mark.slow
-def test_rgb_64x64_folders_run_through_simrefinery_init_and_dvc_repro(tmp_path):
-    """A user's path, without Python: generate the example world, `simrefinery init`, `dvc repro`."""
-    small = {"train_estimator": {**TINY["train_estimator"], "num_seeds": 1, "steps": 60, "eval_every": 30}}
-    env = make_project(tmp_path, {**TINY, **small})
-    sh("simrefinery", "example", "world", "--num-synthetic", "96", "--num-camera", "64", "--num-test", "32",
-       cwd=tmp_path, env=env)
-    out = sh("simrefinery", "init", "--synthetic", "world/synthetic/images", "--labels", "world/synthetic/labels.csv",
-             "--real", "world/camera", "--test", "world/camera_test/images", "--test-labels",
-             "world/camera_test/labels.csv", cwd=tmp_path, env=env)
-    assert "regresses ['keypoints', 'box']" in out
-    sh("dvc", "repro", cwd=tmp_path, env=env)
-    synthetic, refined = (dataset.validate(tmp_path / f"data/{name}") for name in ("synthetic", "refined"))
-    assert synthetic.manifest["image_shape"] == [64, 64, 3] and synthetic.num_rows == 96
-    assert synthetic.label_columns == ["shape", "keypoints", "box", "mask"]
-    before, after = synthetic.load(), refined.load()
-    for column in ("id", "shape", "keypoints", "box"):  # row by row: the refiner moves no geometry
-        assert np.array_equal(before[column], after[column]), column
-    assert [m["bytes"] for m in before["mask"]] == [m["bytes"] for m in after["mask"]]
-    assert np.abs(before["image"] - after["image"]).mean() > 0.005  # it refined the pixels
-    report = json.loads((tmp_path / "metrics/eval.json").read_text())
-    assert report["metric"] == "mae" and len(report["refined"]["mae_per_seed"]) == 1
-    assert report["refinery_gain"]["gain"] == pytest.approx(report["refinery_gain"]["synthetic"]
-                                                            - report["refinery_gain"]["refined"])
-    assert report["baseline"]["model"] == "KernelRidge"
-    assert "| refined |" in (tmp_path / "metrics/eval.md").read_text()
-    assert (tmp_path / "plots/refiner/samples.png").is_file() and (tmp_path / "plots/evaluate/errors.png").is_file()
-
-    # no labelled real test set and no estimator (masks only would do the same): label-free figures
-    # only. The stages that change, run as dvc.yaml runs them (a whole `dvc repro` would redo
-    # everything: each dataset's manifest records the task's section)
-    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
-    params["images"].update(test=None, test_labels=None, target=[])
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for stage in (["stages.ingest"], ["stages.train_estimator", "refined"], ["stages.evaluate"]):
-        sh("python", "-m", *stage, cwd=tmp_path, env=env)
-    table = (tmp_path / "metrics/eval.md").read_text()
-    assert table.startswith("no estimator fits the task's labels: label-free figures only")
-    report = json.loads((tmp_path / "metrics/eval.json").read_text())
-    assert set(report) == {"realism", "diversity_ratio"} and 0.5 < report["diversity_ratio"] < 1.5
-    assert not (tmp_path / "data/real/test/_manifest.json").exists()
-    assert not list((tmp_path / "models/estimator-refined").glob("*.pt"))

@@ -21,13 +21,11 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from refiner import dataset
-from refiner.refine_job import refine_dataset
-from refiner.tasks import TASKS
-from tests.conftest import sh, uint8_images
-from tests.test_refine import KILLED_JOB  # the refine job with a slow writer (injected), so a neighbour comes mid-job
+from refiner import data
+from refiner.simgan.refine_job import refine_dataset
+from tests.helpers import KILLED_JOB, sh, stage_command, uint8_images, world
 
-DIGITS, GAZE = TASKS["digits"], TASKS["gaze"]
+DIGITS, GAZE = world("digits"), world("gaze")
 
 
 class Unlabelled:
@@ -83,7 +81,7 @@ CORPUS = {
 def forge(path: Path, task, columns: dict, image_shape=(8, 8)) -> Path:
     """A dataset directory as another tool might write one: a Parquet part of the contract's
     schema holding ``columns`` and a manifest whose hashes and counts match it."""
-    contract = dataset.schema_for(task.labels)  # with every column nullable, as other tools write them
+    contract = data.schema_for(task.labels)  # with every column nullable, as other tools write them
     schema = pa.schema([field.with_nullable(True) for field in contract], metadata=contract.metadata)
     values = {**columns, "image": [{"bytes": b, "path": None} for b in columns["image"]],
               "source": ["synthetic"] * len(columns["id"])}
@@ -91,11 +89,11 @@ def forge(path: Path, task, columns: dict, image_shape=(8, 8)) -> Path:
     path.mkdir(parents=True)
     part = path / "part-00000.parquet"
     pq.write_table(table, part)
-    manifest = {"format": dataset.FORMAT, "num_rows": table.num_rows, "image_shape": list(image_shape),
+    manifest = {"format": data.FORMAT, "num_rows": table.num_rows, "image_shape": list(image_shape),
                 "label_columns": task.labels.names, "schema": {f.name: str(f.type) for f in schema},
-                "files": [{"name": part.name, "rows": table.num_rows, "sha256": dataset.file_sha256(part)}],
+                "files": [{"name": part.name, "rows": table.num_rows, "sha256": data.file_sha256(part)}],
                 "producer": "another-tool", "params": {}, "upstream": {}}
-    (path / dataset.MANIFEST).write_text(json.dumps(manifest))
+    (path / data.MANIFEST).write_text(json.dumps(manifest))
     return path
 
 
@@ -104,8 +102,8 @@ def test_validation_refuses_each_bad_dataset_naming_file_row_and_problem(case, t
     task, columns, message = CORPUS[case]
     path = forge(tmp_path / "bad", task, columns, (35, 55) if task is GAZE else (8, 8))
     where = "bad" if case == "no rows" else r"part-00000.parquet"
-    with pytest.raises(dataset.DatasetError, match=f"{where}: {message}"):
-        dataset.validate(path, task.bad_labels)
+    with pytest.raises(data.DatasetError, match=f"{where}: {message}"):
+        data.validate(path, task.bad_labels)
 
 
 @pytest.mark.parametrize("case", CORPUS)
@@ -116,16 +114,16 @@ def test_writer_refuses_the_same_rows_and_keeps_the_previous_dataset(case, tmp_p
     target = tmp_path / "target"
     good = {"id": ["ok"], "image": [png(uint8_images(1, (35, 55) if task is GAZE else (8, 8))[0])],
             **{name: [0.0 if task is GAZE else 0] for name in task.labels.names}}
-    dataset.write_dataset(target, np.array(good["id"], dtype=object),
-                          np.stack([dataset.decode_png(b) for b in good["image"]]),
+    data.write_dataset(target, np.array(good["id"], dtype=object),
+                          np.stack([data.decode_png(b) for b in good["image"]]),
                           {k: np.array(good[k]) for k in task.labels.names}, label_schema=task.labels,
                           source="synthetic", producer="test")
-    before = dataset.open_dataset(target).digest
-    with pytest.raises(dataset.DatasetError, match=message.replace("the dataset has no rows", "no rows to write")):
-        with dataset.DatasetWriter(target, label_schema=task.labels, producer="test",
+    before = data.open_dataset(target).digest
+    with pytest.raises(data.DatasetError, match=message.replace("the dataset has no rows", "no rows to write")):
+        with data.open_writer(target, label_schema=task.labels, producer="test",
                                    bad_labels=task.bad_labels) as writer:
             writer.write_part(0, table)
-    assert dataset.open_dataset(target).digest == before
+    assert data.open_dataset(target).digest == before
     assert not list(tmp_path.glob(".target.tmp-*"))
 
 
@@ -140,10 +138,10 @@ def workspace(dvc_project, tmp_path_factory):
     return copy, env
 
 
-def run_stage(workspace, *args):
+def run_stage(workspace, name: str):
+    """The stage as dvc.yaml runs it, in the workspace."""
     repo, env = workspace
-    return subprocess.run([sys.executable, "-m", *args], cwd=repo, env=env, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(stage_command(name, repo), cwd=repo, env=env, capture_output=True, text=True, timeout=300)
 
 
 def refusal(result) -> str:
@@ -169,23 +167,23 @@ def replaced(workspace, relative: str, task, columns, image_shape=(8, 8)):
 
 def test_refine_refuses_bad_synthetic_datasets_before_ray_and_commits_nothing(workspace):
     repo, _ = workspace
-    before = dataset.open_dataset(repo / "data/refined").digest
+    before = data.open_dataset(repo / "data/refined").digest
     # one case per kind of check (the rest share these code paths: the two tests above run every case)
     for case in ("duplicate id", "label out of range", "no rows", "9x7 image", "RGB image"):
         task, columns, message = CORPUS[case]
         with replaced(workspace, "data/synthetic", task, columns):
             started = time.monotonic()
-            line = refusal(run_stage(workspace, "stages.refine"))
+            line = refusal(run_stage(workspace, "refine"))
         where = "data/synthetic" if case == "no rows" else r"data/synthetic/part-00000.parquet"
         assert re.search(f"^error: {where}: {message}", line), (case, line)
         assert time.monotonic() - started < 60, "refused only after starting work"
-        assert dataset.open_dataset(repo / "data/refined").digest == before, case
+        assert data.open_dataset(repo / "data/refined").digest == before, case
 
 
 @pytest.mark.parametrize("stage, relative, case", [
-    (("stages.train_refiner",), "data/real/unlabeled", "9x7 image"),
-    (("stages.train_estimator", "synthetic"), "data/synthetic", "label out of range"),
-    (("stages.evaluate",), "data/real/test", "duplicate id"),
+    ("train_refiner", "data/real/unlabeled", "9x7 image"),
+    ("train_estimator@synthetic", "data/synthetic", "label out of range"),
+    ("evaluate", "data/real/test", "duplicate id"),
 ])
 def test_other_stages_refuse_bad_inputs_in_one_line(workspace, stage, relative, case):
     repo, _ = workspace
@@ -194,7 +192,7 @@ def test_other_stages_refuse_bad_inputs_in_one_line(workspace, stage, relative, 
         columns, task = {"id": columns["id"], "image": columns["image"]}, Unlabelled
     outputs = {p: p.stat().st_mtime_ns for p in (repo / "models").rglob("*") if p.is_file()}
     with replaced(workspace, relative, task, columns):
-        line = refusal(run_stage(workspace, *stage))
+        line = refusal(run_stage(workspace, stage))
     assert re.search(f"^error: {relative}/part-00000.parquet: {message}", line), line
     assert {p: p.stat().st_mtime_ns for p in (repo / "models").rglob("*") if p.is_file()} == outputs
 
@@ -202,7 +200,7 @@ def test_other_stages_refuse_bad_inputs_in_one_line(workspace, stage, relative, 
 def test_train_refiner_refuses_too_few_real_images(workspace):
     few = {"id": [f"r{i}" for i in range(5)], "image": [png(p) for p in uint8_images(5)]}
     with replaced(workspace, "data/real/unlabeled", Unlabelled, few):
-        line = refusal(run_stage(workspace, "stages.train_refiner"))
+        line = refusal(run_stage(workspace, "train_refiner"))
     assert "data/real/unlabeled: 5 images; the refiner needs at least 16" in line
 
 
@@ -218,7 +216,7 @@ def test_ingest_refuses_a_source_with_no_usable_images_in_one_line(workspace):
         edited["train_estimator"]["self_training_rounds"] = 0
         edited["train_refiner"]["conditional"] = False  # gaze has no classes
         params.write_text(yaml.safe_dump(edited))
-        line = refusal(run_stage(workspace, "stages.ingest"))
+        line = refusal(run_stage(workspace, "ingest"))
     finally:
         params.write_text(kept)
     assert line == "error: eyes: no usable image folder images (see the skipped list above)"
@@ -229,7 +227,7 @@ def test_ingest_refuses_a_source_with_no_usable_images_in_one_line(workspace):
 def test_a_rerun_with_another_precision_starts_clean(local_ray, refine_inputs, tmp_path, monkeypatch):
     source, checkpoint = refine_inputs
     out = tmp_path / "refined"
-    write_part, written = dataset.DatasetWriter.write_part, []
+    write_part, written = data.DatasetWriter.write_part, []
 
     def dies_after_two_parts(self, index, table):  # injected fault: the job is killed mid-way
         if len(written) == 2:
@@ -237,10 +235,10 @@ def test_a_rerun_with_another_precision_starts_clean(local_ray, refine_inputs, t
         write_part(self, index, table)
         written.append(index)
 
-    monkeypatch.setattr(dataset.DatasetWriter, "write_part", dies_after_two_parts)
+    monkeypatch.setattr(data.DatasetWriter, "write_part", dies_after_two_parts)
     with pytest.raises(KeyboardInterrupt):
         refine_dataset(source, checkpoint, out, batch_size=16, num_actors=1, precision="fp32", progress=False)
-    monkeypatch.setattr(dataset.DatasetWriter, "write_part", write_part)
+    monkeypatch.setattr(data.DatasetWriter, "write_part", write_part)
     assert len(list(tmp_path.glob(".refined.partial-*/part-*.parquet"))) == 2
 
     printed = io.StringIO()
@@ -266,12 +264,12 @@ def test_a_second_refine_on_the_same_target_is_refused_and_the_first_completes(l
     while not list(tmp_path.glob(".refined.partial-*/part-*.parquet")):
         assert first.poll() is None and time.monotonic() < deadline, "the first job never started writing"
         time.sleep(0.1)
-    with pytest.raises(dataset.DatasetError, match=r"refined: another process is writing this dataset"):
+    with pytest.raises(data.DatasetError, match=r"refined: another process is writing this dataset"):
         refine_dataset(source, checkpoint, out, batch_size=16, num_actors=1, progress=False)
     output, _ = first.communicate(timeout=300)
     assert first.returncode == 0, output
     clean = refine_dataset(source, checkpoint, tmp_path / "alone", batch_size=16, num_actors=1, progress=False)
-    assert dataset.validate(out).digest == clean.digest
+    assert data.validate(out).digest == clean.digest
 
 
 @pytest.fixture(scope="module")
@@ -279,10 +277,10 @@ def refine_inputs(tmp_path_factory):
     """Eight small synthetic parts and a briefly trained refiner."""
     import torch
     from refiner.config import SimGANParams
-    from refiner.simgan import SimGANTrainer
+    from refiner.simgan.trainer import SimGANTrainer
     root = tmp_path_factory.mktemp("refine-inputs")
     n = 8 * 20
-    dataset.write_dataset(root / "synthetic", np.array([f"syn-{i:04d}" for i in range(n)], dtype=object),
+    data.write_dataset(root / "synthetic", np.array([f"syn-{i:04d}" for i in range(n)], dtype=object),
                           uint8_images(n, seed=2), {"label": np.arange(n) % 10}, source="synthetic",
                           producer="test", rows_per_file=20)
     rng = np.random.default_rng(0)
@@ -291,7 +289,7 @@ def refine_inputs(tmp_path_factory):
                                          pretrain_refiner_steps=2, pretrain_disc_steps=2, steps=3, history_size=32))
     trainer.train(progress=False)
     torch.save(trainer.checkpoint((8, 8)), root / "refiner.pt")
-    return dataset.open_dataset(root / "synthetic"), root / "refiner.pt"
+    return data.open_dataset(root / "synthetic"), root / "refiner.pt"
 
 
 # ---------------------------------------------------------------- DVC outputs and MLflow runs
@@ -319,7 +317,7 @@ def stage_runs(repo: Path, stage: str) -> list:
 def start_and_wait_for_run(workspace, stage: str):
     repo, env = workspace
     seen = {run.info.run_id for run in stage_runs(repo, stage)}
-    process = subprocess.Popen([sys.executable, "-m", f"stages.{stage}"], cwd=repo, env=env,
+    process = subprocess.Popen(stage_command(stage, repo), cwd=repo, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while True:
@@ -346,7 +344,7 @@ def test_a_terminated_stage_ends_its_run_killed_and_a_sigkilled_one_is_ended_at_
     process.kill()  # SIGKILL: nothing runs in the process after it
     process.wait(timeout=60)
     assert run_status(repo, run_id) == "RUNNING"
-    next_stage = run_stage(workspace, "stages.refine")  # any stage's next start cleans up
+    next_stage = run_stage(workspace, "refine")  # any stage's next start cleans up
     assert next_stage.returncode == 0, next_stage.stderr
     assert run_status(repo, run_id) == "KILLED"
 

@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from refiner.losses import discriminator_loss, local_adversarial_loss, refiner_loss, self_regularization_loss
+from refiner.simgan.losses import discriminator_loss, local_adversarial_loss, refiner_loss, self_regularization_loss
 
 
 def test_adversarial_loss_is_mean_patch_cross_entropy():
@@ -50,7 +50,7 @@ def test_discriminator_loss_low_when_right_high_when_wrong():
 
 
 def test_blurred_self_regularization_forgives_a_one_pixel_shift_more_than_pixels():
-    from refiner.losses import self_regularization_loss
+    from refiner.simgan.losses import self_regularization_loss
     image = torch.zeros(1, 1, 8, 8)
     image[..., 2:6, 3] = 1.0  # a vertical stroke
     shifted = torch.roll(image, 1, dims=-1)  # the same stroke one pixel to the right
@@ -67,15 +67,12 @@ class OneHotReader(torch.nn.Module):
 
 def test_semantic_loss_is_zero_for_an_identity_refiner_and_a_perfect_estimator():
     import numpy as np
-    from refiner.estimator import semantic_loss
-    from refiner.tasks.base import ClassificationTask
-
-    class EightClasses(ClassificationTask):
-        name, num_classes = "eight", 8
+    from refiner.simgan.conditioning import semantic_loss
+    from refiner.tasks.heads import ClassificationHead
     targets = np.arange(8)
     images01 = torch.zeros(8, 1, 8, 8)
     images01[torch.arange(8), 0, 0, torch.arange(8)] = 1.0
-    loss = semantic_loss(EightClasses(), OneHotReader(), targets)
+    loss = semantic_loss(ClassificationHead(8), OneHotReader(), targets)
     identity_refined = images01 * 2 - 1  # the networks' range
     assert loss(identity_refined, torch.arange(8)).item() < 1e-6
     wrong = torch.roll(identity_refined, 1, dims=-1)  # every image now reads as the next class
@@ -84,12 +81,12 @@ def test_semantic_loss_is_zero_for_an_identity_refiner_and_a_perfect_estimator()
 
 def test_semantic_loss_trains_the_refiner_and_never_the_frozen_estimator():
     import numpy as np
-    from refiner.estimator import semantic_loss
-    from refiner.networks import Refiner
-    from refiner.tasks import TASKS
-    task = TASKS["digits"]
-    estimator, refiner = task.estimator((8, 8)), Refiner(1, 4, 1)
-    loss = semantic_loss(task, estimator, np.arange(6) % 10)
+    from refiner.simgan.conditioning import semantic_loss
+    from refiner.simgan.networks import Refiner
+    from tests.helpers import world
+    head = world("digits").head
+    estimator, refiner = head.estimator((8, 8)), Refiner(1, 4, 1)
+    loss = semantic_loss(head, estimator, np.arange(6) % 10)
     loss(refiner(torch.rand(6, 1, 8, 8) * 2 - 1), torch.arange(6)).backward()
     assert all(p.grad is None and not p.requires_grad for p in estimator.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in refiner.parameters())
@@ -98,7 +95,7 @@ def test_semantic_loss_trains_the_refiner_and_never_the_frozen_estimator():
 
 def test_balanced_pseudo_labels_give_every_class_its_share_to_its_likeliest_images():
     import numpy as np
-    from refiner.estimator import balanced_pseudo_labels
+    from refiner.estimator.training import balanced_pseudo_labels
     # a model that reads every image as a 3: the nines are the ones it finds a little more 9-like
     probabilities = np.tile([0.0] * 3 + [0.8] + [0.0] * 5 + [0.2], (10, 1))
     probabilities[5:, 9], probabilities[5:, 3] = 0.3, 0.7

@@ -8,9 +8,10 @@ import torch
 import yaml
 
 from refiner.config import SimGANParams
-from refiner.params import Params, ParamsError, load_params
-from refiner.simgan import SimGANTrainer, load_refiner
-from tests.conftest import ROOT, TINY, make_project, sh
+from refiner.errors import ParamsError
+from refiner.params import Params, load_params, parse_overrides
+from refiner.simgan.trainer import SimGANTrainer, load_refiner
+from tests.helpers import ROOT, TINY, make_project, sh, stage_command
 
 
 def test_params_yaml_states_the_models_defaults():
@@ -43,14 +44,31 @@ def test_refiner_checkpoint_keeps_its_params(tmp_path):
     ({"task": "hand_pose"}, r"task: Input should be 'digits', 'gaze' or 'images'"),
     ({"refine.precision": "fp8"}, r"refine\.precision: Input should be 'fp32' or 'bf16'"),
     ({"nosuchsection.x": 1}, r"nosuchsection: Extra inputs are not permitted"),
-    ({"task": "gaze"}, r"train_estimator\.self_training_rounds: task gaze has no prediction confidence"),
-    ({"task": "gaze", "train_estimator.self_training_rounds": 0, "train_refiner.conditional": True},
-     r"train_refiner\.conditional: task gaze has no classes"),
     ({"image_encoding": "jpeg"}, r"image_encoding: Input should be 'png' or 'raw'"),
 ])
 def test_bad_params_are_refused_naming_the_dotted_key_and_the_file(overrides, message):
     with pytest.raises(ParamsError, match=message):
         load_params(overrides=overrides)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"task": "gaze"}, r"train_estimator\.self_training_rounds: task gaze has no classes to pseudo-label with "
+                       r"\(it regresses \['gaze_pitch', 'gaze_yaw'\]\): set it to 0"),
+    ({"task": "gaze", "train_estimator.self_training_rounds": 0, "train_refiner.conditional": True},
+     r"train_refiner\.conditional: task gaze has no classes"),
+])
+def test_a_recipe_that_needs_classes_is_refused_for_a_world_without_them(overrides, message):
+    from refiner.tasks import task_for
+    params = load_params(overrides=overrides)  # valid params: the world's head decides
+    with pytest.raises(ParamsError, match=message):
+        task_for(params)
+
+
+def test_one_override_syntax_reads_values_as_yaml():
+    assert parse_overrides(["train_refiner.lambda=2", "digits.real=mnist", "train_refiner.disc_layers=[[8, 1]]"]) == {
+        "train_refiner.lambda": 2, "digits.real": "mnist", "train_refiner.disc_layers": [[8, 1]]}
+    with pytest.raises(ParamsError, match="override 'lambda': expected KEY=VALUE"):
+        parse_overrides(["lambda"])
 
 
 @pytest.mark.parametrize("stage, section, message", [
@@ -63,12 +81,23 @@ def test_a_stage_command_refuses_bad_params_before_any_work(tmp_path, stage, sec
     for key, value in section.items():
         params[key] = {**params[key], **value} if isinstance(value, dict) else value
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    result = subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=tmp_path, capture_output=True, text=True,
+    result = subprocess.run(stage_command(stage), cwd=tmp_path, capture_output=True, text=True,
                             env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=300)
     assert result.returncode != 0
     assert f"error: params.yaml: {message}" in result.stderr
     assert "Traceback" not in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # nothing written, no MLflow run
+
+
+@pytest.mark.parametrize("module", ["stages.render", "stages.ingest", "stages.train_refiner", "stages.refine",
+                                    "stages.train_estimator", "stages.evaluate", "flows.pipeline", "refiner.cli"])
+def test_every_entry_point_answers_help_without_running(tmp_path, monkeypatch, capsys, module):
+    import importlib
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exited:
+        importlib.import_module(module).main(["--help"])
+    assert exited.value.code == 0 and "usage:" in capsys.readouterr().out
+    assert list(tmp_path.iterdir()) == []  # nothing written, no MLflow run
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
-"""End to end: the real `dvc repro` with tiny params in a temporary copy of the repo."""
+"""End to end: the real `dvc repro` with tiny params in a temporary copy of the repo, one
+project per world (tests/worlds.py), reproduced once per session."""
 
 import json
 import re
@@ -10,19 +11,143 @@ import numpy as np
 import pytest
 import yaml
 
-from refiner import dataset
-from tests.conftest import mlflow_server, sh
+from refiner import data
+from refiner.evaluation.report import Report
+from tests.helpers import ROOT, mlflow_server, sh
+from tests.worlds import WORLDS
 
-DEFAULT_LAMBDA = yaml.safe_load(open("params.yaml"))["train_refiner"]["lambda"]  # TINY keeps the default
+DEFAULT_LAMBDA = yaml.safe_load(open(ROOT / "params.yaml"))["train_refiner"]["lambda"]  # TINY keeps the default
 STAGES = ["render", "ingest", "train_refiner", "refine", "train_estimator@synthetic", "train_estimator@refined",
           "evaluate"]
 
+
 def lineage(repo, env, target: str) -> str:
-    return sh(sys.executable, "-m", "refiner.lineage", target, cwd=repo, env=env)
+    return sh(sys.executable, "-m", "refiner.cli", "lineage", target, cwd=repo, env=env)
 
 
 def stages_run(output: str) -> list[str]:
     return re.findall(r"Running stage '([^']+)'", output)
+
+
+def report_of(repo) -> Report:
+    return Report.model_validate_json((repo / "metrics/eval.json").read_text())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", WORLDS)
+def test_a_world_runs_through_dvc_repro_keeping_every_label(worlds, name):
+    """Every stage runs; the refined dataset holds the synthetic rows' ids and labels, row by
+    row, with new pixels; the pool has no label column; the report is the head's."""
+    project, world = worlds(name), WORLDS[name]
+    repo = project.repo
+    assert stages_run(project.output) == STAGES
+    synthetic, refined = data.validate(repo / "data/synthetic"), data.validate(repo / "data/refined")
+    assert synthetic.manifest["image_shape"] == refined.manifest["image_shape"] == world.image_shape
+    assert synthetic.manifest["image_encoding"] == refined.manifest["image_encoding"] == yaml.safe_load(
+        (repo / "params.yaml").read_text())["image_encoding"]
+    assert refined.manifest["upstream"]["synthetic"] == synthetic.digest
+    assert refined.label_columns == synthetic.label_columns and synthetic.label_columns
+    before, after = synthetic.load(), refined.load()
+    for column in ["id", *synthetic.label_columns]:
+        same = [m["bytes"] for m in before[column]] == [m["bytes"] for m in after[column]] \
+            if synthetic.manifest["schema"][column].startswith("struct") else np.array_equal(before[column], after[column])
+        assert same, column
+    assert np.abs(before["image"] - after["image"]).mean() > 0.001  # it refined the pixels
+    assert data.open_dataset(repo / "data/real/unlabeled").label_columns == []
+    report = report_of(repo)
+    assert report.metric == world.metric
+    for trained_on in ("synthetic", "refined"):
+        score = report.results[trained_on]
+        assert len(score.per_seed) == world.num_seeds and score.mean == pytest.approx(np.mean(score.per_seed))
+    gain = report.refinery_gain
+    sign = 1 if report.higher_is_better else -1
+    assert gain.gain == pytest.approx(sign * (gain.refined - gain.synthetic))
+    assert report.end_to_end_gain.gain == pytest.approx(sign * (report.results["refined"].mean
+                                                                - report.results["synthetic"].mean))
+    assert "| **refinery gain**" in (repo / "metrics/eval.md").read_text()
+    assert (repo / "plots/refiner/samples.png").stat().st_size > 1000
+    assert (repo / "plots/evaluate" / world.plot).stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_digits_report_the_oracle_per_class_accuracy_and_a_baseline_that_is_not_ours(dvc_project):
+    repo = dvc_project[0]
+    report = report_of(repo)
+    for name in ("synthetic", "refined", "oracle"):
+        assert set(report.results[name].per_class) == {str(d) for d in range(10)}
+    # 200 rendered digits are far from real ones: a real-vs-fake classifier tells them apart
+    assert report.realism.synthetic > 0.65
+    assert report.class_realism is not None and report.selection_rule == "class_realism"  # the rule for classes
+    assert report.results["oracle"].mean > 0.5  # real labels, even 80 tiny steps: a working recipe
+    assert report.results["oracle"].mean > report.results["synthetic"].mean
+    # the refiner alone: the estimators before self-training, kept beside the end-to-end ones
+    assert sorted(p.name for p in (repo / "models/estimator-refined").glob("*.pt")) == [
+        "model-seed0.pt", "model-seed1.pt", "plain-seed0.pt", "plain-seed1.pt"]
+    # a model that is not ours, on the Parquet datasets: the same SVC trained here scores the same
+    from sklearn.svm import SVC
+    train, test = data.open_dataset(repo / "data/refined").load(), data.open_dataset(repo / "data/real/test").load()
+    svc = SVC(kernel="rbf").fit(train["image"].reshape(len(train["image"]), -1), train["label"])
+    assert report.baseline.model == "SVC"
+    assert report.baseline.refined == pytest.approx(svc.score(test["image"].reshape(len(test["image"]), -1),
+                                                              test["label"]))
+    assert (repo / "plots/render/synthetic.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_gaze_estimators_beat_straight_ahead_and_its_rule_is_reverse_validation(worlds):
+    from refiner.tasks.gaze.angles import angular_error_deg
+    repo = worlds("gaze").repo
+    test = data.open_dataset(repo / "data/real/test").load()
+    report = report_of(repo)
+    # a model that always answers "straight ahead" is the bar every trained estimator must clear
+    truth = np.stack([test["gaze_pitch"], test["gaze_yaw"]], axis=1)
+    straight_ahead = angular_error_deg(np.zeros_like(truth), truth).mean()
+    assert "oracle" not in report.results
+    for name in ("synthetic", "refined"):
+        assert max(report.results[name].per_seed) < straight_ahead, (name, straight_ahead)
+    assert data.open_dataset(repo / "data/refined").manifest["schema"]["gaze_pitch"] == "float"  # float32
+    assert report.realism.synthetic > 0.7  # rendered vs camera-profile eyes: told apart
+    assert report.class_realism is None and report.selection_rule == "reverse_validation"  # gaze has no classes
+    assert report.selection_score is None or report.selection_score <= 0  # minus the seeds' disagreement
+    assert "angular error" in (repo / "metrics/eval.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_world_written_in_one_file_needs_one_params_section_and_nothing_else(worlds):
+    repo, env = worlds("toy").repo, worlds("toy").env
+    files = sh("git", "ls-files", cwd=repo, env=env).split()
+    edited = [name for name in files if not (ROOT / name).is_file() or (ROOT / name).read_bytes() != (repo / name).read_bytes()]
+    assert edited == ["params.yaml", "refiner/tasks/toy.py"]  # the whole edit: one file and one params section
+    synthetic = data.validate(repo / "data/synthetic")
+    assert synthetic.manifest["params"]["toy"] == {"size": 10, "camera_noise": 0.2}
+    report = report_of(repo)
+    assert set(report.results["oracle"].per_class) == {"0", "1"}
+    assert report.results["oracle"].mean > 0.8  # left or right: easy with real labels
+
+
+@pytest.mark.slow
+def test_your_own_folders_regress_keypoints_and_boxes_and_fall_back_to_label_free_figures(worlds):
+    """The images world from `simrefinery init`; then without a labelled test set and without
+    an estimator, the stages that change, run as dvc.yaml runs them (a whole `dvc repro` would
+    redo everything: each dataset's manifest records the task's section)."""
+    from tests.helpers import stage_command
+    project = worlds("images")
+    repo, env = project.repo, project.env
+    assert "regresses ['keypoints', 'box']" in project.output
+    assert data.open_dataset(repo / "data/synthetic").label_columns == ["shape", "keypoints", "box", "mask"]
+    assert report_of(repo).baseline.model == "KernelRidge"
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["images"].update(test=None, test_labels=None, target=[])
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for stage in ("ingest", "train_estimator@refined", "evaluate"):
+        sh(*stage_command(stage, repo), cwd=repo, env=env)
+    table = (repo / "metrics/eval.md").read_text()
+    assert table.startswith("no estimator fits the task's labels: label-free figures only")
+    report = report_of(repo)
+    assert report.metric is None and report.results == {} and report.label_kept is None
+    assert 0.5 < report.diversity_ratio < 1.5 and 0.4 < report.realism.refined <= 1
+    assert not (repo / "data/real/test/_manifest.json").exists()
+    assert not list((repo / "models/estimator-refined").glob("*.pt"))
 
 
 @pytest.fixture(scope="module")
@@ -35,50 +160,7 @@ def project(dvc_project):
 def first_refined(project):
     """The refined dataset of the first repro, before any experiment changes it."""
     repo, env, _ = project
-    return dataset.open_dataset(repo / "data/refined").digest, lineage(repo, env, "data/refined")
-
-
-@pytest.mark.slow
-def test_repro_runs_every_stage_and_writes_outputs(project):
-    repo, _, first = project
-    assert stages_run(first) == STAGES
-    synthetic = dataset.validate(repo / "data/synthetic")
-    refined = dataset.validate(repo / "data/refined")
-    assert synthetic.num_rows == refined.num_rows == 200
-    assert list(refined.load()["id"]) == list(synthetic.load()["id"])
-    assert refined.manifest["upstream"]["synthetic"] == synthetic.digest
-    assert synthetic.manifest["image_encoding"] == refined.manifest["image_encoding"] == "raw"  # params.yaml's
-    assert dataset.open_dataset(repo / "data/real/unlabeled").label_columns == []
-    report = json.loads((repo / "metrics/eval.json").read_text())
-    for name in ("synthetic", "refined", "oracle"):
-        per_class = report[name]["per_class_accuracy"]
-        assert set(per_class) == {str(d) for d in range(10)}
-        assert report[name]["accuracy"] == pytest.approx(np.mean(report[name]["accuracy_per_seed"]))
-        assert len(report[name]["accuracy_per_seed"]) == 2
-    assert report["metric"] == "accuracy"
-    assert report["end_to_end_gain"] == pytest.approx(report["refined"]["accuracy"] - report["synthetic"]["accuracy"])
-    # 200 rendered digits are far from real ones: a real-vs-fake classifier tells them apart
-    assert set(report["realism"]) == {"synthetic", "refined"} and report["realism"]["synthetic"] > 0.65
-    assert set(report["class_realism"]) == {"synthetic", "refined"}  # the label-free rule for digits
-    assert report["oracle"]["accuracy"] > 0.5  # real labels, even 80 tiny steps: a working recipe
-    assert report["oracle"]["accuracy"] > report["synthetic"]["accuracy"]
-    # the refiner alone: the estimators before self-training, kept beside the end-to-end ones
-    assert sorted(p.name for p in (repo / "models/estimator-refined").glob("*.pt")) == [
-        "model-seed0.pt", "model-seed1.pt", "plain-seed0.pt", "plain-seed1.pt"]
-    gain = report["refinery_gain"]
-    assert gain["gain"] == pytest.approx(np.mean(gain["gain_per_seed"])) and len(gain["gain_per_seed"]) == 2
-    assert gain["gain"] == pytest.approx(gain["refined"] - gain["synthetic"])
-    # a model that is not ours, on the Parquet datasets: the same SVC trained here scores the same
-    from sklearn.svm import SVC
-    train, test = dataset.open_dataset(repo / "data/refined").load(), dataset.open_dataset(repo / "data/real/test").load()
-    svc = SVC(kernel="rbf").fit(train["image"].reshape(len(train["image"]), -1), train["label"])
-    assert report["baseline"]["model"] == "SVC"
-    assert report["baseline"]["refined"] == pytest.approx(svc.score(test["image"].reshape(len(test["image"]), -1),
-                                                                    test["label"]))
-    assert "refinery gain" in (repo / "metrics/eval.md").read_text()
-    for png in ("refiner/samples.png", "evaluate/confusion-refined.png", "render/synthetic.png"):
-        assert (repo / "plots" / png).stat().st_size > 1000
-    assert "| refined |" in (repo / "metrics/eval.md").read_text()
+    return data.open_dataset(repo / "data/refined").digest, lineage(repo, env, "data/refined")
 
 
 @pytest.mark.slow
@@ -91,9 +173,9 @@ def test_every_stage_logged_an_mlflow_run_with_dataset_digests(project):
             "select d.name, d.digest from inputs i join datasets d on i.source_id = d.dataset_uuid "
             "where i.destination_id = ?", (runs["refine"],)).fetchall()
         tags = dict(db.execute("select key, value from tags where run_uuid = ?", (runs["refine"],)).fetchall())
-    synthetic_digest = dataset.open_dataset(repo / "data/synthetic").digest
+    synthetic_digest = data.open_dataset(repo / "data/synthetic").digest
     assert ("synthetic", synthetic_digest[:36]) in inputs
-    assert tags["simrefinery.output.refined"] == dataset.open_dataset(repo / "data/refined").digest
+    assert tags["simrefinery.output.refined"] == data.open_dataset(repo / "data/refined").digest
     assert len(tags["git.commit"]) == 40
     artifacts = repo / "mlartifacts"
     assert any(artifacts.rglob("samples.png")) and any(artifacts.rglob("confusion-refined.png"))
@@ -170,19 +252,18 @@ def test_a_sweep_profile_is_a_dvc_experiment_that_reruns_only_dependent_stages(p
     of the lineage, not an overwrite."""
     repo, env, _ = project
     params_before = (repo / "params.yaml").read_text()
-    before = dataset.open_dataset(repo / "data/synthetic").digest
+    before = data.open_dataset(repo / "data/synthetic").digest
     output = sh(sys.executable, "-m", "experiments.sweep", "--cached", "--profiles", "lambda-2", cwd=repo, env=env)
     assert stages_run(output) == ["train_refiner", "refine", "train_estimator@refined", "evaluate"]
-    assert dataset.open_dataset(repo / "data/synthetic").digest == before
+    assert data.open_dataset(repo / "data/synthetic").digest == before
     assert (repo / "params.yaml").read_text() == params_before
     import torch
     checkpoint = torch.load(repo / "models/refiner/refiner.pt", weights_only=True)  # what the experiment ran with
     assert checkpoint["config"]["lambda"] == 2.0 and checkpoint["config"]["semantic_weight"] == 0.0
-    [row] = json.loads((repo / "experiments/results/sweep.json").read_text())
-    eval_report = json.loads((repo / "metrics/eval.json").read_text())  # the experiment's own evaluation
-    assert row["profile"] == "lambda-2" and row["refined"]["accuracy"] == eval_report["refined"]["accuracy"]
-    assert row["refinery_gain"] == eval_report["refinery_gain"] and row["cached"]
-    assert row["refiner_train_seconds"] > 0  # read back from the experiment's MLflow run
+    from experiments.sweep import read_rows
+    [row] = read_rows(repo / "experiments/results/sweep.json")
+    assert row.profile == "lambda-2" and row.report == report_of(repo)  # the experiment's own evaluation
+    assert row.cached and row.refiner_train_seconds > 0  # read back from the experiment's MLflow run
     assert "| lambda-2" in (repo / "experiments/results/sweep.md").read_text()
     assert "lambda-2-" in sh("dvc", "exp", "list", cwd=repo, env=env)
     assert "refined" in sh("dvc", "metrics", "show", "--json", cwd=repo, env=env)

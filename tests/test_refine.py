@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from refiner import dataset
-from refiner.refine_job import refine_dataset, refine_in_process
+from refiner import data
+from refiner.simgan.refine_job import refine_dataset, refine_in_process
 from refiner.config import SimGANParams
-from refiner.simgan import CheckpointError, SimGANTrainer, load_refiner
+from refiner.errors import CheckpointError
+from refiner.simgan.trainer import SimGANTrainer, load_refiner
+from tests.helpers import KILLED_JOB
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +41,9 @@ def synthetic(tmp_path_factory):
     n = 230
     images = np.random.default_rng(1).integers(0, 256, (n, 8, 8), dtype=np.uint8)
     ids = np.array([f"syn-{i:04d}" for i in range(n)], dtype=object)
-    dataset.write_dataset(path, ids, images, {"label": np.arange(n) % 10}, source="synthetic",
+    data.write_dataset(path, ids, images, {"label": np.arange(n) % 10}, source="synthetic",
                           producer="test", rows_per_file=60)  # several files
-    return dataset.open_dataset(path)
+    return data.open_dataset(path)
 
 
 @pytest.fixture(scope="module")
@@ -51,16 +53,16 @@ def synthetic_many(tmp_path_factory):
     n = 8 * 20
     images = np.random.default_rng(2).integers(0, 256, (n, 8, 8), dtype=np.uint8)
     ids = np.array([f"syn-{i:04d}" for i in range(n)], dtype=object)
-    dataset.write_dataset(path, ids, images, {"label": np.arange(n) % 10}, source="synthetic",
+    data.write_dataset(path, ids, images, {"label": np.arange(n) % 10}, source="synthetic",
                           producer="test", rows_per_file=20)
-    return dataset.open_dataset(path)
+    return data.open_dataset(path)
 
 
 def test_ray_refine_matches_plain_torch_loop(local_ray, synthetic, checkpoint, tmp_path):
     refined = refine_dataset(synthetic, checkpoint, tmp_path / "refined", batch_size=32, num_actors=2,
                              actor_num_cpus=0.5, progress=False)
     assert [f["rows"] for f in refined.manifest["files"]] == [60, 60, 60, 50]  # the input's parts
-    source, out = synthetic.load(), dataset.validate(tmp_path / "refined").load()
+    source, out = synthetic.load(), data.validate(tmp_path / "refined").load()
     assert list(out["id"]) == list(source["id"])  # every id once, in order
     assert np.array_equal(out["label"], source["label"])
     expected = refine_in_process(load_refiner(checkpoint, (8, 8)), source["image"])
@@ -72,27 +74,27 @@ def test_ray_refine_matches_plain_torch_loop(local_ray, synthetic, checkpoint, t
 def test_ray_refine_reads_and_writes_raw_images_with_the_same_pixels(local_ray, synthetic, checkpoint, tmp_path):
     source = synthetic.load()
     raw_source = tmp_path / "raw-synthetic"
-    dataset.write_dataset(raw_source, source["id"], dataset.to_uint8(source["image"]), {"label": source["label"]},
+    data.write_dataset(raw_source, source["id"], data.to_uint8(source["image"]), {"label": source["label"]},
                           source="synthetic", producer="test", rows_per_file=60, image_encoding="raw")
-    from_raw = refine_dataset(dataset.open_dataset(raw_source), checkpoint, tmp_path / "from-raw", batch_size=32,
+    from_raw = refine_dataset(data.open_dataset(raw_source), checkpoint, tmp_path / "from-raw", batch_size=32,
                               progress=False, image_encoding="raw")
     from_png = refine_dataset(synthetic, checkpoint, tmp_path / "from-png", batch_size=32, progress=False)
     assert from_raw.manifest["image_encoding"] == "raw" and from_png.manifest["image_encoding"] == "png"
-    raw, png = dataset.validate(from_raw.path).load(), dataset.validate(from_png.path).load()
+    raw, png = data.validate(from_raw.path).load(), data.validate(from_png.path).load()
     assert list(raw["id"]) == list(png["id"]) and np.array_equal(raw["image"], png["image"])
 
 
 def test_ray_refine_reads_from_and_writes_to_s3_with_the_local_runs_digest(local_ray, s3_env, synthetic, checkpoint,
                                                                            tmp_path):
     """Ray's read tasks fetch the parts from the bucket themselves (no shared filesystem)."""
-    from tests.conftest import BUCKET
-    for file in [*synthetic.files, synthetic.path / dataset.MANIFEST]:  # the same bytes, in the bucket
+    from tests.helpers import BUCKET
+    for file in [*synthetic.files, synthetic.path / data.MANIFEST]:  # the same bytes, in the bucket
         s3_env.upload_file(str(file), BUCKET, f"synthetic/{file.name}")
-    source = dataset.open_dataset(f"s3://{BUCKET}/synthetic")
+    source = data.open_dataset(f"s3://{BUCKET}/synthetic")
     assert source.digest == synthetic.digest
     remote = refine_dataset(source, checkpoint, f"s3://{BUCKET}/refined", batch_size=32, progress=False)
     local = refine_dataset(synthetic, checkpoint, tmp_path / "refined", batch_size=32, progress=False)
-    assert dataset.validate(f"s3://{BUCKET}/refined").digest == remote.digest == local.digest
+    assert data.validate(f"s3://{BUCKET}/refined").digest == remote.digest == local.digest
 
 
 def test_ray_refine_is_deterministic(local_ray, synthetic, checkpoint, tmp_path):
@@ -103,24 +105,11 @@ def test_ray_refine_is_deterministic(local_ray, synthetic, checkpoint, tmp_path)
 
 def test_mismatched_checkpoint_fails_before_any_work(local_ray, checkpoint, tmp_path):
     wide = tmp_path / "wide"
-    dataset.write_dataset(wide, np.array(["a"], dtype=object), np.zeros((1, 35, 55), np.uint8),
+    data.write_dataset(wide, np.array(["a"], dtype=object), np.zeros((1, 35, 55), np.uint8),
                           {"label": np.array([0])}, source="synthetic", producer="test")
     with pytest.raises(CheckpointError, match=r"refiner.pt: refiner trained on \[8, 8\] images, data has \[35, 55\]"):
-        refine_dataset(dataset.open_dataset(wide), checkpoint, tmp_path / "out", progress=False)
+        refine_dataset(data.open_dataset(wide), checkpoint, tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
-
-
-KILLED_JOB = """
-import sys, time
-from refiner import dataset, refine_job
-write_part = dataset.DatasetWriter.write_part
-def slow_write_part(self, index, table):  # injected fault: a slow writer, so the kill lands mid-job
-    write_part(self, index, table)
-    time.sleep(1.0)
-dataset.DatasetWriter.write_part = slow_write_part
-refine_job.refine_dataset(dataset.open_dataset(sys.argv[1]), sys.argv[2], sys.argv[3], batch_size=16,
-                          num_actors=1, progress=False)
-"""
 
 
 def test_killed_refine_resumes_and_completes_without_duplicates(local_ray, synthetic_many, checkpoint, tmp_path):
@@ -137,8 +126,8 @@ def test_killed_refine_resumes_and_completes_without_duplicates(local_ray, synth
         staged = list(tmp_path.glob(".refined.partial-*/part-*.parquet"))
     os.killpg(job.pid, signal.SIGKILL)
     job.wait()
-    with pytest.raises(dataset.DatasetError):
-        dataset.open_dataset(out)  # a reader never sees the partial dataset
+    with pytest.raises(data.DatasetError):
+        data.open_dataset(out)  # a reader never sees the partial dataset
     done_before = len(list(tmp_path.glob(".refined.partial-*/part-*.parquet")))
     assert 2 <= done_before < len(synthetic_many.files)
 

@@ -4,31 +4,34 @@ reach training, and the label-free figures that choose among refiners."""
 import numpy as np
 import pytest
 import torch
-import yaml
 
-from refiner import dataset, evaluation
-from refiner.estimator import predict, self_train, train_model
+from refiner import data
+from refiner.estimator.training import predict, self_train, train_model
+from refiner.evaluation import label_free
+from refiner.evaluation.report import PerSet, Report
 from refiner.params import load_params
-from refiner.simgan import diversity_ratio, load_refiner
-from refiner.tasks import TASKS
+from refiner.simgan.conditioning import frozen_estimator, pool_classes
+from refiner.simgan.trainer import diversity_ratio, load_refiner
 from stages.ingest import ingest
 from stages.render import render
-from stages.train_refiner import conditioning, frozen_estimator, train_refiner
+from stages.train_refiner import train_refiner
+from tests.helpers import world
 
-DIGITS = TASKS["digits"]
+DIGITS_WORLD = world("digits")
+DIGITS = DIGITS_WORLD.head
 
 
 @pytest.fixture(scope="module")
 def real(tmp_path_factory):
     root = tmp_path_factory.mktemp("real")
-    return ingest(load_params(), root / "unlabeled", root / "test", root / "pool_labels.parquet")
+    return ingest(load_params(), DIGITS_WORLD, root / "unlabeled", root / "test", root / "pool_labels.parquet")
 
 
 def test_render_same_params_same_digest(tmp_path):
     params = load_params(overrides={"render.num_images": 30, "seed": 7})
-    a = render(params, tmp_path / "a")
-    b = render(params, tmp_path / "b")
-    c = render(params.model_copy(update={"seed": 8}), tmp_path / "c")
+    a = render(params, DIGITS_WORLD, tmp_path / "a")
+    b = render(params, DIGITS_WORLD, tmp_path / "b")
+    c = render(params.model_copy(update={"seed": 8}), DIGITS_WORLD, tmp_path / "c")
     assert a.digest == b.digest != c.digest
     assert a.manifest["params"]["seed"] == 7 and a.manifest["params"]["digits"]["handwritten_fraction"] == 0.5
     assert a.manifest["schema"]["label"] == "int64"  # the task's label schema, in the manifest
@@ -57,37 +60,37 @@ def test_ingest_keeps_the_pools_labels_apart_for_the_oracle(real):
 
 def test_estimator_training_refuses_real_data(real):
     _, test = real
-    with pytest.raises(dataset.DatasetError, match="real data must not train the estimator"):
-        dataset.open_training_set(test.path, DIGITS.labels)
+    with pytest.raises(data.DatasetError, match="real data must not train the estimator"):
+        data.open_training_set(test.path, DIGITS_WORLD.labels)
 
 
 def test_estimator_training_refuses_data_without_the_tasks_labels(real):
     unlabeled, _ = real
-    with pytest.raises(dataset.DatasetError, match=r"has no \['gaze_pitch', 'gaze_yaw'\] label column"):
-        dataset.open_training_set(_relabelled(unlabeled), TASKS["gaze"].labels)
+    with pytest.raises(data.DatasetError, match=r"has no \['gaze_pitch', 'gaze_yaw'\] label column"):
+        data.open_training_set(_relabelled(unlabeled), world("gaze").labels)
 
 
 def _relabelled(unlabeled):
     """A copy of the pool written as if a simulator had made it, with digit labels."""
     rows = unlabeled.load()
     path = unlabeled.path.parent / "as-synthetic"
-    dataset.write_dataset(path, rows["id"], dataset.to_uint8(rows["image"]), {"label": np.zeros(len(rows["id"]), int)},
+    data.write_dataset(path, rows["id"], data.to_uint8(rows["image"]), {"label": np.zeros(len(rows["id"]), int)},
                           source="synthetic", producer="test")
     return path
 
 
 def test_refiner_training_refuses_labelled_real_data(real):
     _, test = real
-    with pytest.raises(dataset.DatasetError, match="must be unlabelled"):
-        dataset.open_unlabeled(test.path)
+    with pytest.raises(data.DatasetError, match="must be unlabelled"):
+        data.open_unlabeled(test.path)
 
 
 def test_no_training_stage_depends_on_real_labels():
-    pipeline = yaml.safe_load(open("dvc.yaml"))["stages"]
-    for name in ("train_refiner", "refine", "train_estimator"):
-        stage = pipeline[name].get("do", pipeline[name])
-        assert "data/real/test" not in stage["deps"] and "data/real/pool_labels.parquet" not in stage["deps"], name
-    assert {"data/real/test", "data/real/pool_labels.parquet"} <= set(pipeline["evaluate"]["deps"])
+    from stages.common import dvc_stages
+    deps = {stage.name: {str(dep.def_path) for dep in stage.deps} for stage in dvc_stages()}
+    real_labels = {"data/real/test", "data/real/pool_labels.parquet"}
+    assert [name for name, used in deps.items() if used & real_labels] == ["evaluate"]
+    assert real_labels <= deps["evaluate"]
 
 
 def test_train_refiner_writes_checkpoint_curves_and_samples(real, tmp_path):
@@ -95,10 +98,11 @@ def test_train_refiner_writes_checkpoint_curves_and_samples(real, tmp_path):
     params = load_params(overrides={"render.num_images": 64, "train_refiner": {
         "lambda": 1.0, "channels": 8, "num_blocks": 1, "disc_layers": [[8, 1]], "batch_size": 16,
         "pretrain_refiner_steps": 3, "pretrain_disc_steps": 3, "steps": 4, "history_size": 40, "log_every": 2}})
-    synthetic = render(params, tmp_path / "synthetic").load()["image"]
+    synthetic = render(params, DIGITS_WORLD, tmp_path / "synthetic").load()["image"]
     samples = []
+    plots = tmp_path / "plots"
     trainer, log = train_refiner(synthetic, unlabeled.load()["image"], params.train_refiner, 0, tmp_path / "model",
-                                 tmp_path / "plots", progress=False, on_samples=samples.append)
+                                 plots / "losses.csv", plots / "samples.png", progress=False, on_samples=samples.append)
     model = load_refiner(tmp_path / "model" / "refiner.pt", (8, 8))
     x = torch.rand(2, 1, 8, 8) * 2 - 1
     assert torch.allclose(model(x), trainer.refiner.eval()(x))
@@ -110,21 +114,23 @@ def test_train_refiner_writes_checkpoint_curves_and_samples(real, tmp_path):
 
 
 def test_conditional_discriminator_gets_the_pool_balanced_to_the_synthetic_class_shares(real, tmp_path):
-    from refiner.estimator import predict
+    from refiner.estimator.training import predict
     unlabeled, _ = real
     params = load_params(overrides={"render.num_images": 200, "train_refiner.semantic_steps": 30})
     assert params.train_refiner.conditional  # the default
-    synthetic = render(params, tmp_path / "synthetic").load()
-    estimator = frozen_estimator(params, synthetic, progress=False)
+    synthetic = render(params, DIGITS_WORLD, tmp_path / "synthetic").load()
+    targets = DIGITS.targets(synthetic)
+    estimator = frozen_estimator(DIGITS_WORLD, params.train_refiner, synthetic["image"], targets, params.seed,
+                                 progress=False)
     pool = unlabeled.load()["image"]
-    synthetic_classes, pool_classes, num_classes = conditioning(params, estimator, synthetic, pool)
-    assert num_classes == 10 and np.array_equal(synthetic_classes, synthetic["label"]) and len(pool_classes) == len(pool)
+    synthetic_classes, classes, num_classes = pool_classes(DIGITS_WORLD, params.train_refiner, estimator, targets, pool)
+    assert num_classes == 10 and np.array_equal(synthetic_classes, synthetic["label"]) and len(classes) == len(pool)
     prior = np.bincount(synthetic_classes, minlength=10) / len(synthetic_classes)
-    balanced = np.abs(np.bincount(pool_classes, minlength=10) / len(pool) - prior).max()
+    balanced = np.abs(np.bincount(classes, minlength=10) / len(pool) - prior).max()
     argmax = np.abs(np.bincount(predict(DIGITS, estimator, pool).argmax(1), minlength=10) / len(pool) - prior).max()
     assert balanced < argmax / 2  # a 30-step estimator's argmax strays far from the shares (0.51 measured)
-    off = load_params(overrides={"train_refiner.conditional": False})
-    assert conditioning(off, estimator, synthetic, pool) is None  # the paper's discriminator
+    off = load_params(overrides={"train_refiner.conditional": False}).train_refiner
+    assert pool_classes(DIGITS_WORLD, off, estimator, targets, pool) is None  # the paper's discriminator
 
 
 def test_realism_is_chance_for_the_same_distribution_and_high_for_a_different_one(real):
@@ -132,8 +138,8 @@ def test_realism_is_chance_for_the_same_distribution_and_high_for_a_different_on
     pool = unlabeled.load()["image"]
     shuffled = pool[np.random.default_rng(0).permutation(len(pool))]  # source order groups writers
     half = len(pool) // 2
-    assert evaluation.realism(shuffled[:half], shuffled[half:], seed=0) < 0.6
-    assert evaluation.realism(1.0 - shuffled[:half], shuffled[half:], seed=0) > 0.95
+    assert label_free.realism(shuffled[:half], shuffled[half:], seed=0) < 0.6
+    assert label_free.realism(1.0 - shuffled[:half], shuffled[half:], seed=0) > 0.95
 
 
 def test_diversity_ratio_is_one_for_identity_and_zero_for_collapse():
@@ -157,28 +163,34 @@ class ConstantDigit(torch.nn.Module):
 def test_label_free_selection_refuses_a_refiner_that_lost_labels():
     images = np.zeros((10, 8, 8), np.float32)
     sets = {"synthetic": (images, np.full(10, 3)), "refined": (images, np.r_[np.full(5, 3), np.full(5, 4)])}
-    kept = evaluation.label_kept(DIGITS, [ConstantDigit(3)], sets)
+    kept = label_free.label_kept(DIGITS, [ConstantDigit(3)], sets)
     assert kept == {"synthetic": 1.0, "refined": 0.5}
     sure = DIGITS.confidence([predict(DIGITS, ConstantDigit(3), images)])
     unsure = DIGITS.confidence([predict(DIGITS, ConstantDigit(3, 0.0), images)])
     assert sure > 0.99 and abs(unsure - 0.1) < 1e-6
-    report = {"label_kept": kept, "real_confidence": {"synthetic": unsure, "refined": sure},
-              "reverse_score": {"synthetic": 0.5, "refined": 0.7}}
-    assert evaluation.selection_score(report, 0.97) is None  # half the refined digits changed class
-    report["label_kept"] = {"synthetic": 1.0, "refined": 0.98}
-    assert evaluation.selection_score(report, 0.97) == 0.7
-    assert evaluation.selection_score(report, 0.99) is None
+    report = regression_report(label_kept=PerSet(**kept), real_confidence=PerSet(synthetic=unsure, refined=sure),
+                               reverse_score=PerSet(synthetic=0.5, refined=0.7), higher_is_better=True)
+    assert label_free.selection_score(report, 0.97) is None  # half the refined digits changed class
+    report = report.model_copy(update={"label_kept": PerSet(synthetic=1.0, refined=0.98)})
+    assert label_free.selection_score(report, 0.97) == 0.7
+    assert label_free.selection_score(report, 0.99) is None
+
+
+def regression_report(**figures) -> Report:
+    return Report(realism=PerSet(synthetic=0.9, refined=0.8), **figures)
 
 
 def test_label_free_selection_for_classes_is_class_realism_with_no_gate():
     """Rule 4: lower class realism chooses, whatever the synthetic-trained estimators say of
     the refined images (their agreement is what a refiner towards the real classes lowers)."""
-    report = {"class_realism": {"synthetic": 0.90, "refined": 0.79},
-              "label_kept": {"synthetic": 0.91, "refined": 0.80}, "reverse_score": {"refined": 0.66}}
-    assert evaluation.selection_score(report, 0.97) == -0.79  # rule 2 would refuse it: 0.80 < 0.97 x 0.91
-    closer = {**report, "class_realism": {"synthetic": 0.90, "refined": 0.70}}
-    assert evaluation.selection_score(closer, 0.97) > evaluation.selection_score(report, 0.97)
-    assert evaluation.selection_score({**report, "class_realism": None}, 0.97) is None  # no classes: rule 2
+    report = regression_report(class_realism=PerSet(synthetic=0.90, refined=0.79), higher_is_better=True,
+                               label_kept=PerSet(synthetic=0.91, refined=0.80),
+                               reverse_score=PerSet(synthetic=0.7, refined=0.66))
+    assert label_free.selection_score(report, 0.97) == -0.79  # rule 2 would refuse it: 0.80 < 0.97 x 0.91
+    closer = report.model_copy(update={"class_realism": PerSet(synthetic=0.90, refined=0.70)})
+    assert label_free.selection_score(closer, 0.97) > label_free.selection_score(report, 0.97)
+    no_classes = report.model_copy(update={"class_realism": None})
+    assert label_free.selection_score(no_classes, 0.97) is None  # no classes: rule 2, and 0.80 < 0.97 x 0.91
 
 
 def test_the_champion_moves_by_the_selection_score_within_one_rule(tmp_path):
@@ -221,12 +233,12 @@ def test_class_realism_tells_real_digits_under_wrong_classes_from_real_digits_un
     changed = (test["image"], (DIGITS.targets(test) + 1) % 10)
     pool = real[0].load()["image"]
     sets = {"synthetic": synthetic, "perfect": perfect, "changed": changed}
-    scores = evaluation.class_realism(DIGITS, [trained], sets, pool, seed=0)
-    pixels_only = {name: evaluation.realism(images, pool, 0) for name, (images, _) in sets.items()}
+    scores = label_free.class_realism(DIGITS, [trained], sets, pool, seed=0)
+    pixels_only = {name: label_free.realism(images, pool, 0) for name, (images, _) in sets.items()}
     assert pixels_only["perfect"] == pixels_only["changed"] < 0.65  # plain realism cannot see the classes
     assert scores["perfect"] < 0.7 < scores["changed"], scores
     assert scores["perfect"] < scores["synthetic"], scores
-    assert evaluation.class_realism(TASKS["gaze"], [trained], sets, pool, seed=0) is None
+    assert label_free.class_realism(world("gaze").head, [trained], sets, pool, seed=0) is None
 
 
 def test_reverse_validation_scores_models_by_how_well_their_real_labels_transfer_back(real):
@@ -236,21 +248,22 @@ def test_reverse_validation_scores_models_by_how_well_their_real_labels_transfer
     pool = real[0].load()["image"][:300]
     recipe = load_params().train_estimator.model_copy(update={"steps": 300, "eval_every": 300, "batch_size": 64})
     trained, _ = train_model(DIGITS, *synthetic, recipe, seed=0, progress=False)
-    good = evaluation.reverse_score(DIGITS, [trained], pool, synthetic, recipe, seed=0)
-    always_three = evaluation.reverse_score(DIGITS, [ConstantDigit(3)], pool, synthetic, recipe, seed=0)
+    good = label_free.reverse_score(DIGITS, [trained], pool, synthetic, recipe, seed=0)
+    always_three = label_free.reverse_score(DIGITS, [ConstantDigit(3)], pool, synthetic, recipe, seed=0)
     assert always_three == pytest.approx(0.1)  # a reverse model that learnt "3" gets the 3s of a balanced set
     assert good > always_three + 0.15
 
 
 def test_label_free_selection_for_an_error_metric_refuses_a_refiner_whose_error_grew():
-    report = {"label_kept": {"synthetic": 4.0, "refined": 4.1}, "reverse_score": {"refined": -2.0}}
-    assert evaluation.selection_score(report, 0.97, higher_is_better=False) == -2.0  # 4.1 <= 4 / 0.97
-    report["label_kept"]["refined"] = 4.5
-    assert evaluation.selection_score(report, 0.97, higher_is_better=False) is None
+    report = regression_report(label_kept=PerSet(synthetic=4.0, refined=4.1), higher_is_better=False,
+                               reverse_score=PerSet(synthetic=-2.5, refined=-2.0))
+    assert label_free.selection_score(report, 0.97) == -2.0  # 4.1 <= 4 / 0.97
+    report = report.model_copy(update={"label_kept": PerSet(synthetic=4.0, refined=4.5)})
+    assert label_free.selection_score(report, 0.97) is None
 
 
 def test_regression_confidence_is_higher_when_the_models_agree():
-    gaze = TASKS["gaze"]
+    gaze = world("gaze").head
     base = np.random.default_rng(0).uniform(-0.3, 0.3, (50, 2))
     agree = [base, base + 0.001]
     disagree = [base, base + 0.2]

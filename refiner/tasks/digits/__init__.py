@@ -7,12 +7,14 @@ that checks label-free choices on data they were not designed on; a ``.npz`` pat
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 from pydantic import Field, field_validator
 
 from refiner.config import Section
-from refiner.tasks.base import ClassificationTask, Images
 from refiner.tasks.digits.renderer import (NUM_CLASSES, RenderJitter, counts_to_unit, load_digit_file,
                                            load_mnist_digits, load_real_digits, render_digits)
+from refiner.tasks.heads import ClassificationHead
+from refiner.tasks.world import Images, World
 
 REAL_SOURCES = {"optdigits": load_real_digits, "mnist": load_mnist_digits}
 
@@ -33,10 +35,13 @@ class DigitsParams(Section):
         return real
 
 
-class DigitsTask(ClassificationTask):
+class Digits(World):
     name = "digits"
-    num_classes = NUM_CLASSES
     Params = DigitsParams
+    labels = pa.schema([("label", pa.int64())])
+
+    def __init__(self, params):
+        self.head = ClassificationHead(NUM_CLASSES)
 
     def synthesize(self, params):
         ids, counts, labels = render_digits(params.render.num_images, params.seed, params.digits.jitter,
@@ -54,4 +59,4 @@ class DigitsTask(ClassificationTask):
         return real.take(np.sort(pool)), real.take(np.sort(test))
 
 
-TASK = DigitsTask()
+WORLD = Digits

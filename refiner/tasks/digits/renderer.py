@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 from pydantic import Field
 
 from refiner.config import Section
-from refiner.dataset import DatasetError
+from refiner.errors import DatasetError
 
 NUM_CLASSES = 10
 MAX_VALUE = 16  # an 8x8 pixel counts the on pixels of a 4x4 block

@@ -17,10 +17,11 @@ from pydantic import Field
 from torch import nn
 
 from refiner.config import Section
-from refiner.dataset import DatasetError
-from refiner.tasks.base import Images, Metric, RegressionTask
+from refiner.errors import DatasetError
 from refiner.tasks.gaze import readers, renderer
 from refiner.tasks.gaze.angles import angular_error_deg
+from refiner.tasks.heads import Metric, RegressionHead
+from refiner.tasks.world import Images, World
 
 
 class GazeParams(Section):
@@ -75,11 +76,20 @@ class GazeCNN(nn.Module):
         return self.head(self.features(x))
 
 
-class GazeTask(RegressionTask):
+def gaze_network(outputs: int, image_shape: tuple[int, ...]) -> nn.Module:
+    return GazeCNN()  # 35 x 55 eyes, (pitch, yaw) out
+
+
+ANGULAR_ERROR = Metric("error_deg", False, "{:.2f}°", "mean angular error on real test")
+
+
+class Gaze(World):
     name = "gaze"
-    labels = pa.schema([("gaze_pitch", pa.float32()), ("gaze_yaw", pa.float32())])
     Params = GazeParams
-    metric = Metric("error_deg", False, "{:.2f}°", "mean angular error on real test")
+    labels = pa.schema([("gaze_pitch", pa.float32()), ("gaze_yaw", pa.float32())])
+
+    def __init__(self, params):
+        self.head = RegressionHead(self.labels, metric=ANGULAR_ERROR, errors=angular_error_deg, network=gaze_network)
 
     def synthesize(self, params):
         section = params.gaze
@@ -108,11 +118,5 @@ class GazeTask(RegressionTask):
         pitch, yaw = np.abs(labels["gaze_pitch"]), np.abs(labels["gaze_yaw"])
         return {"gaze outside pitch ±90°, yaw ±180° (radians expected)": (pitch > np.pi / 2) | (yaw > np.pi)}
 
-    def estimator(self, image_shape):
-        return GazeCNN()
 
-    def errors(self, predictions, targets):
-        return angular_error_deg(predictions, targets)
-
-
-TASK = GazeTask()
+WORLD = Gaze

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from refiner.dataset import DatasetError
-from refiner.tasks.base import read_summary
+from refiner.errors import DatasetError
+from refiner.tasks.world import read_summary
 from refiner.tasks.gaze.angles import EYE_SIZE, mpiigaze_vector_to_pitch_yaw, unityeyes_look_to_pitch_yaw
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")

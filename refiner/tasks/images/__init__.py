@@ -8,27 +8,28 @@ size and colour mode for all (``size``, ``fit``, ``color``); keypoints, boxes an
 with the resize or crop (``readers``).
 
 The label kinds are inferred from the labels file and printed (pin them in
-``images.label_kinds``), and choose the estimator: every float-valued column (float,
-vector, keypoints, box) regressed jointly, or, with none, one class column classified.
-``simrefinery init`` (``cli``) writes this section from folders.
+``images.label_kinds``), and choose the head: every float-valued column (float, vector,
+keypoints, box) regressed jointly, or, with none, one class column classified; with neither
+(masks only, or ``target: []``) no estimator, and evaluate reports label-free figures.
+``simrefinery init`` (``refiner.cli``) writes this section from folders.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import pyarrow as pa
-import torch
-import torch.nn.functional as F
 from pydantic import Field, field_validator
-from torch import nn
 
-from refiner.config import ParamsError, Section
-from refiner.dataset import channels as dataset_channels
-from refiner.tasks.base import ClassificationTask, Images, RegressionTask, Task
+from refiner.config import Section
+from refiner.errors import ParamsError
+from refiner.estimator.networks import StridedCNN
+from refiner.tasks.heads import ClassificationHead, Head, RegressionHead
 from refiner.tasks.images import readers
+from refiner.tasks.world import Images, World
 
 
 class ImagesParams(Section):
@@ -65,46 +66,16 @@ def _path(value: str | None, key: str) -> Path:
     return Path(value)
 
 
-class StridedCNN(nn.Module):
-    """The estimator for images of any size: 3x3 convs that each halve the resolution until it
-    is at most 8 pixels a side (a 256x256 image costs about what a 32x32 one does in the
-    digits' full-resolution CNN), then a linear head on a 4x4 grid of features, which keeps
-    where things are (keypoints and boxes are positions)."""
-
-    def __init__(self, outputs: int, image_shape: tuple[int, ...], offset=None, scale=None, width: int = 32):
-        super().__init__()
-        # outputs are offset + scale * the head's: a regression starts near its targets' middle
-        self.register_buffer("offset", torch.as_tensor(np.zeros(outputs) if offset is None else offset, dtype=torch.float32))
-        self.register_buffer("scale", torch.as_tensor(np.ones(outputs) if scale is None else scale, dtype=torch.float32))
-        layers, channels, side = [], dataset_channels(image_shape), max(image_shape[:2])
-        while True:
-            out = min(width * 2 ** (len(layers) // 2), 128)
-            layers += [nn.Conv2d(channels, out, 3, stride=2 if side > 8 else 1, padding=1), nn.ReLU(inplace=True)]
-            channels, side = out, (side + 1) // 2
-            if side <= 8:
-                break
-        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d((4, 4)))
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(channels * 16, 128), nn.ReLU(inplace=True),
-                                  nn.Linear(128, outputs))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.offset + self.scale * self.head(self.features(x))
-
-
-class ImagesData(Task):
-    """What every images task shares: where its data is, how it is read, and the label kinds
-    (``state``: JSON-able, saved with each estimator so a checkpoint rebuilds its task)."""
+class ImagesWorld(World):
+    """The user's folders. Built once per process: reads the synthetic labels table (not the
+    images) for the kinds unless pinned, the class count unless pinned, and the regression
+    targets' scale; ``state`` (JSON-able) is saved with each estimator."""
     name = "images"
     Params = ImagesParams
-    labels = pa.schema([])
-    can_pseudo_label = True  # params may ask for self-training; ``configured`` refuses it for a regression
-    state_: dict = {}
 
-    def configured(self, params) -> Task:
-        """Reads the synthetic labels table (not the images): the kinds unless pinned, the
-        class count unless pinned, and the regression targets' scale."""
+    def __init__(self, params):
         section = params.images
-        frame = self._label_frame(section)
+        frame = _label_frame(section)
         if section.label_kinds:
             kinds = dict(section.label_kinds)
         else:
@@ -114,59 +85,39 @@ class ImagesData(Task):
         unknown = [name for name in target if name not in kinds]
         if unknown:
             raise ParamsError(f"images.target: {unknown} are not label columns ({sorted(kinds)})")
-        state = {"label_kinds": kinds, "target": target, "num_classes": section.num_classes}
-        if target and all(kinds[t] == "class" for t in target) and section.num_classes is None:
-            state["num_classes"] = int(frame[target[0]].max()) + 1
-        elif target and all(kinds[t] not in ("class", "mask") for t in target):
-            size = tuple(section.size) if section.size else \
-                readers.first_image_size(Path(section.synthetic), self._preprocess(section))
-            state["offset"], state["scale"] = target_scale(frame, kinds, target, size)
-        task = self.restored(state)
-        if params.train_estimator.self_training_rounds and task.learns_labels and not task.can_pseudo_label:
-            raise ParamsError("train_estimator.self_training_rounds: the images task regresses "
-                              f"{target}: no prediction confidence to pseudo-label with; set it to 0")
-        if params.train_refiner.conditional and not task.can_pseudo_label:
-            raise ParamsError(f"train_refiner.conditional: the images task has no class target ({target or 'no labels'}) "
-                              "to condition the discriminator on; set it to false (and lambda to 10)")
-        return task
+        self.kinds, self.preprocess = kinds, readers.Preprocess(tuple(section.size) if section.size else None,
+                                                                  section.fit, section.color)
+        self.labels = pa.schema([(name, readers.arrow_type(kind)) for name, kind in kinds.items()])
+        self._state = {"label_kinds": kinds, "target": target, "num_classes": section.num_classes}
+        self.head = self._head(section, frame, target)
 
-    @staticmethod
-    def _label_frame(section):
-        images = _path(section.synthetic, "synthetic")
-        table = readers.table_source(images, with_images=False)
-        return table[0] if table is not None else readers.read_label_table(_path(section.labels, "labels"))
-
-    def restored(self, state: dict) -> Task:
-        kinds, target = state["label_kinds"], state["target"]
+    def _head(self, section, frame, target: list[str]) -> Head | None:
+        kinds = self.kinds
         if not target:
-            task = ImagesLabelFree()
-        elif all(kinds[t] == "class" for t in target):
+            return None
+        if all(kinds[t] == "class" for t in target):
             if len(target) != 1:
                 raise ParamsError(f"images.target: one class column at a time, got {target}")
-            task = ImagesClassifier()
-            task.num_classes, task.target_column = state["num_classes"], target[0]
-        elif any(kinds[t] in ("class", "mask") for t in target):
+            if section.num_classes is None:
+                self._state["num_classes"] = int(frame[target[0]].max()) + 1
+            return ClassificationHead(self._state["num_classes"], target[0], network=StridedCNN)
+        if any(kinds[t] in ("class", "mask") for t in target):
             raise ParamsError(f"images.target: {target} mixes classes or masks with floats; regress floats or classify one class")
-        else:
-            task = ImagesRegressor()
-            task.target_columns = list(target)
-            task.offset, task.scale = (np.asarray(state[key], np.float32) for key in ("offset", "scale"))
-        task.labels = pa.schema([(name, readers.arrow_type(kind)) for name, kind in kinds.items()])
-        task.test_label_columns = list(target)
-        task.kinds, task.state_ = kinds, state
-        return task
+        size = self.preprocess.size or readers.first_image_size(Path(section.synthetic), self.preprocess)
+        offset, scale = target_scale(frame, kinds, target, size)
+        self._state.update(offset=offset, scale=scale)
+        return RegressionHead(self.labels, target, network=partial(StridedCNN, offset=np.float32(offset), scale=np.float32(scale)),
+                              loss_scale=np.asarray(scale, np.float32))
 
+    @property
     def state(self) -> dict:
-        return self.state_
-
-    def _preprocess(self, section) -> readers.Preprocess:
-        return readers.Preprocess(tuple(section.size) if section.size else None, section.fit, section.color)
+        return self._state
 
     def synthesize(self, params):
         section = params.images
         read, _, _ = readers.read_labelled(_path(section.synthetic, "synthetic"),
                                            Path(section.labels) if section.labels else None, section.key,
-                                           self.kinds, self._preprocess(section))
+                                           self.kinds, self.preprocess)
         ids, pixels, labels = read.arrays(self.kinds)
         return Images(ids, pixels.astype(np.float32) / 255, labels)
 
@@ -176,8 +127,7 @@ class ImagesData(Task):
     def read_real(self, params):
         """The real folder is the unlabelled pool; the test set (if any) is read with the
         target's kinds."""
-        section = params.images
-        pre = self._preprocess(section)
+        section, pre = params.images, self.preprocess
         if pre.size is None:  # the synthetic images' size, as render made them
             size = readers.first_image_size(_path(section.synthetic, "synthetic"), pre)
             pre = readers.Preprocess(size, pre.fit, pre.color)
@@ -194,8 +144,15 @@ class ImagesData(Task):
         return pool, Images(test_ids, test_pixels.astype(np.float32) / 255, test_labels)
 
     def bad_labels(self, labels):
-        return {f"label {name!r} is a negative class": np.asarray(labels[name]) < 0
-                for name, kind in getattr(self, "kinds", {}).items() if kind == "class" and name in labels}
+        negative = {f"label {name!r} is a negative class": np.asarray(labels[name]) < 0
+                    for name, kind in self.kinds.items() if kind == "class" and name in labels}
+        return {**negative, **super().bad_labels(labels)}
+
+
+def _label_frame(section):
+    images = _path(section.synthetic, "synthetic")
+    table = readers.table_source(images, with_images=False)
+    return table[0] if table is not None else readers.read_label_table(_path(section.labels, "labels"))
 
 
 def target_scale(frame, kinds: dict[str, str], target: list[str], size: tuple[int, int]) -> tuple[list, list]:
@@ -224,32 +181,4 @@ def _auto_target(kinds: dict[str, str]) -> list[str]:
     return floats or classes[:1]
 
 
-class ImagesClassifier(ImagesData, ClassificationTask):
-    def estimator(self, image_shape):
-        return StridedCNN(self.num_classes, image_shape)
-
-    def bad_labels(self, labels):
-        return {**ImagesData.bad_labels(self, labels), **ClassificationTask.bad_labels(self, labels)}
-
-
-class ImagesRegressor(ImagesData, RegressionTask):
-    can_pseudo_label = False
-    offset: np.ndarray
-    scale: np.ndarray
-
-    def estimator(self, image_shape):
-        return StridedCNN(self.num_outputs, image_shape, self.offset, self.scale)
-
-    def loss(self, outputs, targets):
-        """Mean squared error in units of each value's scale."""
-        scale = torch.from_numpy(self.scale)
-        return F.mse_loss(outputs / scale, targets / scale)
-
-
-class ImagesLabelFree(ImagesData):
-    """Labels no estimator here fits (masks only, or ``target: []``): they pass through
-    refinement, and evaluate reports the label-free figures."""
-    learns_labels = can_pseudo_label = False
-
-
-TASK = ImagesData()
+WORLD = ImagesWorld

@@ -30,8 +30,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 
-from refiner.dataset import IMAGE_TYPE, MANIFEST, DatasetError, decode_image_column_uint8, encode_png
-from refiner.tasks.base import read_summary
+from refiner.data import IMAGE_TYPE, MANIFEST, DatasetError, decode_image_column_uint8, encode_png
+from refiner.tasks.world import read_summary
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 KIND = re.compile(r"^(class|float|box|mask|keypoints\[(\d+)\]|vector\[(\d+)\])$")

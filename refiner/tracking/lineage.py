@@ -1,9 +1,9 @@
 """Print where an artifact came from: the upstream tree down to params and code version.
 
-    python -m refiner.lineage data/refined              # a dataset directory
-    python -m refiner.lineage 155873199f6e...           # a dataset digest (a prefix is enough)
-    python -m refiner.lineage <run id>                  # a stage run
-    python -m refiner.lineage models:/simrefinery-estimator@champion   # a model
+    simrefinery lineage data/refined              # a dataset directory
+    simrefinery lineage 155873199f6e...           # a dataset digest (a prefix is enough)
+    simrefinery lineage <run id>                  # a stage run
+    simrefinery lineage models:/simrefinery-estimator@champion   # a model
 
 It follows the links that ``refiner.tracking`` records: a run's dataset inputs (by
 contract digest) lead to the run whose output tag holds that digest; its model inputs
@@ -12,13 +12,12 @@ lead to the logged model and the run that trained it.
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 from pathlib import Path
 
-from refiner import tracking
-from refiner.dataset import MANIFEST, manifest_digest
+from refiner.data import MANIFEST, manifest_digest
+from refiner.tracking import runs
 
 
 class Lineage:
@@ -38,8 +37,8 @@ class Lineage:
         """The latest run whose output tag holds this digest (or a prefix of it)."""
         for run in self.stage_runs():
             for key, value in run.data.tags.items():
-                if key.startswith(tracking.OUTPUT_TAG) and value.startswith(digest):
-                    return run, key[len(tracking.OUTPUT_TAG):], value
+                if key.startswith(runs.OUTPUT_TAG) and value.startswith(digest):
+                    return run, key[len(runs.OUTPUT_TAG):], value
         return None, None, digest
 
     def resolve(self, target: str):
@@ -121,17 +120,3 @@ class Lineage:
 
 def _indent(depth: int, text: str) -> str:
     return f"{'   ' * (depth - 1)}└─ {text}" if depth else text
-
-
-def main(argv=None) -> None:
-    import mlflow
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("target", help="dataset directory | dataset digest | run id | models:/ URI")
-    parser.add_argument("--root", default=".", help="project root holding mlflow.db (ignored with MLFLOW_TRACKING_URI)")
-    args = parser.parse_args(argv)
-    experiment_id = tracking.setup(Path(args.root))
-    print(Lineage(mlflow.MlflowClient(), experiment_id).tree(args.target))
-
-
-if __name__ == "__main__":
-    main()

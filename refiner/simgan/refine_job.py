@@ -25,8 +25,9 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from refiner import dataset, storage
-from refiner.simgan import from_model, load_refiner, to_model
+from refiner import data
+from refiner.data import storage
+from refiner.simgan.trainer import from_model, load_refiner, to_model
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -76,9 +77,9 @@ def refine_pixels(model: torch.nn.Module, images01: np.ndarray, device: str = "c
 def refine_table(model: torch.nn.Module, table: pa.Table, image_shape: list[int], image_encoding: str = "png",
                  device: str = "cpu", precision: str = "fp32", channels_last: bool = False) -> pa.Table:
     """Refines a batch of rows; the refined images in ``image_encoding`` (either input encoding)."""
-    pixels = dataset.decode_image_column(table, "<refine batch>", image_shape)
-    refined = dataset.to_uint8(refine_pixels(model, pixels, device, precision, channels_last))
-    image = dataset.image_column(refined, image_encoding)
+    pixels = data.decode_image_column(table, "<refine batch>", image_shape)
+    refined = data.to_uint8(refine_pixels(model, pixels, device, precision, channels_last))
+    image = data.image_column(refined, image_encoding)
     table = table.set_column(table.schema.get_field_index("image"), pa.field("image", image.type), image)
     return table.set_column(table.schema.get_field_index("source"), "source",
                             pa.array(["refined"] * table.num_rows, pa.string()))
@@ -116,26 +117,27 @@ def actor_resources(num_actors: int, actor_num_cpus: float) -> dict:
 def code_version() -> str:
     """A hash of the modules that turn a synthetic part into refined bytes: parts refined by
     other code are never resumed into a dataset."""
-    from refiner import networks, simgan
+    from refiner.simgan import networks, trainer
     digest = hashlib.sha256()
-    for module in (dataset, networks, simgan):
-        digest.update(Path(module.__file__).read_bytes())
-    digest.update(Path(__file__).read_bytes())
+    for path in [*sorted(Path(data.__file__).parent.glob("*.py")), Path(networks.__file__), Path(trainer.__file__),
+                 Path(__file__)]:
+        digest.update(path.read_bytes())
     return digest.hexdigest()
 
 
-def job_key(source: dataset.ImageDataset, checkpoint_bytes: bytes, params: dict) -> str:
+def job_key(source: data.ImageDataset, checkpoint_bytes: bytes, params: dict) -> str:
     """Names the staging directory: a rerun of the same job resumes; any change to what sets
     the output bytes (source, checkpoint, params such as precision, code) starts clean."""
-    material = [source.digest, hashlib.sha256(checkpoint_bytes).hexdigest(), dataset.canonical_json(params),
+    material = [source.digest, hashlib.sha256(checkpoint_bytes).hexdigest(), data.canonical_json(params),
                 code_version()]
     return hashlib.sha256("\n".join(material).encode()).hexdigest()[:16]
 
 
-def refine_dataset(source: dataset.ImageDataset, checkpoint: Path, out: Path, *, batch_size: int = 1024,
+def refine_dataset(source: data.ImageDataset, checkpoint: Path, out: Path, *, producer: str = __name__,
+                   batch_size: int = 1024,
                    num_actors: int = 2, actor_num_cpus: float = 0.5, precision: str = "fp32",
                    ray_address: str | None = None, progress: bool = True, params: dict | None = None,
-                   upstream: dict | None = None, image_encoding: str = "png") -> dataset.ImageDataset:
+                   upstream: dict | None = None, image_encoding: str = "png") -> data.ImageDataset:
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     load_refiner(checkpoint, source.manifest["image_shape"])  # a mismatch fails before any work
@@ -145,10 +147,10 @@ def refine_dataset(source: dataset.ImageDataset, checkpoint: Path, out: Path, *,
     # the actors make each image from a checked input image of the same shape: the writer
     # checks ids and labels, and leaves the images undecoded (a decode per image would cost
     # the driver as much as the PNG encoding the actors do)
-    with dataset.DatasetWriter(out, label_schema=source.label_schema, producer="stages.refine",
-                               params=params, upstream=upstream, check_images=False,
-                               image_encoding=image_encoding, image_shape=shape,
-                               resume_key=job_key(source, checkpoint_bytes, {**params, "encoding": image_encoding})) as writer:
+    with data.open_writer(out, label_schema=source.label_schema, producer=producer,
+                          params=params, upstream=upstream, check_images=False,
+                          image_encoding=image_encoding, image_shape=shape,
+                          resume_key=job_key(source, checkpoint_bytes, {**params, "encoding": image_encoding})) as writer:
         todo = [i for i in range(len(source.files)) if not writer.has_part(i)]
         if len(todo) < len(source.files):
             print(f"refine: resuming, {len(source.files) - len(todo)} of {len(source.files)} parts already refined")
@@ -156,7 +158,7 @@ def refine_dataset(source: dataset.ImageDataset, checkpoint: Path, out: Path, *,
             batches = _refined_batches(source, todo, checkpoint_bytes, batch_size, num_actors, actor_num_cpus,
                                        precision, image_encoding, ray_address, progress)
             _write_parts(writer, batches, todo, [source.manifest["files"][i]["rows"] for i in todo])
-    return dataset.open_dataset(out)
+    return data.open_dataset(out)
 
 
 def _refined_batches(source, todo, checkpoint_bytes, batch_size, num_actors, actor_num_cpus, precision,
@@ -183,7 +185,7 @@ def _refined_batches(source, todo, checkpoint_bytes, batch_size, num_actors, act
     return refined.iter_batches(batch_size=None, batch_format="pyarrow")
 
 
-def _write_parts(writer: dataset.DatasetWriter, batches, part_indices: list[int], part_rows: list[int]) -> None:
+def _write_parts(writer: data.DatasetWriter, batches, part_indices: list[int], part_rows: list[int]) -> None:
     """Cut the ordered stream of refined rows back into the input's parts."""
     pending: list[pa.Table] = []
     pending_rows, position = 0, 0

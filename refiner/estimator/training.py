@@ -1,10 +1,6 @@
-"""The estimator: the downstream model of a task (the paper's word), trained on synthetic,
-refined or (for the oracle reference only) real images, then tested on real labelled ones.
-
-One generic recipe for every task: the task gives the network, loss, score and (for
-self-training) pseudo-labels; this module gives the training loop, seeds, self-training,
-prediction and checkpoints.
-"""
+"""One generic training recipe for every head: the head gives the network, loss, score and
+(for self-training) pseudo-labels; this module gives the training loop, seeds,
+self-training and prediction."""
 
 from __future__ import annotations
 
@@ -17,9 +13,7 @@ from torch import nn
 from tqdm import tqdm
 
 from refiner.config import EstimatorParams
-from refiner.networks import channels_first
-from refiner.tasks import TASKS
-from refiner.tasks.base import Task
+from refiner.tensors import channels_first
 
 
 def random_shift(batch: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
@@ -30,11 +24,12 @@ def random_shift(batch: torch.Tensor, max_shift: int, generator: torch.Generator
     return padded[..., dy:dy + batch.shape[-2], dx:dx + batch.shape[-1]]
 
 
-def train_model(task: Task, images01: np.ndarray, targets: np.ndarray, config: EstimatorParams, seed: int,
+def train_model(head, images01: np.ndarray, targets: np.ndarray, config: EstimatorParams, seed: int,
                 progress: bool = True, extra_images01: np.ndarray | None = None,
                 extra_targets: np.ndarray | None = None):
-    """Returns (model, history): train loss and the task's held-out score every
-    ``eval_every`` steps. ``extra_*`` (pseudo-labelled real images) are trained on, never held out."""
+    """Returns (model, history): the train loss and the head's score on data held out of
+    the training set (``held_out``) every ``eval_every`` steps. ``extra_*`` (pseudo-labelled
+    real images) are trained on, never held out."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     n_labelled = len(images01)
@@ -45,40 +40,39 @@ def train_model(task: Task, images01: np.ndarray, targets: np.ndarray, config: E
     order = torch.randperm(n_labelled, generator=generator)
     n_val = int(n_labelled * config.val_fraction)
     val, train = order[:n_val], torch.cat([order[n_val:], torch.arange(n_labelled, len(x))])
-    model = task.estimator(tuple(np.shape(images01)[1:]))
+    model = head.estimator(tuple(np.shape(images01)[1:]))
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.lr, total_steps=config.steps)
     history, losses = [], []
-    val_key = f"val_{task.metric.name}"
     for step in tqdm(range(1, config.steps + 1), desc="train estimator", disable=not progress, mininterval=1):
         model.train()
         index = train[torch.randint(len(train), (config.batch_size,), generator=generator)]
-        loss = task.loss(model(random_shift(x[index], config.max_shift, generator)), y[index])
+        loss = head.loss(model(random_shift(x[index], config.max_shift, generator)), y[index])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
         losses.append(loss.item())
         if step % config.eval_every == 0 or step == config.steps:
-            held_out = task.score(predict(task, model, images01[val.numpy()]), y[val].numpy()) if n_val else float("nan")
-            history.append({"step": step, "train_loss": float(np.mean(losses)), val_key: held_out})
+            held_out = head.score(predict(head, model, images01[val.numpy()]), y[val].numpy()) if n_val else float("nan")
+            history.append({"step": step, "train_loss": float(np.mean(losses)), "held_out": held_out})
             losses = []
     return model, history
 
 
-def self_train(task: Task, images01: np.ndarray, targets: np.ndarray, unlabeled01: np.ndarray | None,
+def self_train(head, images01: np.ndarray, targets: np.ndarray, unlabeled01: np.ndarray | None,
                config: EstimatorParams, seed: int, progress: bool = True):
     """Self-training on unlabelled real images: train on the labelled (synthetic or refined)
     set, then each round give the real images the model is sure of its own predictions as
     targets and retrain from scratch on both. Uses no real label. Returns (model, history,
     fraction of real images pseudo-labelled in the last round, the model before self-training)."""
-    model, history = train_model(task, images01, targets, config, seed, progress)
+    model, history = train_model(head, images01, targets, config, seed, progress)
     plain, kept = model, 0.0
     for _ in range(config.self_training_rounds if unlabeled01 is not None else 0):
-        sure, pseudo = task.pseudo_labels(predict(task, model, unlabeled01), config.pseudo_label_threshold)
+        sure, pseudo = head.pseudo_labels(predict(head, model, unlabeled01), config.pseudo_label_threshold)
         kept = float(sure.mean())
         model, history = train_model(
-            task, images01, targets, config, seed, progress,
+            head, images01, targets, config, seed, progress,
             extra_images01=np.repeat(unlabeled01[sure], config.pseudo_label_repeat, axis=0),
             extra_targets=np.repeat(pseudo[sure], config.pseudo_label_repeat, axis=0))
     return model, history, kept, plain
@@ -91,31 +85,17 @@ class SeedRun(NamedTuple):
     plain: nn.Module        # the same recipe without self-training: what measures the refiner alone
 
 
-def train_seeds(task: Task, images01: np.ndarray, targets: np.ndarray, config: EstimatorParams, seed: int,
+def train_seeds(head, images01: np.ndarray, targets: np.ndarray, config: EstimatorParams, seed: int,
                 progress: bool = True, unlabeled01: np.ndarray | None = None) -> list[SeedRun]:
     """One run for each of seeds seed, seed + 1, ... (``config.num_seeds`` of them): under
     domain shift the spread over seeds is as large as the effects being measured."""
     runs = []
     for model_seed in range(seed, seed + config.num_seeds):
-        model, history, pseudo_labelled, plain = self_train(task, images01, targets, unlabeled01, config,
+        model, history, pseudo_labelled, plain = self_train(head, images01, targets, unlabeled01, config,
                                                             model_seed, progress)
         history[-1]["pseudo_labelled"] = pseudo_labelled
         runs.append(SeedRun(model_seed, model, history, plain))
     return runs
-
-
-def semantic_loss(task: Task, estimator: nn.Module, synthetic_targets: np.ndarray):
-    """The task-consistency term (CyCADA's semantic loss) for the refiner: ``estimator``,
-    trained on the synthetic images and frozen here, must still predict each refined image's
-    synthetic label. Returns ``loss(refined, index)`` for refined images in the networks'
-    [-1, 1] range made from the synthetic images at ``index``. Gradients reach the refiner
-    through the estimator; the estimator itself never changes."""
-    estimator.eval().requires_grad_(False)
-    targets = torch.from_numpy(np.asarray(synthetic_targets))
-
-    def loss(refined: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        return task.loss(estimator((refined + 1) / 2), targets[index])
-    return loss
 
 
 def balanced_pseudo_labels(probabilities: np.ndarray, prior: np.ndarray, iterations: int = 50) -> np.ndarray:
@@ -131,21 +111,8 @@ def balanced_pseudo_labels(probabilities: np.ndarray, prior: np.ndarray, iterati
 
 
 @torch.no_grad()
-def predict(task: Task, model: nn.Module, images01: np.ndarray, batch_size: int = 2048) -> np.ndarray:
-    """The task's predictions (e.g. class probabilities) for float images in [0, 1]."""
+def predict(head, model: nn.Module, images01: np.ndarray, batch_size: int = 2048) -> np.ndarray:
+    """The head's predictions (e.g. class probabilities) for float images in [0, 1]."""
     model.eval()
     x = channels_first(images01)
-    return torch.cat([task.predictions(model(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]).numpy()
-
-
-def save_model(model: nn.Module, task: Task, image_shape, seed: int, path) -> None:
-    torch.save({"state_dict": model.state_dict(), "task": task.name, "task_state": task.state(),
-                "image_shape": list(image_shape), "seed": seed}, path)
-
-
-def load_model(path) -> tuple[Task, nn.Module]:
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    task = TASKS[checkpoint["task"]].restored(checkpoint["task_state"])
-    model = task.estimator(tuple(checkpoint["image_shape"]))
-    model.load_state_dict(checkpoint["state_dict"])
-    return task, model.eval()
+    return torch.cat([head.predictions(model(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]).numpy()

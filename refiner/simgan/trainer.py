@@ -19,10 +19,12 @@ import torch
 from tqdm import tqdm
 
 from refiner.config import SimGANParams
-from refiner.history import HistoryBuffer
-from refiner.losses import discriminator_loss, refiner_loss, self_regularization_loss
-from refiner.dataset import channels
-from refiner.networks import Discriminator, Refiner, channels_first, channels_last
+from refiner.data import channels
+from refiner.errors import CheckpointError
+from refiner.simgan.history import HistoryBuffer
+from refiner.simgan.losses import discriminator_loss, refiner_loss, self_regularization_loss
+from refiner.simgan.networks import Discriminator, Refiner
+from refiner.tensors import channels_first, channels_last
 
 
 def to_model(images01: np.ndarray) -> torch.Tensor:
@@ -172,10 +174,6 @@ class SimGANTrainer:
         return {"state_dict": {k: v.detach().cpu() for k, v in self.refiner.state_dict().items()},
                 "config": self.config.model_dump(mode="json", by_alias=True), "seed": self.seed,
                 "in_channels": self.in_channels, "image_shape": list(image_shape)}
-
-
-class CheckpointError(ValueError):
-    """A refiner checkpoint is unreadable or does not fit the data."""
 
 
 def load_refiner(path, image_shape=None, device: str = "cpu") -> Refiner:

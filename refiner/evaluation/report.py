@@ -1,0 +1,135 @@
+"""The evaluation report, ``metrics/eval.json``, as one typed model: written by ``evaluate``
+and read through it by the table, the sweep and the rule check. Figures a real label went
+into (``results``, the gains) are kept apart from the label-free ones that choose."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+TRAINING_SETS = ("synthetic", "refined")  # what an estimator is trained on; "oracle" (real labels) is a reference
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Score(_Model):
+    """One training set's estimators (one per seed) on the real labelled test split."""
+    mean: float
+    sd: float
+    per_seed: list[float]
+    ensemble: float                              # the seeds' mean prediction, scored
+    per_class: dict[str, float] | None = None    # classification: accuracy per class
+    confusion: list[list[int]] | None = Field(None, exclude=True)  # for the plots only (pooled over seeds)
+    errors: list[float] | None = Field(None, exclude=True)         # for the plots only: per-sample errors
+
+
+class Gain(_Model):
+    """Refined minus synthetic (positive: refinement helped, whichever way the metric runs),
+    paired by seed."""
+    gain: float
+    gain_sd: float | None = None
+    gain_per_seed: list[float] = []
+
+
+class RefineryGain(Gain):
+    """What the refiner alone buys: the estimators before self-training."""
+    synthetic: float
+    synthetic_sd: float
+    refined: float
+    refined_sd: float
+
+
+class BaselineGain(_Model):
+    """A scikit-learn model trained on each Parquet dataset: a model that is not ours."""
+    model: str
+    synthetic: float
+    refined: float
+    gain: float
+
+
+class PerSet(_Model):
+    """A label-free figure of each training set."""
+    synthetic: float
+    refined: float
+
+
+class Report(_Model):
+    metric: str | None = None                    # the head's metric; None: no estimator fits the labels
+    higher_is_better: bool | None = None
+    results: dict[str, Score] = {}               # synthetic, refined (end to end) and the oracle, on real test
+    refinery_gain: RefineryGain | None = None
+    end_to_end_gain: Gain | None = None
+    baseline: BaselineGain | None = None
+    # label-free: no real label in any of these (what chooses params, checkpoints, champions)
+    realism: PerSet
+    class_realism: PerSet | None = None
+    label_kept: PerSet | None = None
+    real_confidence: PerSet | None = None
+    reverse_score: PerSet | None = None
+    diversity_ratio: float | None = None
+    selection_score: float | None = None
+    selection_rule: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy(cls, data: Any) -> Any:
+        """Reports written before this model (lab results in experiments/results/): the
+        metric's name in every key of a training set's figures, the end-to-end gain a number."""
+        legacy = isinstance(data, dict) and (any(name in data for name in (*TRAINING_SETS, "oracle"))
+                                             or isinstance(data.get("end_to_end_gain"), (int, float)))
+        if not legacy:
+            return data
+        metric = data.get("metric")
+        results = {name: {"mean": data[name][metric], "sd": data[name][f"{metric}_sd"],
+                          "per_seed": data[name][f"{metric}_per_seed"], "ensemble": data[name][f"ensemble_{metric}"],
+                          "per_class": data[name].get("per_class_accuracy")}
+                   for name in (*TRAINING_SETS, "oracle") if isinstance(data.get(name), dict)}
+        end_to_end = data.get("end_to_end_gain")
+        fields = set(cls.model_fields) - {"results", "end_to_end_gain", "higher_is_better"}
+        return {**{key: data[key] for key in fields if key in data}, "results": results,
+                "end_to_end_gain": {"gain": end_to_end} if end_to_end is not None else None,
+                "higher_is_better": metric == "accuracy" if metric else None}
+
+
+def table(report: Report, metric) -> str:
+    """The markdown result table: the refiner alone (self-training off), end to end, and a
+    scikit-learn model, each trained on synthetic and on refined data; the paired gains; the
+    oracle. ``metric``: the head's (its title and cell format)."""
+    cell, gain, end_to_end, baseline = metric.cell.format, report.refinery_gain, report.end_to_end_gain, report.baseline
+    seeds = len(report.results["synthetic"].per_seed)
+    baseline_title = f"scikit-learn {baseline.model}" if baseline else "scikit-learn"
+    lines = [f"{metric.title}, mean ± sd over {seeds} seeds:", "",
+             f"| trained on | estimator, self-training off | estimator + self-training (end to end) | {baseline_title} |",
+             "|---|---|---|---|"]
+    for trained_on in TRAINING_SETS:
+        r = report.results[trained_on]
+        plain, plain_sd = getattr(gain, trained_on), getattr(gain, f"{trained_on}_sd")
+        lines.append(f"| {trained_on} | {cell(plain)} ± {cell(plain_sd)} | {cell(r.mean)} ± {cell(r.sd)} "
+                     f"| {cell(getattr(baseline, trained_on)) if baseline else '-'} |")
+    lines.append(f"| **refinery gain** (refined − synthetic, paired by seed) | **{_signed(cell, gain.gain)} ± "
+                 f"{cell(gain.gain_sd)}** | {_signed(cell, end_to_end.gain)} ± {cell(end_to_end.gain_sd)} "
+                 f"| {_signed(cell, baseline.gain) if baseline else '-'} |")
+    if "oracle" in report.results:
+        r = report.results["oracle"]
+        lines.append(f"| oracle: real labels (reference only) | | {cell(r.mean)} ± {cell(r.sd)} | |")
+    return "\n".join(lines)
+
+
+def label_free_table(report: Report, why: str) -> str:
+    """The result table when nothing can be scored on real labels: says why, and what is measured."""
+    lines = [f"{why}: label-free figures only (no real label read).", "",
+             "| figure | synthetic | refined |", "|---|---|---|",
+             "| realism (real-vs-fake logistic regression, 0.5 = indistinguishable) | "
+             f"{report.realism.synthetic:.3f} | {report.realism.refined:.3f} |"]
+    if report.label_kept is not None:
+        lines.append(f"| label kept (synthetic-trained estimators, {report.metric}) | "
+                     f"{report.label_kept.synthetic:.3f} | {report.label_kept.refined:.3f} |")
+    lines.append(f"| diversity (refined spread / synthetic spread) | 1 | {report.diversity_ratio:.3f} |")
+    return "\n".join(lines)
+
+
+def _signed(cell, value: float) -> str:
+    return ("+" if value >= 0 else "−") + cell(abs(value))

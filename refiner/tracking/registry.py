@@ -1,0 +1,39 @@
+"""The MLflow model registry: the names models are registered under, and the ``champion``
+alias that label-free selection scores move (real labels report, they never choose)."""
+
+from __future__ import annotations
+
+REFINER_MODEL = "simrefinery-refiner"
+ESTIMATOR_MODEL = "simrefinery-estimator"
+
+
+def promote_champion(models: dict[str, dict | None], reported: dict[str, float], score: float | None,
+                     rule: str) -> bool:
+    """Tag each estimator version with its real-test figure (for people to read); the one
+    trained on refined data becomes ``champion`` (and its refiner too) when its label-free
+    selection score beats the current champion's: real labels report, they never choose.
+    Scores of different rules (``rule``) do not compare: a champion chosen by another rule
+    (untagged ones were chosen by reverse validation) gives way to the candidate."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+    client = MlflowClient()
+    for name, record in models.items():
+        if record and name in reported:
+            client.set_model_version_tag(ESTIMATOR_MODEL, record["version"], "real_test_score", f"{reported[name]:.4f}")
+    candidate = models.get("refined")
+    if not candidate or score is None:
+        return False
+    client.set_model_version_tag(ESTIMATOR_MODEL, candidate["version"], "selection_score", f"{score:.6f}")
+    client.set_model_version_tag(ESTIMATOR_MODEL, candidate["version"], "selection_rule", rule)
+    try:
+        champion = client.get_model_version_by_alias(ESTIMATOR_MODEL, "champion")
+        same_rule = champion.tags.get("selection_rule", "reverse_validation") == rule
+        best = float(champion.tags.get("selection_score", "-inf")) if same_rule else float("-inf")
+    except MlflowException:
+        best = float("-inf")
+    if score <= best:
+        return False
+    client.set_registered_model_alias(ESTIMATOR_MODEL, "champion", candidate["version"])
+    if models.get("refiner"):
+        client.set_registered_model_alias(REFINER_MODEL, "champion", models["refiner"]["version"])
+    return True
