@@ -31,11 +31,11 @@ endif
 sweep: install  ## every profile of profiles.yaml -> experiments/results/sweep.md (about an hour on 2 cores)
 	$(BIN)/python -m experiments.sweep
 
-test: install
-	$(BIN)/python -m pytest -q -ra
+test: install  ## two workers; the tests sharing a reproduced world run on one (tests/conftest.py)
+	$(BIN)/python -m pytest -q -ra -n 2 --dist loadgroup
 
 test-fast: install
-	$(BIN)/python -m pytest -q -ra -m "not slow"
+	$(BIN)/python -m pytest -q -ra -n 2 --dist loadgroup -m "not slow"
 
 ui: install  ## the MLflow UI on the project's store: http://127.0.0.1:5000
 	mlflow ui --backend-store-uri sqlite:///$(abspath mlflow.db) --host 127.0.0.1 --port 5000 --workers 1

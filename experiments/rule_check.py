@@ -11,8 +11,10 @@ are the label-free ones `evaluate` wrote; the gains are what the rules are judge
 
 from __future__ import annotations
 
-import sys
+from pathlib import Path
+from typing import Annotated
 
+import tyro
 from scipy.stats import spearmanr
 
 from experiments.sweep import Row, read_rows
@@ -50,7 +52,8 @@ def check(rows: list[Row]) -> dict:
     return out
 
 
-def main(paths: list[str]) -> None:
+def main(paths: Annotated[list[Path], tyro.conf.Positional]) -> None:
+    """Which profile each rule picks in each sweep's JSON, with its gain and Spearman."""
     for path in paths:
         result = check(read_rows(path))
         print(f"{path}: best {result['best'][0]} {100 * result['best'][1]:+.1f}")
@@ -64,4 +67,4 @@ def main(paths: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    tyro.cli(main, description=__doc__)

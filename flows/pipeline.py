@@ -8,9 +8,10 @@ The flow's parameter is the typed params object (refiner/params.py), so the Pref
 shows a typed form and a bad value is refused before any stage runs, with the key named.
 The stages, their arguments (paths), deps and params keys come from dvc.yaml through DVC's
 own API, so both ways of running agree on what a stage reads, writes and depends on. A
-stage task's cache key is its name, the values of its params keys and DVC's hash of each
-dep: a rerun with nothing changed is served from Prefect's cache, as `dvc repro` skips
-up-to-date stages, and a changed param reruns only what depends on it.
+stage task's cache key is its name, its project, the values of its params keys and DVC's
+hash of each dep: a rerun with nothing changed is served from Prefect's cache, as `dvc
+repro` skips up-to-date stages, a changed param reruns only what depends on it, and a
+stage whose outputs are gone runs again.
 """
 
 from __future__ import annotations
@@ -53,12 +54,19 @@ def dep_hash(dependency) -> str:
 
 
 def stage_cache_key(context: TaskRunContext, parameters: dict) -> str:
+    """The stage, its project (two clones sharing a Prefect home never share results), its
+    declared params' values and DVC's hash of each dep."""
     stage, params = dvc_stage(parameters["stage"]), parameters["params"]
     declared = {key: params.section(key) for key in
                 dict.fromkeys(["task", "seed", *(key for p in stage.params for key in p.params)])}
     deps = {str(dep.def_path): dep_hash(dep) for dep in stage.deps if dep not in stage.params}
-    material = {"stage": stage.name, "params": declared, "deps": deps}
+    material = {"stage": stage.name, "project": str(Path.cwd().resolve()), "params": declared, "deps": deps}
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def outputs_missing(stage) -> bool:
+    """A cached result is only as good as the outputs it left: rerun a stage whose outputs are gone."""
+    return any(not Path(out.fs_path).exists() for out in stage.outs)
 
 
 @task(persist_result=True, cache_key_fn=stage_cache_key, log_prints=True)
@@ -99,7 +107,8 @@ def pipeline(params: Params | None = None, ray_address: str | None = None, force
     for stage in common.dvc_stages():
         module_name, _ = common.stage_command(stage)
         configured = run_stage.with_options(task_run_name=stage.name, retries=RETRIES.get(module_name, 0),
-                                            retry_delay_seconds=RETRY_DELAY_SECONDS, refresh_cache=force)
+                                            retry_delay_seconds=RETRY_DELAY_SECONDS,
+                                            refresh_cache=force or outputs_missing(stage))
         results[stage.name] = configured(stage.name, params)
     create_markdown_artifact(report(results), key="simrefinery-evaluation",
                              description="Accuracy on real test data and the MLflow runs behind it")

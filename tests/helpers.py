@@ -16,7 +16,7 @@ import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_TORCH_THREADS = torch.get_num_threads()  # what a stage process uses (read before conftest sets 1)
+DEFAULT_TORCH_THREADS = torch.get_num_threads()  # what a stage process the tests start uses (OMP_NUM_THREADS)
 
 # Params small enough for a whole pipeline run in about a minute on 2 cores.
 TINY = {

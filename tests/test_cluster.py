@@ -37,6 +37,19 @@ def start_node(args: list[str], env: dict, log: Path) -> subprocess.Popen:
                             start_new_session=True)
 
 
+def submit(dashboard: int, *args: str, cwd, env) -> str:
+    """`ray job submit` as the README runs it; a cluster whose job agent is not up yet says so
+    and is asked again (Ray's own advice: "please try again later")."""
+    for attempt in range(10):
+        result = subprocess.run(["ray", "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", *args],
+                                cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+        if result.returncode == 0 or "No available agent to submit job" not in result.stderr or attempt == 9:
+            break
+        time.sleep(5)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout + result.stderr
+
+
 def wait_for(condition, what: str, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -80,6 +93,8 @@ def two_node_cluster(dvc_project, tmp_path_factory):
         wait_for(lambda: "1.0 GPU" in gpus(), "the head node")
         nodes.append(start_node(["--address", f"127.0.0.1:{gcs}"], env, tmp_path / "worker.log"))
         wait_for(lambda: "2.0 GPU" in gpus(), "the second node")
+        wait_for(lambda: subprocess.run([RAY, "job", "list", "--address", f"http://127.0.0.1:{dashboard}"], env=env,
+                                        capture_output=True).returncode == 0, "the job server", timeout=180)
         yield repo, env, gcs, dashboard
     finally:
         for node in reversed(nodes):
@@ -92,9 +107,8 @@ def test_readme_job_submit_refines_on_two_nodes_through_the_gpu_branch(dvc_proje
     repo, env, gcs, dashboard = two_node_cluster
     local_digest = dvc_project[3]["refined"]
     shutil.rmtree(repo / "data/refined")
-    out = sh("ray", "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--",
-             "bash", "-c", f"cd {repo} && {REFINE} --source data/synthetic --out data/refined", cwd=repo, env=env,
-             timeout=300)
+    out = submit(dashboard, "--", "bash", "-c", f"cd {repo} && {REFINE} --source data/synthetic --out data/refined",
+                 cwd=repo, env=env)
     assert "refine: the cluster has 2 GPUs: 2 actors, one GPU each" in out
     listing = sh("ray", "list", "actors", "--address", f"127.0.0.1:{gcs}", "--detail", "--limit", "1000",
                  "--format", "json", cwd=repo, env=env)
@@ -130,10 +144,9 @@ def test_readme_job_submit_refines_from_s3_into_s3_with_no_dataset_on_disk(two_n
         s3_env.upload_file(str(file), BUCKET, f"synthetic/{file.name}")
     shutil.rmtree(repo / "data/synthetic")
     settings = {**CREDENTIALS, "AWS_ENDPOINT_URL": os.environ["AWS_ENDPOINT_URL"]}
-    sh("ray", "job", "submit", "--address", f"http://127.0.0.1:{dashboard}",
-       "--runtime-env-json", json.dumps({"env_vars": settings}), "--",
-       "bash", "-c", f"cd {repo} && {REFINE} --source s3://{BUCKET}/synthetic --out s3://{BUCKET}/refined",
-       cwd=repo, env=env, timeout=300)
+    submit(dashboard, "--runtime-env-json", json.dumps({"env_vars": settings}), "--",
+           "bash", "-c", f"cd {repo} && {REFINE} --source s3://{BUCKET}/synthetic --out s3://{BUCKET}/refined",
+           cwd=repo, env=env)
     refined = data.validate(f"s3://{BUCKET}/refined")
     assert refined.digest == expected
     import mlflow  # the run records where it read its input (MLflow keeps one source per digest)

@@ -94,6 +94,7 @@ def test_digits_report_the_oracle_per_class_accuracy_and_a_baseline_that_is_not_
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("gaze")
 def test_gaze_estimators_beat_straight_ahead_and_its_rule_is_reverse_validation(worlds):
     from refiner.tasks.gaze.angles import angular_error_deg
     repo = worlds("gaze").repo
@@ -113,6 +114,7 @@ def test_gaze_estimators_beat_straight_ahead_and_its_rule_is_reverse_validation(
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("toy")
 def test_a_world_written_in_one_file_needs_one_params_section_and_nothing_else(worlds):
     repo, env = worlds("toy").repo, worlds("toy").env
     files = sh("git", "ls-files", cwd=repo, env=env).split()
@@ -126,6 +128,7 @@ def test_a_world_written_in_one_file_needs_one_params_section_and_nothing_else(w
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("images")
 def test_your_own_folders_regress_keypoints_and_boxes_and_fall_back_to_label_free_figures(worlds):
     """The images world from `simrefinery init`; then without a labelled test set and without
     an estimator, the stages that change, run as dvc.yaml runs them (a whole `dvc repro` would

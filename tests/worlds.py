@@ -73,7 +73,8 @@ WORLDS = {
     "digits": World(TINY, [8, 8], "accuracy", "confusion-refined.png", num_seeds=2),
     "gaze": World({**TINY, "task": "gaze", "image_encoding": "png",  # the digits run holds raw images
                    "render": {"num_images": 96}, "gaze": {"num_real": 80},
-                   "train_refiner": {**TINY["train_refiner"], "conditional": False},  # gaze has no classes
+                   # no classes: the paper's discriminator and lambda, as the gaze profile and `simrefinery init` set
+                   "train_refiner": {**TINY["train_refiner"], "conditional": False, "lambda": 10.0},
                    "train_estimator": {**ONE_SEED, "self_training_rounds": 0, "steps": 120, "eval_every": 60},
                    "evaluate": {**TINY["evaluate"], "oracle": False}},  # the digits run tests the oracle
                   [35, 55], "error_deg", "errors.png"),

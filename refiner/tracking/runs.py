@@ -13,7 +13,7 @@ Lineage is recorded as data, not prose:
 - a dataset a run writes is the run tag ``simrefinery.output.<name> = <digest>``;
 - a model is an MLflow logged model (the run's output), registered under a name, and a
   run that uses it lists it as a model input.
-``refiner.lineage`` walks these links back from any dataset, run or model.
+``refiner.tracking.lineage`` (``simrefinery lineage``) walks these links back from any dataset, run or model.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -112,14 +113,15 @@ def stage_run(stage: str, params: dict, root: Path | str = "."):
             "simrefinery.params_hash": params_hash(params), **git_state(root), **_process_tags(),
             "mlflow.source.name": _relative(Path(sys.argv[0]))}  # MLflow would record the absolute path
     previous = signal.signal(signal.SIGTERM, _interrupt) if _main_thread() else None
+    started = int(time.time() * 1000)
     try:
         with mlflow.start_run(experiment_id=experiment_id, run_name=stage, tags=tags, parent_run_id=parent) as run:
             mlflow.log_params(flatten(params))
-            try:
-                yield run
-            except KeyboardInterrupt:
-                mlflow.end_run("KILLED")
-                raise
+            yield run
+    except KeyboardInterrupt:
+        # wherever the signal landed (MLflow has ended the run FAILED, or is still creating it)
+        end_own_runs(experiment_id, started, "KILLED")
+        raise
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
@@ -138,6 +140,17 @@ def _interrupt(signum, frame):
 def _process_tags() -> dict[str, str]:
     import socket
     return {"simrefinery.host": socket.gethostname(), "simrefinery.pid": str(os.getpid())}
+
+
+def end_own_runs(experiment_id: str, since_ms: int, status: str) -> None:
+    """End this process's stage runs started since ``since_ms`` with ``status``."""
+    import mlflow
+    tags = _process_tags()
+    client = mlflow.MlflowClient()
+    for run in client.search_runs([experiment_id], max_results=100, filter_string=(
+            f"attributes.start_time >= {since_ms} and tags.`simrefinery.role` = 'stage' and "
+            f"tags.`simrefinery.host` = '{tags['simrefinery.host']}' and tags.`simrefinery.pid` = '{tags['simrefinery.pid']}'")):
+        client.set_terminated(run.info.run_id, status)
 
 
 def end_dead_runs(experiment_id: str) -> list[str]:
