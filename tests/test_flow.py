@@ -1,5 +1,7 @@
-"""The Prefect flow under Prefect's test harness: same stages, same digests as DVC, cached
-reruns, retries, and overrides refused before any work."""
+"""The Prefect flow: under Prefect's test harness, the same stages as DVC making the same
+datasets digest for digest, cached reruns, retries and overrides refused before any work;
+then the real prefect.yaml deployed on a real `prefect server` and run by a process worker,
+served from the same results."""
 
 import os
 import signal
@@ -14,10 +16,12 @@ import pytest
 
 from refiner import data
 from refiner.params import load_params
-from tests.helpers import DEFAULT_TORCH_THREADS, TINY, free_port, make_project, sh
+from tests.helpers import TINY, free_port, make_project, sh
 
 STAGES = ["render", "ingest", "train_refiner", "refine", "train_estimator@synthetic", "train_estimator@refined",
           "evaluate"]
+# compared with the digits project's datasets: the flow's project is made once, on the worker that holds it
+pytestmark = pytest.mark.xdist_group("digits")
 
 
 def stage_runs(repo) -> list[str]:
@@ -29,27 +33,29 @@ def stage_runs(repo) -> list[str]:
 
 @pytest.fixture(scope="module")
 def flow_project(tmp_path_factory):
+    """(repo, the flow, its first run's results, where Prefect keeps its results): the tiny
+    pipeline run once in this process, every stage's result persisted."""
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
     from flows.pipeline import pipeline
-    repo = tmp_path_factory.mktemp("flow-project")
+    repo = tmp_path_factory.mktemp("flow-project") / "project"
+    repo.mkdir()
     make_project(repo, TINY)
+    results = repo.parent / "prefect-results"
     home = os.getcwd()
-    import torch
-    torch.set_num_threads(DEFAULT_TORCH_THREADS)  # float results depend on the thread count
-    with prefect_test_harness(server_startup_timeout=90):
+    with prefect_test_harness(server_startup_timeout=90), temporary_settings({PREFECT_LOCAL_STORAGE_PATH: results}):
         os.chdir(repo)
         try:
-            yield repo, pipeline, pipeline()
+            yield repo, pipeline, pipeline(), results
         finally:
             os.chdir(home)
-            torch.set_num_threads(1)
             import ray
             ray.shutdown()
 
 
 @pytest.mark.slow
-def test_flow_runs_every_stage_in_dvc_order_and_reports(flow_project):
-    repo, _, results = flow_project
+def test_flow_runs_every_stage_in_dvc_order_and_makes_dvcs_datasets(flow_project, dvc_project):
+    repo, _, results, _ = flow_project
     assert list(results) == STAGES
     assert stage_runs(repo) == STAGES
     assert "| refined |" in results["evaluate"]["table"]
@@ -57,11 +63,70 @@ def test_flow_runs_every_stage_in_dvc_order_and_reports(flow_project):
     artifact = Artifact.get("simrefinery-evaluation")
     assert "| refined |" in artifact.data
     assert f"/runs/{results['refine']['mlflow_run_id']})" in artifact.data  # a link to the refine run
+    by_dvc = dvc_project[3]  # the same params through `dvc repro`, its stages in processes of their own
+    assert {name: data.open_dataset(repo / "data" / name).digest for name in by_dvc} == by_dvc
+
+
+def wait_for(url: str, process, seconds: int) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            assert process.poll() is None, f"{process.args[:3]} exited"
+            assert time.monotonic() < deadline, f"{url} did not answer in {seconds} s"
+            time.sleep(1)
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM the process group; SIGKILL it if it is still there a minute later (a loaded
+    machine once kept a Prefect worker shutting down longer than that)."""
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=60)
+
+
+@pytest.mark.slow
+def test_a_served_deployment_runs_the_pipeline_from_the_same_results(flow_project, tmp_path):
+    """prefect server + a process worker, the real prefect.yaml deployed and run in the same
+    project: the worker's flow run finds every stage's result under the same cache key
+    (project, params, DVC's hashes of the deps), so nothing reruns."""
+    repo, _, first, results = flow_project
+    before = stage_runs(repo)
+    port = free_port()
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+           "PREFECT_LOCAL_STORAGE_PATH": str(results), "SIMREFINERY_HOME": str(repo),
+           "PREFECT_WORKER_QUERY_SECONDS": "1"}  # the worker's default: every 10 s
+    env.pop("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", None)
+    prefect = str(Path(sys.executable).parent / "prefect")
+    server = subprocess.Popen([prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                              cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    worker = None
+    try:
+        wait_for(f"http://127.0.0.1:{port}/api/health", server, 120)
+        sh(prefect, "work-pool", "create", "simrefinery-process", "--type", "process", cwd=repo, env=env)
+        sh(prefect, "--no-prompt", "deploy", "--name", "nightly", cwd=repo, env=env)
+        worker = subprocess.Popen([prefect, "worker", "start", "--pool", "simrefinery-process"], cwd=repo, env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        output = sh(prefect, "deployment", "run", "simrefinery-pipeline/nightly", "--watch", "--watch-interval", "1",
+                    "--watch-timeout", "600", cwd=repo, env=env, timeout=660)
+        assert "Completed" in output
+        assert stage_runs(repo) == before  # every stage came from the first run's results
+        assert data.open_dataset(repo / "data/refined").digest == first["refine"]["refined"]
+    finally:
+        for process in (worker, server):
+            if process is not None:
+                stop(process)
 
 
 @pytest.mark.slow
 def test_rerun_is_served_from_cache_and_a_changed_param_reruns_only_dependents(flow_project):
-    repo, pipeline, first = flow_project
+    repo, pipeline, first, _ = flow_project
     before = stage_runs(repo)
     again = pipeline()
     assert stage_runs(repo) == before  # nothing ran: every stage came from the cache
@@ -72,7 +137,7 @@ def test_rerun_is_served_from_cache_and_a_changed_param_reruns_only_dependents(f
 
 @pytest.mark.slow
 def test_a_stage_that_fails_once_is_retried(flow_project, monkeypatch):
-    repo, pipeline, _ = flow_project
+    repo, pipeline, _, _ = flow_project
     import flows.pipeline as module
     from stages import evaluate
     calls = []
@@ -100,68 +165,8 @@ def test_a_bad_flow_parameter_is_refused_before_anything_runs(flow_project, sect
     """What a deployment run from the Prefect UI or API sends: JSON, validated against the
     flow's typed params parameter."""
     from prefect.exceptions import ParameterTypeError
-    repo, pipeline, _ = flow_project
+    repo, pipeline, _, _ = flow_project
     before = stage_runs(repo)
     with pytest.raises(ParameterTypeError, match=message):
         pipeline(params=section)
     assert stage_runs(repo) == before
-
-
-def wait_for(url: str, process, seconds: int) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return
-        except OSError:
-            assert process.poll() is None, f"{process.args[:3]} exited"
-            assert time.monotonic() < deadline, f"{url} did not answer in {seconds} s"
-            time.sleep(1)
-
-
-def stop(process: subprocess.Popen) -> None:
-    """SIGTERM the process group; SIGKILL it if it is still there a minute later (a loaded
-    machine once kept a Prefect worker shutting down longer than that)."""
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=60)
-
-
-@pytest.mark.slow
-def test_served_deployment_runs_to_completion_and_makes_the_same_datasets_as_dvc(tmp_path, dvc_project):
-    """prefect server + a process worker, the real prefect.yaml deployed and run; its
-    datasets against `dvc repro`'s (the session's tiny project). Both run stages in processes
-    of their own (the worker's flow run; DVC's stage commands): trained weights depend on the
-    float reductions of the thread they train in, so an in-process flow differs in the 8th
-    decimal."""
-    *_, by_dvc = dvc_project
-    repo = tmp_path / "project"
-    repo.mkdir()
-    env = make_project(repo, TINY)
-    port = free_port()
-    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
-               SIMREFINERY_HOME=str(repo), PREFECT_WORKER_QUERY_SECONDS="1")  # the worker's default: every 10 s
-    prefect = str(Path(sys.executable).parent / "prefect")
-    server = subprocess.Popen([prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                              cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
-    worker = None
-    try:
-        wait_for(f"http://127.0.0.1:{port}/api/health", server, 120)
-        sh(prefect, "work-pool", "create", "simrefinery-process", "--type", "process", cwd=repo, env=env)
-        sh(prefect, "--no-prompt", "deploy", "--name", "nightly", cwd=repo, env=env)
-        worker = subprocess.Popen([prefect, "worker", "start", "--pool", "simrefinery-process"], cwd=repo, env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        # generous: on a loaded 2-core machine the tiny pipeline in a worker took over 400 s
-        output = sh(prefect, "deployment", "run", "simrefinery-pipeline/nightly", "--watch", "--watch-interval", "1",
-                    "--watch-timeout", "1200", cwd=repo, env=env, timeout=1260)
-        assert "Completed" in output
-        assert data.open_dataset(repo / "data/refined").num_rows == TINY["render"]["num_images"]
-        assert {name: data.open_dataset(repo / "data" / name).digest for name in by_dvc} == by_dvc
-    finally:
-        for process in (worker, server):
-            if process is not None:
-                stop(process)
