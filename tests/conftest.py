@@ -93,6 +93,7 @@ def s3_env(s3_server, monkeypatch):
     yield client
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
     """Under `pytest -n 2 --dist loadgroup` (make test), the tests that share a reproduced world
     run on one worker, so each world is reproduced once per run, not once per worker."""

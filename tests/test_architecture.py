@@ -130,7 +130,7 @@ def code_deps(stage) -> set[str]:
             and str(dep.def_path).startswith(("refiner/", "stages/"))}
 
 
-@pytest.mark.parametrize("stage", [stage.name for stage in dvc_stages(ROOT)])
+@pytest.mark.parametrize("stage", [stage.name for stage in dvc_stages(ROOT)], ids=lambda name: name.replace("@", "-"))
 def test_a_stages_declared_code_deps_are_what_it_imports(stage):
     [dvc_stage] = [s for s in dvc_stages(ROOT) if s.name == stage]
     module, _ = stage_command(dvc_stage)

@@ -23,7 +23,7 @@ import yaml
 
 from refiner import data
 from refiner.simgan.refine_job import refine_dataset
-from tests.helpers import KILLED_JOB, sh, stage_command, uint8_images, world
+from tests.helpers import KILLED_JOB, job_env, sh, stage_command, uint8_images, world
 
 DIGITS, GAZE = world("digits"), world("gaze")
 
@@ -184,7 +184,7 @@ def test_refine_refuses_bad_synthetic_datasets_before_ray_and_commits_nothing(wo
     ("train_refiner", "data/real/unlabeled", "9x7 image"),
     ("train_estimator@synthetic", "data/synthetic", "label out of range"),
     ("evaluate", "data/real/test", "duplicate id"),
-])
+], ids=["train_refiner", "train_estimator", "evaluate"])  # no "@" in an id: xdist reads it as a group
 def test_other_stages_refuse_bad_inputs_in_one_line(workspace, stage, relative, case):
     repo, _ = workspace
     task, columns, message = CORPUS[case]
@@ -258,7 +258,7 @@ def test_a_second_refine_on_the_same_target_is_refused_and_the_first_completes(l
     source, checkpoint = refine_inputs
     out = tmp_path / "refined"
     first = subprocess.Popen([sys.executable, "-c", KILLED_JOB, str(source.path), str(checkpoint), str(out)],
-                             env={**os.environ, "PYTHONPATH": str(Path.cwd())}, stdout=subprocess.PIPE,
+                             env=job_env(local_ray), stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
     while not list(tmp_path.glob(".refined.partial-*/part-*.parquet")):

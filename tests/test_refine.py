@@ -18,7 +18,7 @@ from refiner.simgan.refine_job import refine_dataset, refine_in_process
 from refiner.config import SimGANParams
 from refiner.errors import CheckpointError
 from refiner.simgan.trainer import SimGANTrainer, load_refiner
-from tests.helpers import KILLED_JOB
+from tests.helpers import KILLED_JOB, job_env
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +77,8 @@ def test_ray_refine_reads_and_writes_raw_images_with_the_same_pixels(local_ray, 
     data.write_dataset(raw_source, source["id"], data.to_uint8(source["image"]), {"label": source["label"]},
                           source="synthetic", producer="test", rows_per_file=60, image_encoding="raw")
     from_raw = refine_dataset(data.open_dataset(raw_source), checkpoint, tmp_path / "from-raw", batch_size=32,
-                              progress=False, image_encoding="raw")
-    from_png = refine_dataset(synthetic, checkpoint, tmp_path / "from-png", batch_size=32, progress=False)
+                              num_actors=1, progress=False, image_encoding="raw")
+    from_png = refine_dataset(synthetic, checkpoint, tmp_path / "from-png", batch_size=32, num_actors=1, progress=False)
     assert from_raw.manifest["image_encoding"] == "raw" and from_png.manifest["image_encoding"] == "png"
     raw, png = data.validate(from_raw.path).load(), data.validate(from_png.path).load()
     assert list(raw["id"]) == list(png["id"]) and np.array_equal(raw["image"], png["image"])
@@ -92,8 +92,8 @@ def test_ray_refine_reads_from_and_writes_to_s3_with_the_local_runs_digest(local
         s3_env.upload_file(str(file), BUCKET, f"synthetic/{file.name}")
     source = data.open_dataset(f"s3://{BUCKET}/synthetic")
     assert source.digest == synthetic.digest
-    remote = refine_dataset(source, checkpoint, f"s3://{BUCKET}/refined", batch_size=32, progress=False)
-    local = refine_dataset(synthetic, checkpoint, tmp_path / "refined", batch_size=32, progress=False)
+    remote = refine_dataset(source, checkpoint, f"s3://{BUCKET}/refined", batch_size=32, num_actors=1, progress=False)
+    local = refine_dataset(synthetic, checkpoint, tmp_path / "refined", batch_size=32, num_actors=1, progress=False)
     assert data.validate(f"s3://{BUCKET}/refined").digest == remote.digest == local.digest
 
 
@@ -115,7 +115,7 @@ def test_mismatched_checkpoint_fails_before_any_work(local_ray, checkpoint, tmp_
 def test_killed_refine_resumes_and_completes_without_duplicates(local_ray, synthetic_many, checkpoint, tmp_path):
     out = tmp_path / "refined"
     job = subprocess.Popen([sys.executable, "-c", KILLED_JOB, str(synthetic_many.path), str(checkpoint), str(out)],
-                           env={**os.environ, "PYTHONPATH": str(Path.cwd())}, start_new_session=True,
+                           env=job_env(local_ray), start_new_session=True,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     staged = []

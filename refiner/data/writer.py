@@ -192,8 +192,6 @@ class DatasetWriter:
         for kept in staging.parts():  # a resumed job: ids stay unique across parts
             self.rows.remember(staging.read(kept, ["id"]).column("id").to_pylist())
 
-    part_name = staticmethod(part_name)
-
     def has_part(self, index: int) -> bool:
         return part_name(index) in self.staging.parts()
 
