@@ -22,7 +22,7 @@ DEFAULT_TORCH_THREADS = torch.get_num_threads()  # what a stage process the test
 TINY = {
     "render": {"num_images": 200},
     "train_refiner": {"channels": 8, "num_blocks": 2, "disc_layers": [[8, 1], [8, 1]], "batch_size": 32,
-                      "pretrain_refiner_steps": 100, "pretrain_disc_steps": 5, "lr": 0.003, "steps": 10,
+                      "pretrain_refiner_steps": 60, "pretrain_disc_steps": 5, "lr": 0.003, "steps": 10,
                       "semantic_steps": 60,
                       "history_size": 64, "log_every": 5},
     "refine": {"batch_size": 64},
@@ -121,6 +121,12 @@ def mlflow_server(cwd: Path, env: dict, *stores: str):
     finally:
         os.killpg(server.pid, 15)
         server.wait(timeout=30)
+
+
+def job_env(ray) -> dict:
+    """The environment of a job in a process of its own, joining the tests' local Ray (a second
+    local cluster would cost a start-up and share the same two cores)."""
+    return {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
 
 
 # The refine job in a process of its own, with a slow writer (an injected fault), so a kill
