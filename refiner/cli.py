@@ -27,8 +27,11 @@ from refiner.tasks.images import ImagesParams, ImagesWorld
 # a first look in minutes on a laptop CPU: a narrower, shallower refiner, a strided
 # discriminator (a tenth of the default's work on 64x64 images; it sees 11x11 patches) and fewer steps
 FAST = {"train_refiner": {"channels": 16, "num_blocks": 2, "batch_size": 32, "pretrain_refiner_steps": 100,
-                          "pretrain_disc_steps": 50, "steps": 150, "disc_layers": [[32, 2], [64, 2], [64, 1]]},
+                          "pretrain_disc_steps": 50, "steps": 300, "disc_layers": [[32, 2], [64, 2], [64, 1]]},
         "train_estimator": {"steps": 400, "batch_size": 64}}
+# a user's camera: its global effects as a learned camera model, judged by a global
+# discriminator as well as the local one (the shapes example: refiner/simgan/camera.py)
+CAMERA = {"camera": True, "disc_global": 32}
 # without classes there is no conditional discriminator (it needs pseudo-classes), and the plain
 # one kept labels at the paper's lambda 10 but lost them below 5 (the digits sweep)
 NO_CLASSES = {"conditional": False, "lambda": 10.0}
@@ -52,6 +55,7 @@ class Init(ImagesParams):
         raw.update(task=ImagesWorld.name, images=section)
         for name, values in (FAST if self.fast else {}).items():
             raw[name] = {**raw.get(name, {}), **values}
+        raw["train_refiner"] = {**raw.get("train_refiner", {}), **CAMERA}
         # the target decides self-training and the conditional discriminator: find it with both off
         probe = {**raw, "train_refiner": {**raw.get("train_refiner", {}), **NO_CLASSES},
                  "train_estimator": {**raw.get("train_estimator", {}), "self_training_rounds": 0}}

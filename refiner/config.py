@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 
@@ -48,6 +48,17 @@ class SimGANParams(Section):
         "the frozen synthetic estimator's pseudo-labels, balanced to the synthetic class shares; so a "
         "refined 9 must look like the pool's 9s, not like any real digit (classification tasks only: "
         "set false, with lambda 10, for a task without classes)"))
+    camera: bool = Field(False, description=(
+        "learn a camera model after the residual refiner: blur, tone curve, white balance, vignetting and "
+        "sensor noise as explicit parameters (refiner/simgan/camera.py); it moves no pixel, so labels hold "
+        "by construction, and lambda holds the residual refiner only"))
+    residual: bool = Field(True, description="the paper's residual refiner; false (with camera): the camera alone")
+    camera_lr: float = Field(0.004, gt=0, description=(
+        "the camera's learning rate: its few parameters must travel far (a gain of 0.85 is 0.16 in log); "
+        "at 0.01 its gain and offset drift apart on the shapes example"))
+    disc_global: int = Field(0, ge=0, description=(
+        "width of a second, global discriminator that sees the whole image (colour cast, vignetting), "
+        "added to the local one's loss; 0: the paper's local discriminator alone"))
     lr: float = Field(5e-4, gt=0)
     batch_size: int = Field(128, gt=0)
     pretrain_refiner_steps: int = Field(200, ge=0, description="L1-only steps: the refiner starts as the identity")
@@ -57,6 +68,12 @@ class SimGANParams(Section):
     kd: int = Field(1, ge=1)
     history_size: int = Field(2048, gt=0, description="refined images kept for the discriminator's history half")
     log_every: int = Field(25, gt=0)
+
+    @model_validator(mode="after")
+    def _refines_something(self):
+        if not (self.residual or self.camera):
+            raise ValueError("train_refiner: residual false needs camera true (else nothing refines)")
+        return self
 
 
 class RefineParams(Section):

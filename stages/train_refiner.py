@@ -13,6 +13,7 @@ from pydantic import Field
 from refiner import data, plots
 from refiner.config import SimGANParams
 from refiner.params import Params
+from refiner.simgan.camera import describe
 from refiner.simgan.conditioning import frozen_estimator, pool_classes, semantic_loss
 from refiner.simgan.trainer import COLLAPSE_RATIO, SimGANTrainer, to_model
 from refiner.tasks import task_for
@@ -103,6 +104,10 @@ def run(params: Params, args: Args) -> dict:
             mlflow.set_tag("simrefinery.mode_collapse", "true")
             print(f"WARNING train_refiner: refined outputs keep {final['diversity_ratio']:.0%} of the synthetic "
                   f"inputs' spread: mode collapse (raise lambda or lower lr)")
+        if config.camera:
+            settings = {key.removeprefix("camera_"): value for key, value in trainer.camera_settings().items()}
+            mlflow.set_tag("simrefinery.camera", describe(settings))
+            print(f"train_refiner: {describe(settings)}")
         common.write_json(args.metrics, final)
         example = to_model(trainer.probe[:2]).numpy()  # already in memory, in the refiner's range
         tracking.log_model(trainer.refiner.cpu().eval(), "refiner", tracking.REFINER_MODEL, example,

@@ -31,21 +31,21 @@ def test_self_regularization_is_l1():
 def test_refiner_loss_weights_self_regularization_by_lambda():
     logits = torch.zeros(2, 4)
     synthetic, refined = torch.zeros(2, 1, 8, 8), torch.full((2, 1, 8, 8), 0.5)
-    total, adversarial, reg = refiner_loss(logits, refined, synthetic, lam=3.0)
+    total, adversarial, reg = refiner_loss([logits], refined, synthetic, lam=3.0)
     assert math.isclose(total.item(), adversarial.item() + 3.0 * reg.item(), rel_tol=1e-6)
     assert math.isclose(reg.item(), 0.5, rel_tol=1e-6)
 
 
 def test_refiner_loss_gradient_pulls_towards_synthetic_and_realism():
     refined = torch.full((1, 1, 8, 8), 0.5, requires_grad=True)
-    total, _, _ = refiner_loss(torch.zeros(1, 4), refined, torch.zeros(1, 1, 8, 8), lam=1.0)
+    total, _, _ = refiner_loss([torch.zeros(1, 4)], refined, torch.zeros(1, 1, 8, 8), lam=1.0)
     total.backward()
     assert (refined.grad > 0).all()  # decreasing refined moves it towards the synthetic zeros
 
 
 def test_discriminator_loss_low_when_right_high_when_wrong():
-    right = discriminator_loss(torch.full((2, 4), 10.0), torch.full((2, 4), -10.0))
-    wrong = discriminator_loss(torch.full((2, 4), -10.0), torch.full((2, 4), 10.0))
+    right = discriminator_loss([torch.full((2, 4), 10.0)], [torch.full((2, 4), -10.0)])
+    wrong = discriminator_loss([torch.full((2, 4), -10.0)], [torch.full((2, 4), 10.0)])
     assert right.item() < 1e-3 < 5 < wrong.item()
 
 

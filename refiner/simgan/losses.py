@@ -27,13 +27,19 @@ def self_regularization_loss(refined: torch.Tensor, synthetic: torch.Tensor, spa
     return (psi(refined, space) - psi(synthetic, space)).abs().mean()
 
 
-def refiner_loss(patch_logits_on_refined: torch.Tensor, refined: torch.Tensor, synthetic: torch.Tensor,
+def adversarial_loss(logits: list[torch.Tensor], target_is_real: bool) -> torch.Tensor:
+    """The sum over discriminators (the local one's patches, a global one's images), each a mean."""
+    return sum(local_adversarial_loss(part, target_is_real) for part in logits)
+
+
+def refiner_loss(logits_on_refined: list[torch.Tensor], refined: torch.Tensor, synthetic: torch.Tensor,
                  lam: float, space: str = "pixels") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Realism (fool D) + lambda * self-regularization; returns (total, adversarial, reg)."""
-    adversarial = local_adversarial_loss(patch_logits_on_refined, target_is_real=True)
+    """Realism (fool every D) + lambda * self-regularization; returns (total, adversarial, reg).
+    ``refined``: what the self-regularization holds (with a camera model, the scene before it)."""
+    adversarial = adversarial_loss(logits_on_refined, target_is_real=True)
     regularization = self_regularization_loss(refined, synthetic, space)
     return adversarial + lam * regularization, adversarial, regularization
 
 
-def discriminator_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
-    return 0.5 * (local_adversarial_loss(logits_real, True) + local_adversarial_loss(logits_fake, False))
+def discriminator_loss(logits_real: list[torch.Tensor], logits_fake: list[torch.Tensor]) -> torch.Tensor:
+    return 0.5 * (adversarial_loss(logits_real, True) + adversarial_loss(logits_fake, False))

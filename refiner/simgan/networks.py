@@ -38,6 +38,11 @@ class Refiner(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.net(x))
 
+    def parts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(what the self-regularization holds, what the discriminator judges): here the same."""
+        refined = self(x)
+        return refined, refined
+
 
 class Discriminator(nn.Module):
     """Conv layers given as (channels, stride) pairs, then a 1x1 conv to one logit per patch.
@@ -64,6 +69,30 @@ class Discriminator(nn.Module):
         if self.embedding is not None:
             logits = logits + torch.einsum("nchw,nc->nhw", features, self.embedding(classes)).flatten(1)
         return logits
+
+
+class GlobalDiscriminator(nn.Module):
+    """One logit per image from the whole image: 3x3 stride-2 convs (width doubling from
+    ``width``, at most 4x) down to about 4x4, pooled to 4x4 and read by one linear layer that
+    knows where each cell lies. It sees what a patch cannot: a colour cast over the whole
+    frame, vignetting (darker corners than centre), the image's overall tone (Iizuka et al.
+    2017's global + local discriminators)."""
+
+    def __init__(self, in_channels: int, image_shape: tuple[int, int], width: int = 32):
+        super().__init__()
+        modules: list[nn.Module] = []
+        previous, size, channels = in_channels, min(image_shape), width
+        while True:
+            modules += [nn.Conv2d(previous, channels, 3, stride=2, padding=1), nn.LeakyReLU(0.2, inplace=True)]
+            previous, size = channels, (size + 1) // 2
+            channels = min(channels * 2, width * 4)
+            if size <= 4:
+                break
+        self.features = nn.Sequential(*modules, nn.AdaptiveAvgPool2d(4), nn.Flatten())
+        self.head = nn.Linear(previous * 16, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))  # N x 1
 
 
 def count_macs(model: nn.Module, image_shape: tuple[int, int], in_channels: int = 1) -> int:

@@ -117,10 +117,10 @@ def actor_resources(num_actors: int, actor_num_cpus: float) -> dict:
 def code_version() -> str:
     """A hash of the modules that turn a synthetic part into refined bytes: parts refined by
     other code are never resumed into a dataset."""
-    from refiner.simgan import networks, trainer
+    from refiner.simgan import camera, networks, trainer
     digest = hashlib.sha256()
     for path in [*sorted(Path(data.__file__).parent.glob("*.py")), Path(networks.__file__), Path(trainer.__file__),
-                 Path(__file__)]:
+                 Path(camera.__file__), Path(__file__)]:
         digest.update(path.read_bytes())
     return digest.hexdigest()
 

@@ -23,7 +23,8 @@ from refiner.data import channels
 from refiner.errors import CheckpointError
 from refiner.simgan.history import HistoryBuffer
 from refiner.simgan.losses import discriminator_loss, refiner_loss, self_regularization_loss
-from refiner.simgan.networks import Discriminator, Refiner
+from refiner.simgan.camera import Camera, CameraRefiner
+from refiner.simgan.networks import Discriminator, GlobalDiscriminator, Refiner
 from refiner.tensors import channels_first, channels_last
 
 
@@ -51,8 +52,9 @@ def diversity_ratio(refined01: np.ndarray, synthetic01: np.ndarray) -> float:
     return float(spread(refined01) / max(spread(synthetic01), 1e-12))
 
 
-def build_refiner(config: SimGANParams, in_channels: int = 1) -> Refiner:
-    return Refiner(in_channels, config.channels, config.num_blocks)
+def build_refiner(config: SimGANParams, in_channels: int = 1) -> Refiner | CameraRefiner:
+    residual = Refiner(in_channels, config.channels, config.num_blocks) if config.residual else None
+    return CameraRefiner(residual, Camera(in_channels)) if config.camera else residual
 
 
 class SimGANTrainer:
@@ -75,13 +77,30 @@ class SimGANTrainer:
         self.refiner = build_refiner(config, self.in_channels).to(device)
         self.discriminator = Discriminator(self.in_channels, config.disc_layers,
                                            classes[2] if classes is not None else 0).to(device)
-        self.opt_r = torch.optim.Adam(self.refiner.parameters(), lr=config.lr, betas=(0.5, 0.999))
-        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr, betas=(0.5, 0.999))
+        self.global_discriminator = GlobalDiscriminator(self.in_channels, synthetic01.shape[1:3],
+                                                        config.disc_global).to(device) if config.disc_global else None
+        self.opt_r = torch.optim.Adam(self.refiner_parameter_groups(), lr=config.lr, betas=(0.5, 0.999))
+        judges = [self.discriminator] + ([self.global_discriminator] if self.global_discriminator else [])
+        self.opt_d = torch.optim.Adam([p for judge in judges for p in judge.parameters()], lr=config.lr,
+                                      betas=(0.5, 0.999))
         self.history = HistoryBuffer(config.history_size, self.generator)
         self.log: list[dict] = []
         # a fixed probe for the diversity check, drawn with its own RNG so training is unchanged
         probe = np.random.default_rng(seed).choice(len(synthetic01), min(256, len(synthetic01)), replace=False)
         self.probe = np.asarray(synthetic01, dtype=np.float32)[probe]
+
+    def refiner_parameter_groups(self) -> list[dict]:
+        camera = getattr(self.refiner, "camera", None)
+        if camera is None:
+            return [{"params": list(self.refiner.parameters())}]
+        residual = [] if self.refiner.residual is None else list(self.refiner.residual.parameters())
+        return [group for group in ({"params": residual}, {"params": list(camera.parameters()), "lr": self.config.camera_lr})
+                if group["params"]]
+
+    def judge(self, images: torch.Tensor, classes: torch.Tensor | None) -> list[torch.Tensor]:
+        """Every discriminator's logits on ``images``: the local one's per patch, the global one's per image."""
+        logits = [self.discriminator(images, classes)]
+        return logits + [self.global_discriminator(images)] if self.global_discriminator else logits
 
     def batch(self, pool: torch.Tensor, classes: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         index = self.batch_index(pool)
@@ -92,16 +111,18 @@ class SimGANTrainer:
 
     def pretrain_refiner_step(self) -> float:
         synthetic, _ = self.batch(self.synthetic, None)
-        loss = self_regularization_loss(self.refiner(synthetic), synthetic)
-        self._step(self.opt_r, loss)
+        scene, _ = self.refiner.parts(synthetic)
+        loss = self_regularization_loss(scene, synthetic)
+        if loss.requires_grad:  # the camera alone: nothing to pretrain, it starts near the identity
+            self._step(self.opt_r, loss)
         return loss.item()
 
     def refiner_step(self) -> tuple[float, float, float]:
         index = self.batch_index(self.synthetic)
         synthetic = self.synthetic[index].to(self.device)
-        refined = self.refiner(synthetic)
+        scene, refined = self.refiner.parts(synthetic)
         classes = None if self.synthetic_classes is None else self.synthetic_classes[index].to(self.device)
-        total, adversarial, regularization = refiner_loss(self.discriminator(refined, classes), refined, synthetic,
+        total, adversarial, regularization = refiner_loss(self.judge(refined, classes), scene, synthetic,
                                                           self.config.lam, self.config.psi)
         semantic = torch.zeros(())
         if self.semantic is not None and self.config.semantic_weight:
@@ -116,11 +137,11 @@ class SimGANTrainer:
         with torch.no_grad():
             refined = self.refiner(synthetic)
         fake, fake_classes = self.history.mix(refined, classes) if classes is not None else (self.history.mix(refined), None)
-        logits_real, logits_fake = self.discriminator(real, real_classes), self.discriminator(fake, fake_classes)
+        logits_real, logits_fake = self.judge(real, real_classes), self.judge(fake, fake_classes)
         loss = discriminator_loss(logits_real, logits_fake)
         self._step(self.opt_d, loss)
-        acc_real = (logits_real > 0).float().mean().item()
-        acc_fake = (logits_fake < 0).float().mean().item()
+        acc_real = (logits_real[0] > 0).float().mean().item()  # the local discriminator's, as the paper's
+        acc_fake = (logits_fake[0] < 0).float().mean().item()
         return loss.item(), acc_real, acc_fake
 
     @staticmethod
@@ -153,13 +174,18 @@ class SimGANTrainer:
                          "d_loss": d_loss, "d_acc_real": acc_real, "d_acc_refined": acc_fake,
                          "history_size": len(self.history),
                          "diversity_ratio": diversity_ratio(self.refine(self.probe), self.probe),
-                         "seconds": time.perf_counter() - start}
+                         "seconds": time.perf_counter() - start, **self.camera_settings()}
                 self.log.append(entry)
                 bar.set_postfix(adv=f"{adversarial:.2f}", reg=f"{regularization:.3f}", d=f"{d_loss:.2f}")
                 if on_checkpoint:
                     on_checkpoint(step, self)
         bar.close()
         return self.log
+
+    def camera_settings(self) -> dict[str, float]:
+        """The learned camera's settings (``camera_`` keys), or none without a camera model."""
+        camera = getattr(self.refiner, "camera", None)
+        return {} if camera is None else {f"camera_{key}": value for key, value in camera.settings().items()}
 
     @torch.no_grad()
     def refine(self, images01: np.ndarray, batch_size: int = 1024) -> np.ndarray:

@@ -4,8 +4,8 @@ and its topmost point), its bounding box and a mask.
 
 - ``synthetic/images/``: rendered clean (flat colours, sharp antialiased edges), labelled
   by ``synthetic/labels.csv`` (file, shape, keypoints, box, mask: ``masks/<file>``);
-- ``camera/``: the same world as a cheap camera sees it (lens blur, sensor noise, a colour
-  cast, vignetting, JPEG), unlabelled: the refiner's real images;
+- ``camera/``: the same world as a cheap camera sees it (lens blur, sensor noise, a warm
+  colour cast, vignetting, JPEG: ``CAMERA``), unlabelled: the refiner's real images;
 - ``camera_test/images/``: more camera images, labelled by ``camera_test/labels.csv``
   (file, shape, keypoints, box):
   the labelled real test set.
@@ -57,13 +57,23 @@ def render_scene(rng: np.random.Generator) -> tuple[Image.Image, Image.Image, di
             mask.resize((SIZE, SIZE), Image.Resampling.NEAREST), labels)
 
 
+# The example camera's settings, in the terms of refiner/simgan/camera.py's learned one (so a
+# test can hold the learned camera against them); each image jitters around them a little.
+CAMERA = {"blur_sigma_px": 0.95, "gain_r": 1.10, "gain_g": 1.00, "gain_b": 0.85, "vignetting": 0.45,
+          "noise_sigma_levels": 7.0}
+JPEG_QUALITY = (35, 80)
+
+
 def camera(image: Image.Image, rng: np.random.Generator) -> Image.Image:
-    """What a cheap camera makes of a scene: blur, a colour cast, vignetting, noise (JPEG on saving)."""
-    image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.6, 1.3)))
-    pixels = np.asarray(image, np.float32) * rng.uniform(0.8, 1.15, 3)  # white balance off
+    """What a cheap camera makes of a scene: lens blur, a warm colour cast, vignetting and
+    sensor noise (JPEG on saving), each image's settings within a few percent of ``CAMERA``."""
+    jitter = lambda: rng.uniform(0.9, 1.1)  # noqa: E731
+    image = image.filter(ImageFilter.GaussianBlur(CAMERA["blur_sigma_px"] * jitter()))
+    gains = np.array([CAMERA["gain_r"], CAMERA["gain_g"], CAMERA["gain_b"]]) * rng.uniform(0.95, 1.05, 3)
+    pixels = np.asarray(image, np.float32) * gains
     yy, xx = np.mgrid[:SIZE, :SIZE] / (SIZE - 1) - 0.5
-    pixels *= (1 - rng.uniform(0.3, 0.6) * (xx ** 2 + yy ** 2) * 2)[..., None]  # vignetting
-    pixels += rng.normal(0, rng.uniform(4, 10), pixels.shape)  # sensor noise
+    pixels *= (1 - CAMERA["vignetting"] * jitter() * (xx ** 2 + yy ** 2) * 2)[..., None]
+    pixels += rng.normal(0, CAMERA["noise_sigma_levels"] * jitter(), pixels.shape)
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
@@ -95,12 +105,12 @@ def make_example(out: Path, num_synthetic: int = 2000, num_camera: int = 1000, n
     _write_labels(paths["synthetic"] / "labels.csv", rows)
     for index in range(num_camera):
         image, _, _ = render_scene(rng)
-        camera(image, rng).save(paths["real"] / f"{index:06d}.jpg", quality=int(rng.integers(35, 80)))
+        camera(image, rng).save(paths["real"] / f"{index:06d}.jpg", quality=int(rng.integers(*JPEG_QUALITY)))
     test_rows = []
     for index in range(num_test):
         image, _, labels = render_scene(rng)
         name = f"{index:06d}.jpg"
-        camera(image, rng).save(paths["test"] / "images" / name, quality=int(rng.integers(35, 80)))
+        camera(image, rng).save(paths["test"] / "images" / name, quality=int(rng.integers(*JPEG_QUALITY)))
         test_rows.append({"file": name, **labels})
     _write_labels(paths["test"] / "labels.csv", test_rows)
     return {"synthetic": paths["synthetic"] / "images", "labels": paths["synthetic"] / "labels.csv",
