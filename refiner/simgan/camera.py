@@ -8,14 +8,13 @@ balance (per-channel gain and offset), radial vignetting (the corners' gain) and
 stays where it was: keypoints, boxes and masks stay valid by construction, and the
 self-regularization L1 need only hold the residual refiner, not the camera.
 
-Its noise is random: drawn from torch's RNG while training, and in eval mode from a seed made
-of each image's own pixels, so a refine job gives the same dataset whatever its batches.
+Its noise is random: drawn from torch's RNG while training, and in eval mode from a hash of
+each image's own pixels, so a refine job gives the same dataset whatever its batches.
 """
 
 from __future__ import annotations
 
 import math
-import zlib
 
 import torch
 import torch.nn.functional as F
@@ -68,10 +67,7 @@ class Camera(nn.Module):
     def noise_like(self, image: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
         if self.training:
             return torch.randn_like(image)
-        pixels = ((inputs.detach() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).cpu()
-        noise = [torch.randn(image.shape[1:], generator=torch.Generator().manual_seed(zlib.crc32(p.numpy().tobytes())))
-                 for p in pixels]
-        return torch.stack(noise).to(image.device, image.dtype)
+        return content_noise(inputs).to(image.dtype)
 
     @torch.no_grad()
     def settings(self) -> dict[str, float]:
@@ -83,6 +79,30 @@ class Camera(nn.Module):
         for name, gamma, gain, offset in zip(names, self.log_gamma.exp(), self.log_gain.exp(), self.offset):
             values |= {f"gamma_{name}": gamma.item(), f"gain_{name}": gain.item(), f"offset_{name}": offset.item() * LEVELS}
         return values
+
+
+def content_noise(images: torch.Tensor) -> torch.Tensor:
+    """Standard normal noise shaped like ``images`` (N x C x H x W in [-1, 1]) whose seed is
+    each image's own 8-bit pixels: an image gets the same noise in any batch and on any run.
+    Integer hashing in torch ops (not a torch.Generator per image), so the model still
+    exports with torch.export for MLflow."""
+    pixels = ((images.detach() + 1) * 127.5).round().clamp(0, 255).to(torch.int64).flatten(1)
+    positions = torch.arange(pixels.shape[1], device=images.device)
+    seeds = _hash32((pixels * (positions % 251 + 1)).sum(1, keepdim=True) & MASK32)  # N x 1
+    counters = seeds * 2 * pixels.shape[1] + 2 * positions  # two uniforms per pixel
+    uniform = lambda offset: (_hash32((counters + offset) & MASK32).double() + 0.5) / 2 ** 32  # noqa: E731
+    normal = torch.sqrt(-2 * torch.log(uniform(0))) * torch.cos(2 * math.pi * uniform(1))  # Box-Muller
+    return normal.view(images.shape)
+
+
+MASK32 = 0xFFFFFFFF
+
+
+def _hash32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer mix (its products stay under 2**59: no int64 overflow)."""
+    x = (((x >> 16) ^ x) * 0x45D9F3B) & MASK32
+    x = (((x >> 16) ^ x) * 0x45D9F3B) & MASK32
+    return (x >> 16) ^ x
 
 
 def describe(settings: dict[str, float]) -> str:

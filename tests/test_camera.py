@@ -1,0 +1,82 @@
+"""The refiner's camera model: it moves no pixel, its noise is the same for an image whatever
+its batch, it round-trips through a checkpoint, and trained against the shapes example's
+camera it learns that camera's settings (the example's generator states them)."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from refiner.config import SimGANParams
+from refiner.simgan.camera import Camera, describe
+from refiner.simgan.refine_job import refine_in_process
+from refiner.simgan.trainer import SimGANTrainer, load_refiner
+from refiner.tasks.images.example import CAMERA, make_example
+
+
+def test_the_camera_moves_no_pixel():
+    camera = Camera(3).eval()
+    with torch.no_grad():
+        camera.blur_logit.fill_(2.0)  # a strong blur
+        camera.vignetting.fill_(0.5)
+        camera.log_noise.fill_(-20.0)  # no noise: the centroid is the blur's and vignetting's alone
+    image = -torch.ones(1, 3, 17, 17)
+    image[..., 5, 11] = 1.0  # one bright pixel off centre
+    with torch.no_grad():
+        out = (camera(image) + 1)[0, 0].numpy()
+    rows, columns = np.mgrid[:17, :17]
+    weights = out / out.sum()
+    # the vignetting pulls the centroid towards the centre by a little, the blur not at all
+    assert abs((weights * rows).sum() - 5) < 0.15 and abs((weights * columns).sum() - 11) < 0.15
+    assert out[5, 11] == out.max() and out[5, 10] < out[5, 11]
+
+
+def test_eval_noise_is_an_images_own_whatever_its_batch():
+    camera = Camera(1).eval()
+    with torch.no_grad():
+        camera.log_noise.fill_(np.log(10 / 255))
+    images = torch.rand(6, 1, 8, 8) * 2 - 1
+    with torch.no_grad():
+        together, alone = camera(images), camera(images[3:4])
+        assert torch.equal(together[3:4], alone)
+        assert not torch.equal(together[3], together[4])  # noise, not a constant
+        assert (together - camera.train()(images)).abs().max() > 0  # training draws fresh noise
+
+
+def test_a_camera_refiner_round_trips_through_its_checkpoint(tmp_path):
+    rng = np.random.default_rng(0)
+    synthetic, real = rng.random((32, 8, 8, 3), dtype=np.float32), rng.random((32, 8, 8, 3), dtype=np.float32)
+    config = SimGANParams(channels=4, num_blocks=1, disc_layers=((8, 1),), batch_size=8, pretrain_refiner_steps=2,
+                          pretrain_disc_steps=1, steps=3, log_every=1, camera=True, disc_global=8, conditional=False)
+    trainer = SimGANTrainer(synthetic, real, config)
+    trainer.train(progress=False)
+    assert {"camera_blur_sigma_px", "camera_gain_r", "camera_noise_sigma_levels"} <= set(trainer.log[-1])
+    torch.save(trainer.checkpoint(synthetic.shape[1:]), tmp_path / "refiner.pt")
+    loaded = load_refiner(tmp_path / "refiner.pt", (8, 8, 3))
+    assert np.array_equal(trainer.refine(synthetic), refine_in_process(loaded, synthetic))
+
+
+def test_describe_says_the_camera_in_words():
+    text = describe({**CAMERA, "noise_sigma_levels": 7.0})
+    assert text == ("the camera is 29% warmer (gain r 1.10, g 1.00, b 0.85), vignetting 0.45 at the corners, "
+                    "blur sigma 0.95 px, noise sigma 7.0 levels")
+
+
+@pytest.mark.slow
+def test_the_camera_learns_the_shapes_examples_camera(tmp_path):
+    """Against the example's camera images, the camera alone (no residual refiner) with a
+    global discriminator learns its white balance, vignetting and blur to within 25%. Not its
+    noise: JPEG at quality 35-80 leaves about 1 of its 7 levels in the pixels."""
+    paths = make_example(tmp_path, num_synthetic=600, num_camera=600, num_test=1)
+    load = lambda folder: np.stack([np.asarray(Image.open(f), np.float32) / 255  # noqa: E731
+                                    for f in sorted(folder.glob("*.*"))])
+    config = SimGANParams(channels=8, num_blocks=1, batch_size=32, pretrain_refiner_steps=0, pretrain_disc_steps=50,
+                          steps=300, disc_layers=((32, 2), (64, 2), (64, 1)), camera=True, residual=False,
+                          disc_global=32, conditional=False, log_every=100)
+    trainer = SimGANTrainer(load(paths["synthetic"]), load(paths["real"]), config)
+    before = trainer.camera_settings()
+    trainer.train(progress=False)
+    learned = trainer.camera_settings()
+    for key in ("gain_r", "gain_b", "vignetting", "blur_sigma_px"):
+        assert learned[f"camera_{key}"] == pytest.approx(CAMERA[key], rel=0.25), (key, learned)
+        assert abs(learned[f"camera_{key}"] - CAMERA[key]) < abs(before[f"camera_{key}"] - CAMERA[key]), key
