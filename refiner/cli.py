@@ -22,13 +22,14 @@ import yaml
 from pydantic import BaseModel, Field
 
 from refiner.errors import Refused
+from refiner.simgan import sizing
 from refiner.tasks.images import ImagesParams, ImagesWorld
 
-# a first look in minutes on a laptop CPU: a narrower, shallower refiner, a strided
-# discriminator (a tenth of the default's work on 64x64 images; it sees 11x11 patches) and fewer steps
+# a first look in minutes on a laptop CPU: a narrower, shallower refiner and half the
+# pretraining (the discriminator is sized to the images either way: refiner.simgan.sizing)
 FAST = {"train_refiner": {"channels": 16, "num_blocks": 2, "batch_size": 32, "pretrain_refiner_steps": 100,
-                          "pretrain_disc_steps": 50, "steps": 300, "disc_layers": [[32, 2], [64, 2], [64, 1]]},
-        "train_estimator": {"steps": 400, "batch_size": 64}}
+                          "pretrain_disc_steps": 50},
+        "train_estimator": {"steps": 1200, "batch_size": 64}}  # at 400 the shapes estimator was too noisy to show a gain
 # a user's camera: its global effects as a learned camera model, judged by a global
 # discriminator as well as the local one (the shapes example: refiner/simgan/camera.py)
 CAMERA = {"camera": True, "disc_global": 32}
@@ -53,9 +54,11 @@ class Init(ImagesParams):
         section = self.model_dump(mode="json", include=set(ImagesParams.model_fields), exclude_none=True)
         section.update({key: _relative(section[key]) for key in PATHS if key in section})
         raw.update(task=ImagesWorld.name, images=section)
+        sized_for = validate_params(raw, str(self.params))
+        shape = ImagesWorld(sized_for).image_shape(sized_for)
+        raw["train_refiner"] = {**raw.get("train_refiner", {}), **_jsonable(sizing.sized(shape)), **CAMERA}
         for name, values in (FAST if self.fast else {}).items():
             raw[name] = {**raw.get(name, {}), **values}
-        raw["train_refiner"] = {**raw.get("train_refiner", {}), **CAMERA}
         # the target decides self-training and the conditional discriminator: find it with both off
         probe = {**raw, "train_refiner": {**raw.get("train_refiner", {}), **NO_CLASSES},
                  "train_estimator": {**raw.get("train_estimator", {}), "self_training_rounds": 0}}
@@ -69,9 +72,11 @@ class Init(ImagesParams):
         else:
             estimator["self_training_rounds"] = 0
             refiner.update(NO_CLASSES)
-        task_for(validate_params(raw, str(self.params)))
+        params = validate_params(raw, str(self.params))
+        task_for(params)
         self.params.write_text(yaml.safe_dump(raw, sort_keys=False))
         print(f"label kinds: {world.kinds}")
+        print(_refiner_summary(params.train_refiner, shape))
         learns = "no estimator (label-free figures only)" if head is None else \
             f"{'classifies' if head.has_classes else 'regresses'} {head.columns} ({head.metric.title})"
         print(f"estimator: {learns}")
@@ -109,6 +114,19 @@ class Lineage(BaseModel):
 
 
 COMMANDS = {"init": Init, "example": Example, "lineage": Lineage}
+
+
+def _refiner_summary(config, shape) -> str:
+    patch = sizing.receptive_field(config.disc_layers)
+    minutes = sizing.training_minutes(config, shape)
+    return (f"refiner: {config.channels} channels x {config.num_blocks} blocks, camera model "
+            f"{'on' if config.camera else 'off'}; local discriminator patch {patch}x{patch} of "
+            f"{shape[0]}x{shape[1]}{', global discriminator on' if config.disc_global else ''}; {config.steps} rounds, "
+            f"about {minutes:.0f} min of training on this machine's CPU (timed over 3 rounds). {sizing.CPU_NOTE}")
+
+
+def _jsonable(values: dict) -> dict:
+    return {key: [list(layer) for layer in value] if key == "disc_layers" else value for key, value in values.items()}
 
 
 def _relative(path: str | None) -> str | None:

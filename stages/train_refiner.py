@@ -15,7 +15,8 @@ from refiner.config import SimGANParams
 from refiner.params import Params
 from refiner.simgan.camera import describe
 from refiner.simgan.conditioning import frozen_estimator, pool_classes, semantic_loss
-from refiner.simgan.trainer import COLLAPSE_RATIO, SimGANTrainer, to_model
+from refiner.simgan.sizing import receptive_field
+from refiner.simgan.trainer import CHANCE_ACCURACY, COLLAPSE_RATIO, SimGANTrainer, discriminator_at_chance, to_model
 from refiner.tasks import task_for
 from stages import common
 
@@ -104,6 +105,12 @@ def run(params: Params, args: Args) -> dict:
             mlflow.set_tag("simrefinery.mode_collapse", "true")
             print(f"WARNING train_refiner: refined outputs keep {final['diversity_ratio']:.0%} of the synthetic "
                   f"inputs' spread: mode collapse (raise lambda or lower lr)")
+        if discriminator_at_chance(log):
+            mlflow.set_tag("simrefinery.discriminator_at_chance", "true")
+            print(f"WARNING train_refiner: the discriminator stayed at chance the whole run (accuracy under "
+                  f"{CHANCE_ACCURACY:.0%}): the refiner learnt nothing from it. Its patch is "
+                  f"{receptive_field(config.disc_layers)} px wide on {data.shape_text(list(synthetic['image'].shape[1:]))} "
+                  f"images: `simrefinery init` sizes it, or see refiner/simgan/sizing.py")
         if config.camera:
             settings = {key.removeprefix("camera_"): value for key, value in trainer.camera_settings().items()}
             mlflow.set_tag("simrefinery.camera", describe(settings))

@@ -52,6 +52,18 @@ def diversity_ratio(refined01: np.ndarray, synthetic01: np.ndarray) -> float:
     return float(spread(refined01) / max(spread(synthetic01), 1e-12))
 
 
+CHANCE_ACCURACY = 0.6  # a local discriminator never above this on real and refined patches: at chance
+
+
+def discriminator_at_chance(log: list[dict]) -> bool:
+    """True when the local discriminator never told real from refined patches over the whole
+    adversarial run (its best mean accuracy under ``CHANCE_ACCURACY``): it gave the refiner no
+    signal, typically a patch too small for the image (refiner.simgan.sizing). A discriminator
+    that falls to chance late, once the refiner fools it, is the game won, not this."""
+    accuracies = [(e["d_acc_real"] + e["d_acc_refined"]) / 2 for e in log if e["phase"] == "adversarial"]
+    return bool(accuracies) and max(accuracies) < CHANCE_ACCURACY
+
+
 def build_refiner(config: SimGANParams, in_channels: int = 1) -> Refiner | CameraRefiner:
     residual = Refiner(in_channels, config.channels, config.num_blocks) if config.residual else None
     return CameraRefiner(residual, Camera(in_channels)) if config.camera else residual

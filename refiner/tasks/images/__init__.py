@@ -121,6 +121,12 @@ class ImagesWorld(World):
         ids, pixels, labels = read.arrays(self.kinds)
         return Images(ids, pixels.astype(np.float32) / 255, labels)
 
+    def image_shape(self, params) -> tuple[int, ...]:
+        """(height, width) of every image as the pipeline makes them, plus 3 for RGB."""
+        size = self.preprocess.size or readers.first_image_size(_path(params.images.synthetic, "synthetic"),
+                                                                  self.preprocess)
+        return (*size, 3) if self.preprocess.color == "rgb" else tuple(size)
+
     def has_real_test(self, params):
         return params.images.test is not None
 
