@@ -16,6 +16,7 @@ from refiner.cli import main as cli
 from refiner.config import SimGANParams
 from refiner.errors import CheckpointError, DatasetError, ParamsError
 from refiner.params import load_params
+from refiner.simgan import sizing
 from refiner.simgan.refine_job import refine_dataset, refine_in_process
 from refiner.simgan.trainer import SimGANTrainer, load_refiner
 from refiner.tasks.images import readers
@@ -179,16 +180,18 @@ def test_init_turns_the_conditional_discriminator_off_for_a_regression_and_keeps
                  tmp_path / "labels.csv")
     base = ["init", "--synthetic", "img", "--labels", "labels.csv", "--real", "camera", "--params", "params.yaml"]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train_refiner": {"conditional": True, "lambda": 0.3}}))
+    sized = {**sizing.sized(np.asarray(Image.open(tmp_path / "img" / "a.png")).shape), "camera": True, "disc_global": 32}
+    sized = {key: [list(layer) for layer in value] if key == "disc_layers" else value for key, value in sized.items()}
     cli(base)  # regresses kp: no classes to condition on
     written = yaml.safe_load((tmp_path / "params.yaml").read_text())
-    assert written["train_refiner"] == {"conditional": False, "lambda": 10.0}
+    assert written["train_refiner"] == {"conditional": False, "lambda": 10.0, **sized}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train_refiner": {"conditional": True, "lambda": 0.3}}))
     cli([*base, "--target", "kind"])
     written = yaml.safe_load((tmp_path / "params.yaml").read_text())
-    assert written["train_refiner"] == {"conditional": True, "lambda": 0.3}
+    assert written["train_refiner"] == {"conditional": True, "lambda": 0.3, **sized}
     (tmp_path / "params.yaml").unlink()
-    cli([*base, "--target", "kind"])  # no params file: the defaults, which condition
-    assert yaml.safe_load((tmp_path / "params.yaml").read_text())["train_refiner"] == {}
+    cli([*base, "--target", "kind"])  # no params file: the defaults, which condition, plus the camera and sizes
+    assert yaml.safe_load((tmp_path / "params.yaml").read_text())["train_refiner"] == sized
 
 
 def test_the_refiner_is_pixel_aligned_so_geometric_labels_stay_true():
