@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import platform
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,14 +56,7 @@ def measure(name: str, shape, extra: dict, rounds: int) -> dict:
     rng = np.random.default_rng(0)
     images = rng.random((max(4 * config.batch_size, 64), *shape), dtype=np.float32)
     trainer = SimGANTrainer(images, images, config.model_copy(update={"history_size": config.batch_size}))
-    trainer.refiner_step(), trainer.discriminator_step()  # warm-up
-    start = time.perf_counter()
-    for _ in range(rounds):
-        for _ in range(config.kg):
-            trainer.refiner_step()
-        for _ in range(config.kd):
-            trainer.discriminator_step()
-    seconds = (time.perf_counter() - start) / rounds
+    seconds = sizing.time_rounds(trainer, rounds)
     return {"world": name, "shape": list(shape), "channels": config.channels, "num_blocks": config.num_blocks,
             "batch_size": config.batch_size, "patch": sizing.receptive_field(config.disc_layers),
             "camera": config.camera, "global_discriminator": bool(config.disc_global),

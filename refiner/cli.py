@@ -54,15 +54,15 @@ class Init(ImagesParams):
         section = self.model_dump(mode="json", include=set(ImagesParams.model_fields), exclude_none=True)
         section.update({key: _relative(section[key]) for key in PATHS if key in section})
         raw.update(task=ImagesWorld.name, images=section)
-        sized_for = validate_params(raw, str(self.params))
-        shape = ImagesWorld(sized_for).image_shape(sized_for)
-        raw["train_refiner"] = {**raw.get("train_refiner", {}), **_jsonable(sizing.sized(shape)), **CAMERA}
-        for name, values in (FAST if self.fast else {}).items():
-            raw[name] = {**raw.get(name, {}), **values}
         # the target decides self-training and the conditional discriminator: find it with both off
         probe = {**raw, "train_refiner": {**raw.get("train_refiner", {}), **NO_CLASSES},
                  "train_estimator": {**raw.get("train_estimator", {}), "self_training_rounds": 0}}
-        world = task_for(validate_params(probe, str(self.params)))
+        probe_params = validate_params(probe, str(self.params))
+        world = task_for(probe_params)
+        shape = world.image_shape(probe_params)
+        raw["train_refiner"] = {**raw.get("train_refiner", {}), **_jsonable(sizing.sized(shape)), **CAMERA}
+        for name, values in (FAST if self.fast else {}).items():
+            raw[name] = {**raw.get(name, {}), **values}
         raw["images"]["label_kinds"] = world.kinds
         refiner, estimator = raw.setdefault("train_refiner", {}), raw.setdefault("train_estimator", {})
         head = world.head

@@ -53,17 +53,22 @@ def sized(image_shape) -> dict:
 
 
 def seconds_per_round(config: SimGANParams, image_shape, rounds: int = 3) -> float:
-    """One adversarial round (kg refiner + kd discriminator steps) on random images of this
-    shape, timed on this machine after one warm-up round."""
+    """One adversarial round on random images of this shape, timed on this machine."""
     rng = np.random.default_rng(0)
     images = rng.random((max(config.batch_size, 16), *image_shape), dtype=np.float32)
-    trainer = SimGANTrainer(images, images, config.model_copy(update={"history_size": config.batch_size}))
+    return time_rounds(SimGANTrainer(images, images, config.model_copy(update={"history_size": config.batch_size})),
+                       rounds)
+
+
+def time_rounds(trainer: SimGANTrainer, rounds: int) -> float:
+    """The median seconds of one adversarial round (kg refiner + kd discriminator steps) of
+    ``trainer``, after one warm-up round."""
     times = []
     for _ in range(rounds + 1):
         start = time.perf_counter()
-        for _ in range(config.kg):
+        for _ in range(trainer.config.kg):
             trainer.refiner_step()
-        for _ in range(config.kd):
+        for _ in range(trainer.config.kd):
             trainer.discriminator_step()
         times.append(time.perf_counter() - start)
     return float(np.median(times[1:]))
