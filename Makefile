@@ -9,13 +9,18 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export RAY_USAGE_STATS_ENABLED := 0
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install run sweep test test-fast ui clean
+.PHONY: install install-dev lint run sweep test test-fast ui clean
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed  ## what running needs
+install-dev: $(VENV)/.installed-dev  ## plus the tests' and the linter's
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
@@ -31,11 +36,14 @@ endif
 sweep: install  ## every profile of profiles.yaml -> experiments/results/sweep.md (about an hour on 2 cores)
 	$(BIN)/python -m experiments.sweep
 
-test: install  ## two workers; the tests sharing a reproduced world run on one (tests/conftest.py)
+test: install-dev  ## two workers; the tests sharing a reproduced world run on one (tests/conftest.py)
 	$(BIN)/python -m pytest -q -ra -n 2 --dist loadgroup
 
-test-fast: install
+test-fast: install-dev
 	$(BIN)/python -m pytest -q -ra -n 2 --dist loadgroup -m "not slow"
+
+lint: install-dev  ## ruff (pyproject.toml's [tool.ruff]); .ci/run runs it before the tests
+	$(BIN)/ruff check .
 
 ui: install  ## the MLflow UI on the project's store: http://127.0.0.1:5000
 	mlflow ui --backend-store-uri sqlite:///$(abspath mlflow.db) --host 127.0.0.1 --port 5000 --workers 1

@@ -171,7 +171,7 @@ def device_table(args: Args) -> dict:
     for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         a = torch.randn(8192 if device.type == "cuda" else 1024, 8192 if device.type == "cuda" else 1024,
                         device=device, dtype=dtype)
-        peaks[precision] = timed_images_per_s(lambda: a @ a, 1, 1.0, synchronize) * 2 * a.shape[0] ** 3 / 1e9
+        peaks[precision] = timed_images_per_s(lambda a=a: a @ a, 1, 1.0, synchronize) * 2 * a.shape[0] ** 3 / 1e9
     rows = []
     for compiled in (False, True):
         for channels_last in (False, True):
@@ -186,7 +186,7 @@ def device_table(args: Args) -> dict:
                         x = x.contiguous(memory_format=torch.channels_last)
                     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
-                    def step():
+                    def step(forward=forward, x=x, autocast=autocast):
                         with torch.no_grad(), autocast:
                             forward(x)
                     speed = timed_images_per_s(step, batch_size, synchronize=synchronize)

@@ -1,11 +1,10 @@
 """simrefinery: point the pipeline at your own folders without editing params.yaml.
 
-    simrefinery example examples/shapes          # a generated RGB world to try it on
-    simrefinery init --synthetic examples/shapes/synthetic/images \
-        --labels examples/shapes/synthetic/labels.csv --real examples/shapes/camera \
-        --test examples/shapes/camera_test/images --test-labels examples/shapes/camera_test/labels.csv --fast
-    dvc repro                                    # or: make run
-    simrefinery lineage data/refined             # where a dataset, run or model came from
+    simrefinery example examples/shapes      # a generated RGB world to try it on
+    simrefinery init --synthetic DIR --labels CSV --real DIR [--test DIR --test-labels CSV] [--fast]
+    dvc repro                                # or: make run
+    simrefinery lineage data/refined         # where a dataset, run or model came from
+    simrefinery --version
 
 init reads the labels, infers and prints their kinds and the estimator they choose, and
 writes params.yaml's `task: images` and `images` section with the kinds pinned.
@@ -108,6 +107,7 @@ class Lineage(BaseModel):
 
     def run(self) -> None:
         import mlflow
+
         from refiner.tracking import runs
         from refiner.tracking.lineage import Lineage as Walk
         print(Walk(mlflow.MlflowClient(), runs.setup(self.root)).tree(self.target))
@@ -141,6 +141,11 @@ def _relative(path: str | None) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] in (["--version"], ["-V"]):
+        from refiner import __version__
+        print(f"simrefinery {__version__}")
+        return
     command = tyro.extras.subcommand_cli_from_dict(COMMANDS, prog="simrefinery", description=__doc__, args=argv)
     try:
         command.run()

@@ -9,7 +9,8 @@ import functools
 import json
 import sys
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
+from collections.abc import Callable
 
 import tyro
 from pydantic import BaseModel, ConfigDict, Field

@@ -5,7 +5,6 @@ pull` restores them byte for byte; an MLflow server with `--artifacts-destinatio
 keeps the stages' artifacts in the bucket."""
 
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np

@@ -3,8 +3,8 @@
 The discriminator sees, in each fake batch, half current refiner output and half images
 refined earlier, so the refiner cannot re-introduce artifacts D has forgotten. The buffer
 keeps a fixed number of past refined images (and, for a class-conditional discriminator,
-their classes); once full, each push overwrites random entries. Implementations that only ever sampled from an empty buffer existed in public
-ports: tests check this one fills and returns old images.
+their classes); once full, each push overwrites random entries. Implementations that only ever sampled from an
+empty buffer existed in public ports: tests check this one fills and returns old images.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ class Images:
     pixels: np.ndarray
     labels: dict[str, np.ndarray] | None = None
 
-    def take(self, index: np.ndarray) -> "Images":
+    def take(self, index: np.ndarray) -> Images:
         labels = None if self.labels is None else {k: np.asarray(v)[index] for k, v in self.labels.items()}
         return Images(np.asarray(self.ids)[index], self.pixels[index], labels)
 

@@ -10,7 +10,7 @@ it like handwriting would, and applies the same preprocessing.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +52,7 @@ class RenderJitter(Section):
     stroke_wobble: float = Field(0.04, ge=0, description="skeleton control-point noise, fraction of the glyph box")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _font(name: str) -> ImageFont.FreeTypeFont:
     import matplotlib
     path = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / name
