@@ -10,7 +10,7 @@ from PIL import Image
 from refiner.config import SimGANParams
 from refiner.simgan.camera import Camera, describe
 from refiner.simgan.refine_job import refine_in_process
-from refiner.simgan.trainer import SimGANTrainer, load_refiner
+from refiner.simgan.trainer import SimGANTrainer, build_refiner, load_refiner
 from refiner.tasks.images.example import CAMERA, make_example
 
 
@@ -54,6 +54,33 @@ def test_a_camera_refiner_round_trips_through_its_checkpoint(tmp_path):
     torch.save(trainer.checkpoint(synthetic.shape[1:]), tmp_path / "refiner.pt")
     loaded = load_refiner(tmp_path / "refiner.pt", (8, 8, 3))
     assert np.array_equal(trainer.refine(synthetic), refine_in_process(loaded, synthetic))
+
+
+def test_label_kept_scores_a_camera_refiners_scenes_before_its_camera(tmp_path):
+    from stages.evaluate import label_kept_sets
+    rng = np.random.default_rng(1)
+    images, targets = rng.random((16, 8, 8, 3), dtype=np.float32), rng.random((16, 2), dtype=np.float32)
+    sets = {"synthetic": (images, targets), "refined": (images * 0.5, targets)}
+    for residual, camera in ((False, True), (True, True), (True, False)):
+        config = SimGANParams(channels=4, num_blocks=1, disc_layers=((8, 1),), conditional=False, camera=camera,
+                              residual=residual)
+        model = build_refiner(config, 3).eval()
+        if camera:
+            with torch.no_grad():
+                model.camera.log_gain.fill_(np.log(0.5))  # a dark camera: its images are far from the scenes
+        torch.save({"state_dict": model.state_dict(), "config": config.model_dump(mode="json", by_alias=True),
+                    "in_channels": 3, "image_shape": [8, 8, 3]}, tmp_path / "refiner.pt")
+        kept = label_kept_sets(tmp_path, sets)
+        assert kept["synthetic"] is sets["synthetic"] and kept["refined"][1] is targets
+        if not camera:  # a plain refiner: its refined images as the refine stage wrote them
+            assert kept["refined"][0] is sets["refined"][0]
+        elif not residual:  # the camera alone: the scenes are the synthetic images themselves
+            assert np.allclose(kept["refined"][0], images, atol=1e-6)
+        else:
+            with torch.no_grad():
+                scenes = model.residual(torch.from_numpy(images * 2 - 1).permute(0, 3, 1, 2))
+            assert np.allclose(kept["refined"][0], ((scenes.permute(0, 2, 3, 1).numpy() + 1) / 2).clip(0, 1), atol=1e-5)
+            assert np.abs(kept["refined"][0] - refine_in_process(model, images)).mean() > 0.1  # not the camera's
 
 
 def test_describe_says_the_camera_in_words():

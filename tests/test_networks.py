@@ -65,3 +65,19 @@ def test_a_conditional_simgan_trains_its_class_embeddings_and_keeps_classes_in_i
     trainer.train(progress=False)
     assert not torch.equal(trainer.discriminator.embedding.weight, before)
     assert trainer.history.classes is not None and len(trainer.history) > 0
+
+
+def test_the_adversarial_phase_starts_with_a_fresh_refiner_optimizer():
+    # Adam's moments from the L1 pretraining made the first adversarial steps huge (a 28x28
+    # digits refiner saturated black in 5 rounds): the adversarial phase must start afresh
+    import numpy as np
+    from refiner.config import SimGANParams
+    from refiner.simgan.trainer import SimGANTrainer
+    rng = np.random.default_rng(0)
+    synthetic, real = rng.random((40, 8, 8), dtype=np.float32), rng.random((30, 8, 8), dtype=np.float32)
+    config = SimGANParams(channels=4, num_blocks=1, disc_layers=[[8, 1]], batch_size=8, pretrain_refiner_steps=5,
+                          pretrain_disc_steps=1, steps=3, kg=2, conditional=False)
+    trainer = SimGANTrainer(synthetic, real, config)
+    trainer.train(progress=False)
+    steps = {int(state["step"]) for state in trainer.opt_r.state.values()}
+    assert steps == {config.steps * config.kg}

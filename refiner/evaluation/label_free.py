@@ -77,13 +77,15 @@ def reverse_score(head, models: list, real_pool01: np.ndarray, synthetic: tuple[
 
 def label_free(head, task_models: dict[str, list], plain_models: dict[str, list],
                training_sets: dict[str, tuple[np.ndarray, np.ndarray]], real_pool01: np.ndarray,
-               recipe: EstimatorParams, seed: int) -> dict[str, PerSet | None]:
+               recipe: EstimatorParams, seed: int, kept_sets: dict | None = None) -> dict[str, PerSet | None]:
     """Everything used to choose params, checkpoints and champions: no real label in it.
-    ``plain_models``: the estimators before self-training (the refiner's effect alone)."""
+    ``plain_models``: the estimators before self-training (the refiner's effect alone);
+    ``kept_sets``: the images ``label_kept`` scores, where not the training sets (a camera
+    refiner's scenes before its camera: stages/evaluate.py)."""
     classes = class_realism(head, plain_models["synthetic"], training_sets, real_pool01, seed)
     return {"realism": PerSet(**realism_per_set(training_sets, real_pool01, seed)),
             "class_realism": PerSet(**classes) if classes is not None else None,
-            "label_kept": PerSet(**label_kept(head, task_models["synthetic"], training_sets)),
+            "label_kept": PerSet(**label_kept(head, task_models["synthetic"], kept_sets or training_sets)),
             "real_confidence": PerSet(**{name: head.confidence([predict(head, model, real_pool01) for model in models])
                                          for name, models in task_models.items()}),
             "reverse_score": PerSet(**{name: reverse_score(head, models, real_pool01, training_sets["synthetic"],

@@ -27,6 +27,7 @@ import torch
 
 from refiner import data
 from refiner.data import storage
+from refiner.simgan.camera import CameraRefiner
 from refiner.simgan.trainer import from_model, load_refiner, to_model
 
 PRECISIONS = ("fp32", "bf16")
@@ -208,4 +209,12 @@ def _write_parts(writer: data.DatasetWriter, batches, part_indices: list[int], p
 def refine_in_process(model: torch.nn.Module, images01: np.ndarray, batch_size: int = 1024) -> np.ndarray:
     """The plain torch loop the Ray job must agree with (tests, benchmarks)."""
     return np.concatenate([refine_pixels(model, images01[i:i + batch_size])
+                           for i in range(0, len(images01), batch_size)])
+
+
+@torch.no_grad()
+def scenes_in_process(model: CameraRefiner, images01: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    """What a camera refiner's residual made of each scene, before its camera model: the
+    camera moves no pixel, so a label the refiner loses, it loses here."""
+    return np.concatenate([from_model(model.parts(to_model(images01[i:i + batch_size]))[0])
                            for i in range(0, len(images01), batch_size)])

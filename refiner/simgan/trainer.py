@@ -91,7 +91,7 @@ class SimGANTrainer:
                                            classes[2] if classes is not None else 0).to(device)
         self.global_discriminator = GlobalDiscriminator(self.in_channels, synthetic01.shape[1:3],
                                                         config.disc_global).to(device) if config.disc_global else None
-        self.opt_r = torch.optim.Adam(self.refiner_parameter_groups(), lr=config.lr, betas=(0.5, 0.999))
+        self.opt_r = self.refiner_optimizer()
         judges = [self.discriminator] + ([self.global_discriminator] if self.global_discriminator else [])
         self.opt_d = torch.optim.Adam([p for judge in judges for p in judge.parameters()], lr=config.lr,
                                       betas=(0.5, 0.999))
@@ -100,6 +100,9 @@ class SimGANTrainer:
         # a fixed probe for the diversity check, drawn with its own RNG so training is unchanged
         probe = np.random.default_rng(seed).choice(len(synthetic01), min(256, len(synthetic01)), replace=False)
         self.probe = np.asarray(synthetic01, dtype=np.float32)[probe]
+
+    def refiner_optimizer(self) -> torch.optim.Adam:
+        return torch.optim.Adam(self.refiner_parameter_groups(), lr=self.config.lr, betas=(0.5, 0.999))
 
     def refiner_parameter_groups(self) -> list[dict]:
         camera = getattr(self.refiner, "camera", None)
@@ -171,6 +174,10 @@ class SimGANTrainer:
             l1 = self.pretrain_refiner_step()
             bar.update()
         self.log.append({"phase": "pretrain_refiner", "step": 0, "reg_loss": l1 if cfg.pretrain_refiner_steps else None})
+        # a fresh optimizer for the adversarial loss: Adam's second moments from the converged L1
+        # pretraining are tiny, so the first adversarial gradients moved the refiner by hundreds
+        # of steps at once (on 28x28 MNIST-like digits its tanh saturated black in 5 rounds, dead)
+        self.opt_r = self.refiner_optimizer()
         for _ in range(cfg.pretrain_disc_steps):
             d_loss, acc_real, acc_fake = self.discriminator_step()
             bar.update()
