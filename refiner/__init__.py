@@ -8,10 +8,3 @@
     tasks/       the worlds (digits, gaze, your own images) and the heads that learn their labels
     config.py, params.py   the typed params.yaml;  cli.py   the `simrefinery` command
 """
-
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("simrefinery")
-except PackageNotFoundError:  # a checkout on sys.path that was never installed
-    __version__ = "0+unknown"

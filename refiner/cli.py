@@ -13,6 +13,7 @@ writes params.yaml's `task: images` and `images` section with the kinds pinned.
 from __future__ import annotations
 
 import sys
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Annotated
 
@@ -36,6 +37,10 @@ CAMERA = {"camera": True, "disc_global": 32}
 # one kept labels at the paper's lambda 10 but lost them below 5 (the digits sweep)
 NO_CLASSES = {"conditional": False, "lambda": 10.0}
 PATHS = ("synthetic", "labels", "real", "test", "test_labels")
+try:  # here, not in refiner/__init__.py: every stage imports the package, and its code is each stage's DVC dep
+    __version__ = version("simrefinery")
+except PackageNotFoundError:  # a checkout on sys.path that was never installed
+    __version__ = "0+unknown"
 
 
 class Init(ImagesParams):
@@ -143,7 +148,6 @@ def _relative(path: str | None) -> str | None:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] in (["--version"], ["-V"]):
-        from refiner import __version__
         print(f"simrefinery {__version__}")
         return
     command = tyro.extras.subcommand_cli_from_dict(COMMANDS, prog="simrefinery", description=__doc__, args=argv)

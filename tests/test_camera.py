@@ -38,7 +38,9 @@ def test_eval_noise_is_an_images_own_whatever_its_batch():
     images = torch.rand(6, 1, 8, 8) * 2 - 1
     with torch.no_grad():
         together, alone = camera(images), camera(images[3:4])
-        assert torch.equal(together[3:4], alone)
+        # the same noise (it is drawn from the image's pixels); the blur's convolution may differ
+        # in the last bits between batch sizes on some CPUs, far below one noise draw (0.04 here)
+        assert torch.allclose(together[3:4], alone, rtol=0, atol=1e-5)
         assert not torch.equal(together[3], together[4])  # noise, not a constant
         assert (together - camera.train()(images)).abs().max() > 0  # training draws fresh noise
 
