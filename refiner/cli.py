@@ -112,7 +112,6 @@ class Lineage(BaseModel):
 
     def run(self) -> None:
         import mlflow
-
         from refiner.tracking import runs
         from refiner.tracking.lineage import Lineage as Walk
         print(Walk(mlflow.MlflowClient(), runs.setup(self.root)).tree(self.target))
