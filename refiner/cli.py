@@ -31,8 +31,12 @@ FAST = {"train_refiner": {"channels": 16, "num_blocks": 2, "batch_size": 32, "pr
                           "pretrain_disc_steps": 50},
         "train_estimator": {"steps": 1200, "batch_size": 64}}  # at 400 the shapes estimator was too noisy to show a gain
 # a user's camera: its global effects as a learned camera model, judged by a global
-# discriminator as well as the local one (the shapes example: refiner/simgan/camera.py)
-CAMERA = {"camera": True, "disc_global": 32}
+# discriminator as well as the local one (refiner/simgan/camera.py). The camera alone, without
+# the paper's residual refiner: it moves no pixel, so no label can change. On the shapes example
+# it bought +0.72 px and realism 0.59 where the residual beside it bought +0.64 px and 0.996; on
+# typeset digits -> MNIST +0.9 points where the residual, conditioned on half-wrong pseudo-labels,
+# lost 6.2 (experiments/README.md, session 31). `residual: true` adds it back for local texture.
+CAMERA = {"camera": True, "disc_global": 32, "residual": False}
 # without classes there is no conditional discriminator (it needs pseudo-classes), and the plain
 # one kept labels at the paper's lambda 10 but lost them below 5 (the digits sweep)
 NO_CLASSES = {"conditional": False, "lambda": 10.0}
@@ -123,7 +127,8 @@ COMMANDS = {"init": Init, "example": Example, "lineage": Lineage}
 def _refiner_summary(config, shape) -> str:
     patch = sizing.receptive_field(config.disc_layers)
     minutes = sizing.training_minutes(config, shape)
-    return (f"refiner: {config.channels} channels x {config.num_blocks} blocks, camera model "
+    residual = f"{config.channels} channels x {config.num_blocks} blocks" if config.residual else "no residual refiner"
+    return (f"refiner: {residual}, camera model "
             f"{'on' if config.camera else 'off'}; local discriminator patch {patch}x{patch} of "
             f"{shape[0]}x{shape[1]}{', global discriminator on' if config.disc_global else ''}; {config.steps} rounds, "
             f"about {minutes:.0f} min of training on this machine's CPU (timed over 3 rounds). {sizing.CPU_NOTE}")

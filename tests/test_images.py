@@ -12,7 +12,7 @@ import yaml
 from PIL import Image
 
 from refiner import data
-from refiner.cli import main as cli
+from refiner.cli import CAMERA, main as cli
 from refiner.config import SimGANParams
 from refiner.errors import CheckpointError, DatasetError, ParamsError
 from refiner.params import load_params
@@ -180,7 +180,7 @@ def test_init_turns_the_conditional_discriminator_off_for_a_regression_and_keeps
                  tmp_path / "labels.csv")
     base = ["init", "--synthetic", "img", "--labels", "labels.csv", "--real", "camera", "--params", "params.yaml"]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train_refiner": {"conditional": True, "lambda": 0.3}}))
-    sized = {**sizing.sized(np.asarray(Image.open(tmp_path / "img" / "a.png")).shape), "camera": True, "disc_global": 32}
+    sized = {**sizing.sized(np.asarray(Image.open(tmp_path / "img" / "a.png")).shape), **CAMERA}
     sized = {key: [list(layer) for layer in value] if key == "disc_layers" else value for key, value in sized.items()}
     cli(base)  # regresses kp: no classes to condition on
     written = yaml.safe_load((tmp_path / "params.yaml").read_text())

@@ -180,6 +180,14 @@ def regression_report(**figures) -> Report:
     return Report(realism=PerSet(synthetic=0.9, refined=0.8), **figures)
 
 
+def test_a_refiner_that_makes_images_less_real_is_warned_about(capsys):
+    from stages.evaluate import REALISM_WORSE, print_label_free
+    print_label_free(Report(realism=PerSet(synthetic=0.845, refined=0.845 + REALISM_WORSE + 0.01)))
+    assert "WARNING evaluate: the refined images are easier to tell from the real pool" in capsys.readouterr().out
+    print_label_free(Report(realism=PerSet(synthetic=0.845, refined=0.845 + REALISM_WORSE - 0.01)))
+    assert "WARNING" not in capsys.readouterr().out
+
+
 def test_label_free_selection_for_classes_is_class_realism_with_no_gate():
     """Rule 4: lower class realism chooses, whatever the synthetic-trained estimators say of
     the refined images (their agreement is what a refiner towards the real classes lowers)."""

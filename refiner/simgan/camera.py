@@ -113,9 +113,10 @@ def describe(settings: dict[str, float]) -> str:
     if {"r", "b"} <= set(gains):
         warmth = gains["r"] / gains["b"] - 1
         colour = f"{abs(warmth):.0%} {'warmer' if warmth >= 0 else 'cooler'} (gain {colour})"
-    else:
-        colour = f"gain {colour}"
-    return (f"the camera is {colour}, vignetting {settings['vignetting']:.2f} at the corners, "
+    else:  # one channel: no colour, only a gain
+        colour = "gain " + ", ".join(f"{gain:.2f}" for gain in gains.values())
+    corners = "" if settings["vignetting"] >= 0 else " (brighter corners)"
+    return (f"the camera is {colour}, vignetting {settings['vignetting']:.2f} at the corners{corners}, "
             f"blur sigma {settings['blur_sigma_px']:.2f} px, noise sigma {settings['noise_sigma_levels']:.1f} levels")
 
 
