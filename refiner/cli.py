@@ -4,6 +4,7 @@
     simrefinery init --synthetic DIR --labels CSV --real DIR [--test DIR --test-labels CSV] [--fast]
     dvc repro                                # or: make run
     simrefinery lineage data/refined         # where a dataset, run or model came from
+    simrefinery refine FRAMES OUT [--refiner models/refiner]   # a trained refiner on new frames
     simrefinery --version
 
 init reads the labels, infers and prints their kinds and the estimator they choose, and
@@ -15,12 +16,13 @@ from __future__ import annotations
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import tyro
 import yaml
 from pydantic import BaseModel, Field
 
+from refiner.config import RefineParams
 from refiner.errors import Refused
 from refiner.simgan import sizing
 from refiner.tasks.images import ImagesParams, ImagesWorld
@@ -121,7 +123,57 @@ class Lineage(BaseModel):
         print(Walk(mlflow.MlflowClient(), runs.setup(self.root)).tree(self.target))
 
 
-COMMANDS = {"init": Init, "example": Example, "lineage": Lineage}
+class Refine(RefineParams):
+    """Refine new frames with a trained refiner, on Ray: a simrefinery dataset (its labels
+    carried through) or a folder of images in, a simrefinery dataset out; an interrupted run resumes;
+    params.yaml is neither read nor changed (the batch and Ray keys are refine's)."""
+    source: Annotated[str, tyro.conf.Positional] = Field(description=(
+        "a simrefinery dataset (a directory or s3://bucket/prefix) or a folder of images, read as "
+        "unlabelled synthetic frames at the refiner's image size into the dataset OUT-input"))
+    out: Annotated[str, tyro.conf.Positional] = Field(description="the refined dataset: a directory or s3://bucket/prefix")
+    refiner: Path = Field(Path("models/refiner"), description="train_refiner's model directory, or its refiner.pt")
+    image_encoding: Literal["raw", "png"] = Field("raw", description="how the refined dataset holds its images")
+
+    def run(self) -> None:
+        from refiner import data
+        from refiner.simgan.refine_job import refine_dataset
+        checkpoint = self.refiner / "refiner.pt" if self.refiner.is_dir() else self.refiner
+        if not checkpoint.is_file():
+            raise Refused(f"refine: {checkpoint}: no refiner checkpoint (train one: dvc repro train_refiner)")
+        source = self.frames(checkpoint)
+        digest = data.file_sha256(checkpoint)
+        refined = refine_dataset(
+            source, checkpoint, self.out, producer="simrefinery refine", batch_size=self.batch_size,
+            num_actors=self.num_actors, actor_num_cpus=self.actor_num_cpus, precision=self.precision,
+            ray_address=self.ray_address, image_encoding=self.image_encoding, params={"refiner_sha256": digest},
+            upstream={"synthetic": source.digest, "refiner": digest})
+        print(f"refine: {refined.num_rows} images -> {self.out} (digest {refined.digest[:12]})")
+
+    def frames(self, checkpoint: Path):
+        """The source as a dataset the refine job reads (real rows refused: only evaluate reads
+        real labels); a folder of images is first written as one, at the refiner's size."""
+        import pyarrow as pa
+        import torch
+        from refiner import data
+        from refiner.data import storage
+        from refiner.tasks.images import readers
+        folder = Path(self.source)
+        if storage.is_remote(self.source) or (folder / data.MANIFEST).is_file():
+            return data.open_training_set(self.source, pa.schema([]))
+        if not folder.is_dir():
+            raise Refused(f"refine: {self.source}: neither a simrefinery dataset nor a folder of images")
+        shape = torch.load(checkpoint, map_location="cpu", weights_only=True)["image_shape"]
+        read = readers.read_unlabelled(folder, readers.Preprocess(tuple(shape[:2]), "resize",
+                                                                  "rgb" if len(shape) == 3 else "gray"))
+        ids, pixels, _ = read.arrays({})
+        frames = f"{self.out.rstrip('/')}-input"
+        data.write_dataset(frames, ids, pixels, {}, source="synthetic", producer="simrefinery refine",
+                           params={"folder": str(folder.resolve())}, image_encoding=self.image_encoding)
+        print(f"refine: {len(ids)} frames of {folder} -> {frames}")
+        return data.open_training_set(frames, pa.schema([]))
+
+
+COMMANDS = {"init": Init, "example": Example, "lineage": Lineage, "refine": Refine}
 
 
 def _refiner_summary(config, shape) -> str:

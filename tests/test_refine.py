@@ -167,3 +167,39 @@ with the token, is the one that connects)."""
                            env={**env, "HOME": str(tmp_path), "RAY_AUTH_TOKEN": "f" * 64},
                            capture_output=True, text=True, timeout=120)
     assert wrong.returncode != 0 and "Authentication token is missing or incorrect" in wrong.stderr
+
+
+def test_simrefinery_refine_takes_a_dataset_or_a_folder_of_frames_and_leaves_params_alone(local_ray, synthetic,
+                                                                                          checkpoint, tmp_path,
+                                                                                          monkeypatch):
+    """The front door: `simrefinery refine SOURCE OUT --refiner DIR`, labels carried through;
+    a folder of images is read at the refiner's size; real rows are refused. (An interrupted
+    job resumes: test_killed_refine_resumes_and_completes_without_duplicates.)"""
+    from PIL import Image
+    from refiner.cli import main as cli
+    monkeypatch.chdir(tmp_path)
+    cli(["refine", str(synthetic.path), "refined", "--refiner", str(checkpoint.parent), "--batch-size", "64"])
+    source, out = synthetic.load(), data.validate(tmp_path / "refined").load()
+    assert list(out["id"]) == list(source["id"]) and np.array_equal(out["label"], source["label"])
+    expected = refine_in_process(load_refiner(checkpoint, (8, 8)), source["image"])
+    assert np.abs(out["image"] - expected).max() <= 0.5 / 255 + 1e-6
+    first = data.open_dataset(tmp_path / "refined").digest
+    cli(["refine", str(synthetic.path), "refined", "--refiner", str(checkpoint.parent), "--batch-size", "64"])
+    assert data.open_dataset(tmp_path / "refined").digest == first  # a rerun replaces it with the same bytes
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(5):  # 16x16 frames: read at the refiner's 8x8
+        Image.fromarray(np.full((16, 16), 40 * i, np.uint8)).save(frames / f"f{i}.png")
+    cli(["refine", "frames", "out/frames", "--refiner", str(checkpoint)])
+    refined = data.validate(tmp_path / "out/frames")
+    assert refined.num_rows == 5 and refined.manifest["image_shape"] == [8, 8]
+    frames_in = data.open_dataset(tmp_path / "out/frames-input").load()
+    assert list(frames_in["id"]) == [f"f{i}.png" for i in range(5)]  # the path in the folder
+    assert np.allclose(frames_in["image"].mean(axis=(1, 2)), [40 * i / 255 for i in range(5)], atol=1 / 255)
+    assert not (tmp_path / "params.yaml").exists()
+    real = tmp_path / "real"
+    data.write_dataset(real, np.array(["r0"], dtype=object), np.zeros((1, 8, 8), np.uint8), {"label": np.array([1])},
+                       source="real", producer="test")
+    with pytest.raises(SystemExit, match="real data must not"):
+        cli(["refine", str(real), "laundered", "--refiner", str(checkpoint)])
+    assert not (tmp_path / "laundered").exists()
