@@ -16,7 +16,7 @@ from refiner.params import Params
 from refiner.simgan.camera import describe
 from refiner.simgan.conditioning import frozen_estimator, pool_classes, semantic_loss
 from refiner.simgan.sizing import receptive_field
-from refiner.simgan.trainer import CHANCE_ACCURACY, COLLAPSE_RATIO, SimGANTrainer, discriminator_at_chance, to_model
+from refiner.simgan.trainer import CHANCE_ACCURACY, COLLAPSE_RATIO, SimGANTrainer, Uint8Refiner, discriminator_at_chance
 from refiner.tasks import task_for
 from stages import common
 
@@ -116,8 +116,8 @@ def run(params: Params, args: Args) -> dict:
             mlflow.set_tag("simrefinery.camera", describe(settings))
             print(f"train_refiner: {describe(settings)}")
         common.write_json(args.metrics, final)
-        example = to_model(trainer.probe[:2]).numpy()  # already in memory, in the refiner's range
-        tracking.log_model(trainer.refiner.cpu().eval(), "refiner", tracking.REFINER_MODEL, example,
+        example = data.to_uint8(trainer.probe[:2])  # uint8, as the datasets hold images
+        tracking.log_model(Uint8Refiner(trainer.refiner.cpu().eval()), "refiner", tracking.REFINER_MODEL, example,
                            {name: dataset.digest for name, dataset in inputs.items()}, args.out,
                            params={"lambda": config.lam, "steps": config.steps, "channels": config.channels})
         mlflow.log_artifact(str(args.samples))

@@ -220,6 +220,35 @@ def test_lineage_of_refined_dataset_reaches_models_data_params_and_commit(projec
 
 
 @pytest.mark.slow
+def test_the_registered_refiner_stands_alone_on_uint8_images(project, tmp_path):
+    """`mlflow.pyfunc.load_model` and `mlflow models predict --env-manager local` take uint8
+    images as the datasets hold them and give back the refine job's uint8 pixels."""
+    import mlflow
+    from refiner.simgan.refine_job import refine_pixels
+    from refiner.simgan.trainer import load_refiner
+    repo, env, _ = project
+    record = json.loads((repo / "models/refiner.mlflow.json").read_text())
+    pixels = data.to_uint8(data.open_dataset(repo / "data/synthetic").load()["image"][:4])
+    expected = data.to_uint8(refine_pixels(load_refiner(repo / "models/refiner/refiner.pt"), pixels / 255))
+    assert not np.array_equal(expected, pixels)  # the refiner changes them
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
+    try:
+        model = mlflow.pyfunc.load_model(record["model_uri"])
+    finally:
+        mlflow.set_tracking_uri(None)
+    inputs = model.metadata.get_input_schema().inputs[0]
+    assert str(inputs.type) == "uint8" and list(inputs.shape) == [-1, *pixels.shape[1:]]
+    out = model.predict(pixels)
+    assert out.dtype == np.uint8 and np.array_equal(out, expected)
+    (tmp_path / "in.json").write_text(json.dumps({"inputs": pixels.tolist()}))
+    sh(sys.executable, "-m", "mlflow", "models", "predict", "-m", record["model_uri"], "-i", str(tmp_path / "in.json"),
+       "-t", "json", "-o", str(tmp_path / "out.json"), "--env-manager", "local", cwd=repo,
+       env={**env, "MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}"})
+    predicted = np.asarray(json.loads((tmp_path / "out.json").read_text())["predictions"])
+    assert np.array_equal(predicted, expected)
+
+
+@pytest.mark.slow
 def test_mlflow_server_rest_shows_refine_inputs_and_champion_alias(project):
     repo, env, _ = project
     with mlflow_server(repo, env, "--backend-store-uri", f"sqlite:///{repo / 'mlflow.db'}") as base:

@@ -37,6 +37,24 @@ def from_model(batch: torch.Tensor) -> np.ndarray:
     return ((channels_last(batch) + 1) / 2).clip(0, 1)
 
 
+class Uint8Refiner(torch.nn.Module):
+    """The registered model, for users who load it on its own: uint8 images in, as the datasets
+    hold them (N x H x W, or N x H x W x C), uint8 refined images out in the same layout; the
+    [-1, 1] range the networks take stays inside (as the refine job converts)."""
+
+    def __init__(self, refiner: torch.nn.Module):
+        super().__init__()
+        self.refiner = refiner
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        gray = images.dim() == 3
+        x = images.float() / 255
+        x = (x[:, None] if gray else x.permute(0, 3, 1, 2)) * 2 - 1
+        y = ((self.refiner(x) + 1) / 2).clamp(0, 1)
+        y = torch.round(y * 255).to(torch.uint8)
+        return y[:, 0] if gray else y.permute(0, 2, 3, 1).contiguous()
+
+
 COLLAPSE_RATIO = 0.5  # refined outputs with under half their inputs' spread: flagged as mode collapse
 
 
