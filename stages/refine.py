@@ -4,6 +4,7 @@ directories or s3:// prefixes."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from pydantic import Field
@@ -23,6 +24,7 @@ class Args(common.StageArgs):
 
 
 def run(params: Params, args: Args) -> dict:
+    import mlflow
     from refiner import tracking
     section, world = params.refine, task_for(params)
     checkpoint = args.refiner / "refiner.pt"
@@ -31,14 +33,18 @@ def run(params: Params, args: Args) -> dict:
     with tracking.stage_run("refine", common.declared_params("refine", params)) as mlflow_run:
         tracking.log_dataset(synthetic, "input", "synthetic")
         tracking.log_model_input(args.refiner)
+        started = time.perf_counter()
         refined = refine_dataset(
             synthetic, checkpoint, args.out, producer="stages.refine", batch_size=section.batch_size,
             num_actors=section.num_actors, actor_num_cpus=section.actor_num_cpus,
             precision=section.precision, ray_address=section.ray_address, image_encoding=params.image_encoding,
             params={"refiner_sha256": checkpoint_digest},
             upstream={"synthetic": synthetic.digest, "refiner": checkpoint_digest})
+        seconds = time.perf_counter() - started  # Ray's start and, on a resumed job, only the parts left
         tracking.log_dataset(refined, "output", "refined")
-    print(f"refine: {refined.num_rows} images -> {args.out} (digest {refined.digest[:12]})")
+        mlflow.log_metrics({"rows": refined.num_rows, "seconds": round(seconds, 2),
+                            "images_per_s": round(refined.num_rows / seconds, 1)})
+    print(f"refine: {refined.num_rows} images -> {args.out} in {seconds:.1f} s (digest {refined.digest[:12]})")
     return {"refined": refined.digest, "mlflow_run_id": mlflow_run.info.run_id}
 
 

@@ -262,7 +262,11 @@ def test_mlflow_server_rest_shows_refine_inputs_and_champion_alias(project):
         found = call("runs/search", {"experiment_ids": [experiment["experiment_id"]],
                                      "filter": "tags.`simrefinery.stage` = 'refine'"})["runs"]
         run_id = found[0]["info"]["run_id"]
-        inputs = call(f"runs/get?run_id={run_id}")["run"]["inputs"]  # search results omit model inputs
+        run = call(f"runs/get?run_id={run_id}")["run"]
+        inputs = run["inputs"]  # search results omit model inputs
+        metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
+        rows = data.open_dataset(repo / "data/refined").num_rows
+        assert metrics["rows"] == rows and metrics["images_per_s"] == pytest.approx(rows / metrics["seconds"], rel=0.01)
         assert "synthetic" in [i["dataset"]["name"] for i in inputs["dataset_inputs"]]
         refiner = json.loads((repo / "models/refiner.mlflow.json").read_text())
         assert refiner["model_id"] in [m["model_id"] for m in inputs.get("model_inputs", [])]

@@ -222,6 +222,8 @@ def test_the_champion_moves_by_the_selection_score_within_one_rule(tmp_path):
         assert promote(3, -0.70, "class_realism")
         champion = client.get_model_version_by_alias(tracking.ESTIMATOR_MODEL, "champion")
         assert champion.version == versions[3] and champion.tags["selection_rule"] == "class_realism"
+        assert champion.description.startswith("selection score -0.7000: minus the class realism")  # said in words
+        assert "label-free selection score" in client.get_registered_model(tracking.ESTIMATOR_MODEL).description
     finally:
         mlflow.set_tracking_uri(previous)
 

@@ -5,6 +5,17 @@ from __future__ import annotations
 
 REFINER_MODEL = "simrefinery-refiner"
 ESTIMATOR_MODEL = "simrefinery-estimator"
+DESCRIPTIONS = {
+    REFINER_MODEL: "The SimGAN refiner: uint8 images in (N x H x W, or N x H x W x C), refined uint8 images out. "
+                   "@champion: the refiner of the champion estimator.",
+    ESTIMATOR_MODEL: "The task's estimator, trained on synthetic or refined images (tag training_data.*). "
+                     "@champion: the best label-free selection score (tags selection_rule, selection_score); "
+                     "real_test_score is reported, never chosen by."}
+# what a selection score is, for the people who read it in the registry (higher is better)
+RULES = {"class_realism": "minus the class realism of the refined images (a logistic regression telling them from "
+                          "the real pool's images of the same pseudo-class; 0.5 = indistinguishable)",
+         "reverse_validation": "reverse validation: the real pool labelled by these estimators, scored back on "
+                               "the synthetic images"}
 
 
 def promote_champion(models: dict[str, dict | None], reported: dict[str, float], score: float | None,
@@ -25,6 +36,10 @@ def promote_champion(models: dict[str, dict | None], reported: dict[str, float],
         return False
     client.set_model_version_tag(ESTIMATOR_MODEL, candidate["version"], "selection_score", f"{score:.6f}")
     client.set_model_version_tag(ESTIMATOR_MODEL, candidate["version"], "selection_rule", rule)
+    client.update_model_version(ESTIMATOR_MODEL, candidate["version"],
+                                description=f"selection score {score:.4f}: {RULES.get(rule, rule)}; higher is better")
+    for name in (ESTIMATOR_MODEL, REFINER_MODEL) if models.get("refiner") else (ESTIMATOR_MODEL,):
+        client.update_registered_model(name, description=DESCRIPTIONS[name])
     try:
         champion = client.get_model_version_by_alias(ESTIMATOR_MODEL, "champion")
         same_rule = champion.tags.get("selection_rule", "reverse_validation") == rule
