@@ -259,6 +259,7 @@ def test_mlflow_server_rest_shows_refine_inputs_and_champion_alias(project):
             return json.load(urllib.request.urlopen(request, timeout=10))
 
         experiment = call("experiments/get-by-name?experiment_name=simrefinery")["experiment"]
+        assert {"key": "mlflow.experimentKind", "value": "custom_model_development"} in experiment["tags"]
         found = call("runs/search", {"experiment_ids": [experiment["experiment_id"]],
                                      "filter": "tags.`simrefinery.stage` = 'refine'"})["runs"]
         run_id = found[0]["info"]["run_id"]

@@ -72,7 +72,9 @@ def setup(root: Path) -> str:
     if experiment is None:
         # a server decides where artifacts go; locally, one absolute folder beside the store
         location = None if remote else (root / "mlartifacts").resolve().as_uri()
-        return mlflow.create_experiment(EXPERIMENT, artifact_location=location)
+        # the kind tag opens it in the UI's training view (untagged, MLflow 3 shows its GenAI traces view)
+        return mlflow.create_experiment(EXPERIMENT, artifact_location=location,
+                                        tags={"mlflow.experimentKind": "custom_model_development"})
     return experiment.experiment_id
 
 
