@@ -125,11 +125,12 @@ class Lineage(BaseModel):
 
 class Refine(RefineParams):
     """Refine new frames with a trained refiner, on Ray: a simrefinery dataset (its labels
-    carried through) or a folder of images in, a simrefinery dataset out; an interrupted run resumes;
-    params.yaml is neither read nor changed (the batch and Ray keys are refine's)."""
+    carried through) or a folder of images in, a simrefinery dataset out; an interrupted run
+    resumes; params.yaml is neither read nor changed (the options below are its refine keys)."""
     source: Annotated[str, tyro.conf.Positional] = Field(description=(
         "a simrefinery dataset (a directory or s3://bucket/prefix) or a folder of images, read as "
-        "unlabelled synthetic frames at the refiner's image size into the dataset OUT-input"))
+        "unlabelled synthetic frames at the refiner's image size into the dataset OUT-input (in memory: "
+        "for millions of frames, refine a dataset)"))
     out: Annotated[str, tyro.conf.Positional] = Field(description="the refined dataset: a directory or s3://bucket/prefix")
     refiner: Path = Field(Path("models/refiner"), description="train_refiner's model directory, or its refiner.pt")
     image_encoding: Literal["raw", "png"] = Field("raw", description="how the refined dataset holds its images")
@@ -168,7 +169,7 @@ class Refine(RefineParams):
         ids, pixels, _ = read.arrays({})
         frames = f"{self.out.rstrip('/')}-input"
         data.write_dataset(frames, ids, pixels, {}, source="synthetic", producer="simrefinery refine",
-                           params={"folder": str(folder.resolve())}, image_encoding=self.image_encoding)
+                           params={"folder": _relative(self.source)}, image_encoding=self.image_encoding)
         print(f"refine: {len(ids)} frames of {folder} -> {frames}")
         return data.open_training_set(frames, pa.schema([]))
 
