@@ -29,8 +29,7 @@ run: install  ## one MLflow parent run per invocation groups the stages it runs
 ifdef PROFILE
 	$(BIN)/python -m experiments.sweep --profiles $(PROFILE) --out experiments/results/$(PROFILE)
 else
-	SIMREFINERY_PIPELINE_ID=make-run-$$(date -u +%Y%m%dT%H%M%SZ) dvc repro
-	@cat metrics/eval.md
+	$(BIN)/simrefinery run
 endif
 
 sweep: install  ## every profile of profiles.yaml -> experiments/results/sweep.md (about an hour on 2 cores)
@@ -46,7 +45,7 @@ lint: install-dev  ## ruff (pyproject.toml's [tool.ruff]); .ci/run runs it befor
 	$(BIN)/ruff check .
 
 ui: install  ## the MLflow UI on the project's store: http://127.0.0.1:5000
-	mlflow ui --backend-store-uri sqlite:///$(abspath mlflow.db) --host 127.0.0.1 --port 5000 --workers 1
+	$(BIN)/simrefinery ui
 
 clean:
 	rm -rf data models mlruns mlartifacts mlflow.db

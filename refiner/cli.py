@@ -5,7 +5,8 @@
     dvc repro                                # or: make run
     simrefinery lineage data/refined         # where a dataset, run or model came from
     simrefinery refine FRAMES OUT [--refiner models/refiner]   # a trained refiner on new frames
-    simrefinery --version
+    simrefinery run [--set KEY=VALUE] [--flow]   # the pipeline: dvc repro, an experiment, or Prefect
+    simrefinery report | validate DATASET | ui | --version
 
 init reads the labels, infers and prints their kinds and the estimator they choose, and
 writes params.yaml's `task: images` and `images` section with the kinds pinned.
@@ -174,7 +175,69 @@ class Refine(RefineParams):
         return data.open_training_set(frames, pa.schema([]))
 
 
-COMMANDS = {"init": Init, "example": Example, "lineage": Lineage, "refine": Refine}
+class Run(BaseModel):
+    """Run the pipeline: `dvc repro` (only what changed reruns), with --set a DVC experiment
+    (`dvc exp run -S`), with --flow the Prefect flow; then print the evaluation table."""
+    set: list[str] = Field(default_factory=list, description="KEY=VALUE params overrides, e.g. train_refiner.lambda=0.5")
+    flow: bool = Field(False, description="run it as the Prefect flow (flows/pipeline.py) instead of through DVC")
+    force: bool = Field(False, description="rerun every stage, whatever the cache says")
+
+    def run(self) -> None:
+        import os
+        import subprocess
+        from datetime import datetime, timezone
+        if self.flow:
+            from flows.pipeline import main as flow
+            flow([*(["--set", *self.set] if self.set else []), *(["--force"] if self.force else [])])
+            return
+        command = ["dvc", "exp", "run", *[arg for kv in self.set for arg in ("-S", kv)]] if self.set else ["dvc", "repro"]
+        # one MLflow parent run groups the stages of this invocation
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        env = {**os.environ, "SIMREFINERY_PIPELINE_ID": os.environ.get("SIMREFINERY_PIPELINE_ID", f"run-{stamp}")}
+        code = subprocess.call([*command, *(["--force"] if self.force else [])], env=env)
+        if code:
+            sys.exit(code)
+        Report().run()
+
+
+class Report(BaseModel):
+    """Print the current run's evaluation table (metrics/eval.md; the figures: metrics/eval.json)."""
+    root: Path = Field(Path("."), description="the project root")
+
+    def run(self) -> None:
+        table = self.root / "metrics" / "eval.md"
+        if not table.is_file():
+            raise Refused(f"report: {table}: no evaluation yet (simrefinery run)")
+        print(table.read_text(), end="")
+
+
+class Validate(BaseModel):
+    """Check a dataset against the contract (manifest, file digests, schema, labels) and summarise it."""
+    dataset: Annotated[str, tyro.conf.Positional] = Field(description="a dataset directory or s3://bucket/prefix")
+
+    def run(self) -> None:
+        from refiner import data
+        dataset = data.validate(self.dataset)
+        manifest = dataset.manifest
+        print(f"{self.dataset}: valid, {dataset.num_rows} rows in {len(dataset.files)} files, "
+              f"{data.shape_text(manifest['image_shape'])} images ({manifest.get('image_encoding', 'png')}), "
+              f"labels {dataset.label_columns or 'none'}, digest {dataset.digest[:12]}")
+
+
+class Ui(BaseModel):
+    """The MLflow UI on the project's store, on 127.0.0.1 only."""
+    port: int = Field(5000, description="http://127.0.0.1:PORT")
+    root: Path = Field(Path("."), description="project root holding mlflow.db")
+
+    def run(self) -> None:
+        import os
+        store = f"sqlite:///{(self.root / 'mlflow.db').resolve()}"
+        os.execvp(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store,
+                                   "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"])
+
+
+COMMANDS = {"run": Run, "init": Init, "example": Example, "refine": Refine, "report": Report,
+            "validate": Validate, "lineage": Lineage, "ui": Ui}
 
 
 def _refiner_summary(config, shape) -> str:

@@ -2,6 +2,7 @@
 project per world (tests/worlds.py), reproduced once per session."""
 
 import json
+import os
 import re
 import sqlite3
 import sys
@@ -280,6 +281,48 @@ def test_second_repro_does_nothing(project):
     repo, env, _ = project
     assert stages_run(sh("dvc", "repro", cwd=repo, env=env)) == []
     assert "up to date" in sh("dvc", "status", cwd=repo, env=env)
+
+
+@pytest.mark.slow
+def test_the_front_door_runs_reports_validates_and_serves_the_ui(project, tmp_path):
+    """`simrefinery run` is `dvc repro` plus the table (nothing reruns here), `report` prints
+    metrics/eval.md, `validate` summarises a dataset and refuses a tampered one in one line,
+    `ui` serves this project's store on 127.0.0.1."""
+    import shutil
+    import subprocess
+    import time
+    from tests.helpers import free_port
+    repo, env, _ = project
+    cli = (sys.executable, "-m", "refiner.cli")
+    out = sh(*cli, "run", cwd=repo, env=env)
+    table = (repo / "metrics/eval.md").read_text()
+    assert stages_run(out) == [] and out.endswith(table)
+    assert sh(*cli, "report", cwd=repo, env=env) == table
+    rows = data.open_dataset(repo / "data/refined").num_rows
+    assert f"data/refined: valid, {rows} rows" in sh(*cli, "validate", "data/refined", cwd=repo, env=env)
+    tampered = tmp_path / "refined"
+    shutil.copytree(repo / "data/refined", tampered)
+    part = sorted(tampered.glob("*.parquet"))[0]
+    part.write_bytes(part.read_bytes()[:-10])
+    refused = subprocess.run([*cli, "validate", str(tampered)], cwd=repo, env=env, capture_output=True, text=True)
+    assert refused.returncode == 1 and refused.stderr.startswith(f"error: {tampered}") and "Traceback" not in refused.stderr
+    port = free_port()
+    server = subprocess.Popen([*cli, "ui", "--port", str(port)], cwd=repo, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                found = json.load(urllib.request.urlopen(
+                    f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name?experiment_name=simrefinery", timeout=2))
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "simrefinery ui did not answer"
+                time.sleep(1)
+        assert found["experiment"]["name"] == "simrefinery"
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
 
 
 @pytest.mark.slow
