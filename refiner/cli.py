@@ -186,15 +186,15 @@ class Run(BaseModel):
         import os
         import subprocess
         from datetime import datetime, timezone
-        if self.flow:
-            from flows.pipeline import main as flow
-            flow([*(["--set", *self.set] if self.set else []), *(["--force"] if self.force else [])])
-            return
+        force = ["--force"] if self.force else []
+        if self.flow:  # a process of its own: the library imports no flow (the flow prints the table)
+            sys.exit(subprocess.call([sys.executable, "-m", "flows.pipeline", *(["--set", *self.set] if self.set else []),
+                                      *force]))
         command = ["dvc", "exp", "run", *[arg for kv in self.set for arg in ("-S", kv)]] if self.set else ["dvc", "repro"]
         # one MLflow parent run groups the stages of this invocation
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         env = {**os.environ, "SIMREFINERY_PIPELINE_ID": os.environ.get("SIMREFINERY_PIPELINE_ID", f"run-{stamp}")}
-        code = subprocess.call([*command, *(["--force"] if self.force else [])], env=env)
+        code = subprocess.call([*command, *force], env=env)
         if code:
             sys.exit(code)
         Report().run()
