@@ -186,6 +186,7 @@ class Run(BaseModel):
         import os
         import subprocess
         from datetime import datetime, timezone
+        from refiner.tracking import PIPELINE_ID_ENV
         force = ["--force"] if self.force else []
         if self.flow:  # a process of its own: the library imports no flow (the flow prints the table)
             sys.exit(subprocess.call([sys.executable, "-m", "flows.pipeline", *(["--set", *self.set] if self.set else []),
@@ -193,7 +194,7 @@ class Run(BaseModel):
         command = ["dvc", "exp", "run", *[arg for kv in self.set for arg in ("-S", kv)]] if self.set else ["dvc", "repro"]
         # one MLflow parent run groups the stages of this invocation
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        env = {**os.environ, "SIMREFINERY_PIPELINE_ID": os.environ.get("SIMREFINERY_PIPELINE_ID", f"run-{stamp}")}
+        env = {**os.environ, PIPELINE_ID_ENV: os.environ.get(PIPELINE_ID_ENV, f"run-{stamp}")}
         code = subprocess.call([*command, *force], env=env)
         if code:
             sys.exit(code)
