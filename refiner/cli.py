@@ -126,52 +126,88 @@ class Lineage(BaseModel):
 
 class Refine(RefineParams):
     """Refine new frames with a trained refiner, on Ray: a simrefinery dataset (its labels
-    carried through) or a folder of images in, a simrefinery dataset out; an interrupted run
-    resumes; params.yaml is neither read nor changed (the options below are its refine keys)."""
+    carried through), a folder of images or a Parquet / Hugging Face dataset in, a simrefinery
+    dataset out; an interrupted run resumes; params.yaml is neither read nor changed (the
+    options below are its refine keys)."""
     source: Annotated[str, tyro.conf.Positional] = Field(description=(
-        "a simrefinery dataset (a directory or s3://bucket/prefix) or a folder of images, read as "
-        "unlabelled synthetic frames at the refiner's image size into the dataset OUT-input (in memory: "
-        "for millions of frames, refine a dataset)"))
+        "a simrefinery dataset (a directory or s3://bucket/prefix), a folder of images, or Parquet files with an "
+        "`image` column (a Hugging Face dataset's): frames are streamed, at the refiner's image size, into the "
+        "unlabelled dataset OUT-input first"))
     out: Annotated[str, tyro.conf.Positional] = Field(description="the refined dataset: a directory or s3://bucket/prefix")
-    refiner: Path = Field(Path("models/refiner"), description="train_refiner's model directory, or its refiner.pt")
+    refiner: str = Field("models/refiner", description=(
+        "train_refiner's model directory, its refiner.pt, or a registered refiner from the project's MLflow store, "
+        "e.g. models:/simrefinery-refiner@champion"))
     image_encoding: Literal["raw", "png"] = Field("raw", description="how the refined dataset holds its images")
 
     def run(self) -> None:
         from refiner import data
         from refiner.simgan.refine_job import refine_dataset
-        checkpoint = self.refiner / "refiner.pt" if self.refiner.is_dir() else self.refiner
-        if not checkpoint.is_file():
-            raise Refused(f"refine: {checkpoint}: no refiner checkpoint (train one: dvc repro train_refiner)")
+        checkpoint = self.checkpoint()
         source = self.frames(checkpoint)
         digest = data.file_sha256(checkpoint)
         refined = refine_dataset(
             source, checkpoint, self.out, producer="simrefinery refine", batch_size=self.batch_size,
             num_actors=self.num_actors, actor_num_cpus=self.actor_num_cpus, precision=self.precision,
-            ray_address=self.ray_address, image_encoding=self.image_encoding, params={"refiner_sha256": digest},
+            ray_address=self.ray_address, image_encoding=self.image_encoding,
+            params={"refiner": self.refiner, "refiner_sha256": digest},
             upstream={"synthetic": source.digest, "refiner": digest})
         print(f"refine: {refined.num_rows} images -> {self.out} (digest {refined.digest[:12]})")
 
+    def checkpoint(self) -> Path:
+        """The refiner.pt to run: a path, or the one logged beside a registered model."""
+        if not self.refiner.startswith("models:/"):
+            path = Path(self.refiner)
+            checkpoint = path / "refiner.pt" if path.is_dir() else path
+            if not checkpoint.is_file():
+                raise Refused(f"refine: {checkpoint}: no refiner checkpoint (train one: dvc repro train_refiner)")
+            return checkpoint
+        import mlflow
+        from mlflow.exceptions import MlflowException
+        from refiner.tracking import runs
+        runs.use_store(Path("."))
+        try:
+            model = Path(mlflow.artifacts.download_artifacts(artifact_uri=self.refiner))
+        except MlflowException as err:
+            raise Refused(f"refine: {self.refiner}: {err.message.splitlines()[0]}") from None
+        checkpoint = model / "extra_files" / "refiner.pt"
+        if not checkpoint.is_file():
+            raise Refused(f"refine: {self.refiner}: the model holds no refiner.pt (not a simrefinery refiner, or "
+                          "registered before refiners carried their checkpoint)")
+        return checkpoint
+
     def frames(self, checkpoint: Path):
         """The source as a dataset the refine job reads (real rows refused: only evaluate reads
-        real labels); a folder of images is first written as one, at the refiner's size."""
+        real labels); other frames are first streamed into one, at the refiner's size."""
+        import numpy as np
         import pyarrow as pa
         import torch
         from refiner import data
         from refiner.data import storage
+        from refiner.progress import bar
         from refiner.tasks.images import readers
+        from refiner.tasks.world import read_summary
         folder = Path(self.source)
         if storage.is_remote(self.source) or (folder / data.MANIFEST).is_file():
             return data.open_training_set(self.source, pa.schema([]))
-        if not folder.is_dir():
-            raise Refused(f"refine: {self.source}: neither a simrefinery dataset nor a folder of images")
-        shape = torch.load(checkpoint, map_location="cpu", weights_only=True)["image_shape"]
-        read = readers.read_unlabelled(folder, readers.Preprocess(tuple(shape[:2]), "resize",
-                                                                  "rgb" if len(shape) == 3 else "gray"))
-        ids, pixels, _ = read.arrays({})
-        frames = f"{self.out.rstrip('/')}-input"
-        data.write_dataset(frames, ids, pixels, {}, source="synthetic", producer="simrefinery refine",
-                           params={"folder": _relative(self.source)}, image_encoding=self.image_encoding)
-        print(f"refine: {len(ids)} frames of {folder} -> {frames}")
+        if not (folder.is_dir() or folder.suffix == ".parquet" and folder.is_file()):
+            raise Refused(f"refine: {self.source}: neither a simrefinery dataset, a folder of images nor Parquet")
+        shape = list(torch.load(checkpoint, map_location="cpu", weights_only=True)["image_shape"])
+        pre = readers.Preprocess(tuple(shape[:2]), "resize", "rgb" if len(shape) == 3 else "gray")
+        frames, rows, skipped = f"{self.out.rstrip('/')}-input", 0, []
+        with data.open_writer(frames, label_schema=pa.schema([]), producer="simrefinery refine",
+                              params={"folder": _relative(self.source)}, image_encoding=self.image_encoding,
+                              image_shape=shape, resume_key=_listing_key(folder, shape, self.image_encoding)) as writer:
+            for index, batch in enumerate(bar(readers.stream_images(folder), desc=f"refine: reading {folder}")):
+                if writer.has_part(index):  # a resumed run: read before the kill
+                    continue
+                read, _ = readers.assemble(None, "", batch, {}, pre, str(folder))
+                skipped += read.skipped
+                rows += len(read.ids)
+                writer.write_part(index, data.make_table(read.ids, np.stack(read.images) if read.ids else
+                                                         np.zeros((0, *shape), np.uint8), {}, "synthetic",
+                                                         pa.schema([]), self.image_encoding))
+        print(read_summary(f"refine: {folder}", rows, skipped))
+        print(f"refine: {rows} frames -> {frames}")
         return data.open_training_set(frames, pa.schema([]))
 
 
@@ -195,10 +231,13 @@ class Run(BaseModel):
         # one MLflow parent run groups the stages of this invocation
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         env = {**os.environ, PIPELINE_ID_ENV: os.environ.get(PIPELINE_ID_ENV, f"run-{stamp}")}
+        table = Path("metrics/eval.md")
+        before = table.stat().st_mtime_ns if table.is_file() else None
         code = subprocess.call([*command, *force], env=env)
         if code:
             sys.exit(code)
-        Report().run()
+        if not table.is_file() or table.stat().st_mtime_ns == before:  # else evaluate just printed it
+            Report().run()
 
 
 class Report(BaseModel):
@@ -232,6 +271,8 @@ class Ui(BaseModel):
 
     def run(self) -> None:
         import os
+        from refiner.tracking import runs
+        runs.setup(self.root)  # a copied project's store is pointed at its own artifacts first
         store = f"sqlite:///{(self.root / 'mlflow.db').resolve()}"
         os.execvp(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store,
                                    "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"])
@@ -249,6 +290,16 @@ def _refiner_summary(config, shape) -> str:
             f"{'on' if config.camera else 'off'}; local discriminator patch {patch}x{patch} of "
             f"{shape[0]}x{shape[1]}{', global discriminator on' if config.disc_global else ''}; {config.steps} rounds, "
             f"about {minutes:.0f} min of training on this machine's CPU (timed over 3 rounds). {sizing.CPU_NOTE}")
+
+
+def _listing_key(folder: Path, shape: list[int], encoding: str) -> str:
+    """Names the staging of a folder's frames: the same files (names, sizes, times) read
+    the same way resume; any change starts clean."""
+    import hashlib
+    files = [folder] if folder.is_file() else sorted(p for p in folder.rglob("*") if p.is_file())
+    listing = [(p.relative_to(folder).as_posix() if p != folder else p.name, p.stat().st_size, p.stat().st_mtime_ns)
+               for p in files]
+    return hashlib.sha256(repr((listing, shape, encoding)).encode()).hexdigest()[:16]
 
 
 def _jsonable(values: dict) -> dict:

@@ -40,14 +40,14 @@ def mean_history(runs, metric: str) -> list[dict]:
 
 
 def train_estimator(params: Params, world, training_set: data.ImageDataset, unlabeled: data.ImageDataset | None,
-                    out_dir: Path, history_csv: Path, progress: bool = True):
+                    out_dir: Path, history_csv: Path, progress: bool = True, desc: str = "train_estimator"):
     """Returns (a SeedRun per seed, the mean history, two training images). Saves each seed's
     model, and with self-training on also the model before it (``plain-seed*.pt``): evaluate
     measures the refiner alone with those."""
     rows = training_set.load()
     pool = unlabeled.load()["image"] if unlabeled is not None else None
     runs = train_seeds(world.head, rows["image"], world.head.targets(rows), params.train_estimator, params.seed,
-                       progress, pool)
+                       progress, pool, desc=desc)
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in out_dir.glob("*-seed*.pt"):  # a former run's seeds or plain models (the flow reuses the folder)
         stale.unlink()
@@ -87,7 +87,8 @@ def run(params: Params, args: Args) -> dict:
         unlabeled = data.open_unlabeled(args.pool) if self_training else None
         if unlabeled is not None:
             tracking.log_dataset(unlabeled, "input", "real-unlabeled")
-        runs, history, example = train_estimator(params, world, training_set, unlabeled, args.out, args.history)
+        runs, history, example = train_estimator(params, world, training_set, unlabeled, args.out, args.history,
+                                                   desc=f"train_estimator@{trained_on}")
         for entry in history:
             mlflow.log_metrics({k: v for k, v in entry.items() if k != "step"}, step=entry["step"])
         if self_training:

@@ -119,7 +119,8 @@ def run(params: Params, args: Args) -> dict:
         example = data.to_uint8(trainer.probe[:2])  # uint8, as the datasets hold images
         tracking.log_model(Uint8Refiner(trainer.refiner.cpu().eval()), "refiner", tracking.REFINER_MODEL, example,
                            {name: dataset.digest for name, dataset in inputs.items()}, args.out,
-                           params={"lambda": config.lam, "steps": config.steps, "channels": config.channels})
+                           params={"lambda": config.lam, "steps": config.steps, "channels": config.channels},
+                           extra_files=[args.out / "refiner.pt"])  # what `simrefinery refine --refiner models:/...` runs
         mlflow.log_artifact(str(args.samples))
         mlflow.log_artifact(str(args.losses))
     print(f"train_refiner: {config.steps} steps, final {final}")

@@ -35,7 +35,7 @@ def test_deterministic_file_names_manifest_and_digest(tmp_path):
     write_small(tmp_path / "b")
     a, b = open_dataset(tmp_path / "a"), open_dataset(tmp_path / "b")
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [
-        "_manifest.json", "part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+        ".huggingface.yaml", "_manifest.json", "part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
     assert a.num_rows == 25 and a.manifest["image_shape"] == [8, 8]
     assert a.digest == b.digest
     write_small(tmp_path / "c", seed=1)
@@ -179,16 +179,21 @@ def test_label_schema_with_keypoints_round_trips_and_is_recorded(tmp_path):
     assert np.array_equal(ds.load()["keypoints"], keypoints)
 
 
-def test_hugging_face_datasets_reads_and_decodes_a_dataset(tmp_path):
-    """The README's claim, checked with `datasets` itself."""
+def test_hugging_face_datasets_loads_a_dataset_directory_as_it_is(tmp_path):
+    """The README's claim, checked with `datasets` itself: the dataset card's configs name the
+    parts (the manifest beside them is not data), a class column is a ClassLabel."""
     import datasets
-    schema = pa.schema([("label", pa.int64()), ("box", pa.list_(pa.float32(), 4))])
+    from refiner.data import class_field
+    schema = pa.schema([class_field("label", 5), ("box", pa.list_(pa.float32(), 4))])
     images = uint8_images(5, shape=(8, 9))
     write_dataset(tmp_path / "ds", np.array([f"r{i}" for i in range(5)], dtype=object), images,
                   {"label": np.arange(5), "box": np.ones((5, 4), np.float32)}, label_schema=schema, source="s",
                   producer="t", rows_per_file=2)
-    loaded = datasets.load_dataset("parquet", data_files=str(tmp_path / "ds" / "*.parquet"), split="train")
+    assert "part-*.parquet" in (tmp_path / "ds" / ".huggingface.yaml").read_text()
+    loaded = datasets.load_dataset(str(tmp_path / "ds"), split="train")
     assert loaded.num_rows == 5 and loaded.features["image"] == datasets.Image()
+    assert loaded.features["label"] == datasets.ClassLabel(names=["0", "1", "2", "3", "4"])
+    assert validate(tmp_path / "ds").label_schema.field("label").metadata == schema.field("label").metadata
     first = loaded.sort("id")[0]
     assert np.array_equal(np.asarray(first["image"]), images[0])  # decoded to a PIL image, same pixels
     assert first["label"] == 0 and first["box"] == [1.0, 1.0, 1.0, 1.0]

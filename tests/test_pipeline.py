@@ -325,6 +325,61 @@ def test_the_front_door_runs_reports_validates_and_serves_the_ui(project, tmp_pa
         server.wait(timeout=30)
 
 
+# `simrefinery refine` with a slow writer (an injected fault), so a kill lands mid-job
+SLOW_REFINE = """
+import sys, time
+from refiner import data
+from refiner.cli import main
+write_part = data.DatasetWriter.write_part
+def slow_write_part(self, index, table):
+    write_part(self, index, table)
+    time.sleep(1.0)
+data.DatasetWriter.write_part = slow_write_part
+main(sys.argv[1:])
+"""
+
+
+@pytest.mark.slow
+def test_simrefinery_refine_streams_a_folder_through_the_champion_refiner_and_resumes_after_a_kill(project, tmp_path):
+    """The issue's front door: a folder of a few thousand frames, `--refiner
+    models:/simrefinery-refiner@champion` (the checkpoint logged beside the registered model),
+    killed mid-job, rerun: it resumes and ends with every frame refined as the plain torch
+    loop refines it."""
+    import signal
+    import subprocess
+    import time
+    from PIL import Image
+    from refiner.simgan.refine_job import refine_in_process
+    from refiner.simgan.trainer import load_refiner
+    repo, env, _ = project
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    pixels = np.random.default_rng(5).integers(0, 256, (2500, 8, 8), dtype=np.uint8)
+    for i, frame in enumerate(pixels):
+        Image.fromarray(frame).save(frames / f"frame-{i:05d}.png")
+    args = ["refine", str(frames), str(tmp_path / "out"), "--refiner", "models:/simrefinery-refiner@champion",
+            "--batch-size", "256"]
+    job = subprocess.Popen([sys.executable, "-c", SLOW_REFINE, *args], cwd=repo, env=env, start_new_session=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not list(tmp_path.glob(".out.partial-*/part-*.parquet")):
+        assert job.poll() is None, "the job ended before it could be killed"
+        assert time.monotonic() < deadline, "no refined part written in 240 s"
+        time.sleep(0.1)
+    os.killpg(job.pid, signal.SIGKILL)
+    job.wait()
+    assert not (tmp_path / "out").exists()  # nothing committed
+    inputs = data.open_dataset(tmp_path / "out-input")  # the frames, streamed in parts of 1024
+    assert [f["rows"] for f in inputs.manifest["files"]] == [1024, 1024, 452]
+    out = sh(sys.executable, "-m", "refiner.cli", *args, cwd=repo, env=env)
+    assert re.search(r"resuming, [12] of 3 parts already refined", out)
+    refined = data.validate(tmp_path / "out").load()
+    assert list(refined["id"]) == [f"frame-{i:05d}.png" for i in range(2500)]
+    champion = load_refiner(repo / "models/refiner/refiner.pt", (8, 8))  # a fresh project: its refiner is champion
+    expected = refine_in_process(champion, pixels.astype(np.float32) / 255)
+    assert np.abs(refined["image"] - expected).max() <= 0.5 / 255 + 1e-6
+
+
 @pytest.mark.slow
 def test_a_sweep_profile_is_a_dvc_experiment_that_reruns_only_dependent_stages(project, first_refined):
     """`experiments.sweep` runs a profile as `dvc exp run -S ...`: only the stages downstream

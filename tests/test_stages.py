@@ -1,6 +1,8 @@
 """Stage functions and the library they call, in-process: determinism, that real labels never
 reach training, and the label-free figures that choose among refiners."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -226,6 +228,45 @@ def test_the_champion_moves_by_the_selection_score_within_one_rule(tmp_path):
         assert "label-free selection score" in client.get_registered_model(tracking.ESTIMATOR_MODEL).description
     finally:
         mlflow.set_tracking_uri(previous)
+
+
+# a run in the project at argv[1] logs a file artifact; prints its run id, then every run's artifact URI
+LOG_A_RUN = """
+import sys, mlflow
+from pathlib import Path
+from refiner.tracking import runs
+root = Path(sys.argv[1])
+experiment = runs.setup(root)
+with mlflow.start_run(experiment_id=experiment) as run:
+    (root / "note.txt").write_text(str(root))
+    mlflow.log_artifact(str(root / "note.txt"))
+print(run.info.run_id)
+print(*sorted(r.info.artifact_uri for r in mlflow.search_runs([experiment], output_format="list")))
+"""
+
+
+def test_a_copied_project_writes_and_reads_its_own_artifacts_not_the_originals(tmp_path):
+    """MLflow records absolute artifact URIs; a copy of the project must not write into the original."""
+    import shutil
+    import subprocess
+    import sys
+    from tests.helpers import ROOT
+
+    def log_a_run(root):
+        out = subprocess.run([sys.executable, "-c", LOG_A_RUN, str(root)], capture_output=True, text=True, check=True,
+                             env={**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": ""}, timeout=300)
+        run_id, uris = out.stdout.splitlines()
+        return run_id, uris.split(), out.stderr
+    first, _, _ = log_a_run(tmp_path / "original")
+    shutil.copytree(tmp_path / "original", tmp_path / "copy")
+    shutil.rmtree(tmp_path / "original")
+    second, uris, said = log_a_run(tmp_path / "copy")
+    assert "the project was copied or moved" in said
+    assert not (tmp_path / "original").exists()  # nothing written into the original's place
+    copy = (tmp_path / "copy" / "mlartifacts").resolve().as_uri()
+    assert len(uris) == 2 and all(uri.startswith(copy + "/") for uri in uris)
+    assert (tmp_path / "copy" / "mlartifacts" / first / "artifacts" / "note.txt").is_file()  # the old run's, found
+    assert (tmp_path / "copy" / "mlartifacts" / second / "artifacts" / "note.txt").is_file()
 
 
 def test_class_realism_tells_real_digits_under_wrong_classes_from_real_digits_under_their_own(real):

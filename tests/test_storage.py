@@ -39,7 +39,7 @@ def test_a_dataset_at_an_s3_prefix_has_the_digest_and_rows_of_the_same_dataset_o
     assert remote.digest == local.digest and remote.files[0] == f"{uri}/part-00000.parquet"
     assert all(np.array_equal(a, b) for a, b in zip(remote.load().values(), local.load().values()))
     assert keys(s3_env, "datasets/") == [f"datasets/synthetic/{name}" for name in (
-        "_manifest.json", "part-00000.parquet", "part-00001.parquet", "part-00002.parquet")]  # no staging left
+        ".huggingface.yaml", "_manifest.json", "part-00000.parquet", "part-00001.parquet", "part-00002.parquet")]  # no staging left
 
 
 def test_an_interrupted_s3_write_leaves_the_old_dataset_and_resumes_its_finished_parts(s3_env, tmp_path):
@@ -72,7 +72,7 @@ def test_an_interrupted_s3_write_leaves_the_old_dataset_and_resumes_its_finished
             writer.write_part(part, table(part))
     assert resumed.digest == data.open_dataset(tmp_path / "once").digest
     assert keys(s3_env, "datasets/") == [f"datasets/refined/{name}" for name in (
-        "_manifest.json", "part-00000.parquet", "part-00001.parquet", "part-00002.parquet")]  # the old 4th is gone
+        ".huggingface.yaml", "_manifest.json", "part-00000.parquet", "part-00001.parquet", "part-00002.parquet")]  # the old 4th is gone
 
 
 def test_a_missing_or_tampered_s3_dataset_is_refused_naming_it(s3_env):

@@ -33,12 +33,12 @@ from refiner.data.codec import (channels, decode_image_column, decode_image_colu
 from refiner.data.manifest import FORMAT, MANIFEST, canonical_json, file_sha256, manifest_digest
 from refiner.data.reader import (ImageDataset, open_dataset, open_training_set, open_unlabeled, read_parquet,
                                  validate)
-from refiner.data.schema import (IMAGE_TYPE, RAW_TYPE, REAL, canonical_type, infer_label_schema, label_array,
+from refiner.data.schema import (IMAGE_TYPE, RAW_TYPE, REAL, canonical_type, class_field, infer_label_schema, label_array,
                                  label_numpy, schema_for)
 from refiner.data.writer import DatasetWriter, make_table, open_writer, write_dataset
 from refiner.errors import DatasetError
 
-__all__ = ["BadLabels", "RowChecker", "check_schema", "channels", "decode_image_column", "decode_image_column_uint8",
+__all__ = ["class_field", "BadLabels", "RowChecker", "check_schema", "channels", "decode_image_column", "decode_image_column_uint8",
            "decode_png", "encode_png", "image_column", "raw_column", "shape_text", "to_uint8", "FORMAT", "MANIFEST",
            "canonical_json", "file_sha256", "manifest_digest", "ImageDataset", "open_dataset", "open_training_set",
            "open_unlabeled", "read_parquet", "validate", "IMAGE_TYPE", "RAW_TYPE", "REAL", "canonical_type",

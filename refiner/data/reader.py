@@ -53,7 +53,8 @@ class ImageDataset:
         """The label columns with their pyarrow types, as the producing task declared them."""
         filesystem, where = storage.resolve(self.files[0]) if storage.is_remote(self.path) else (None, self.files[0])
         schema = pq.read_schema(where, filesystem=filesystem)
-        return pa.schema([(name, canonical_type(schema.field(name).type)) for name in self.label_columns])
+        return pa.schema([schema.field(name).with_type(canonical_type(schema.field(name).type))  # metadata kept
+                          for name in self.label_columns])
 
     @property
     def files(self) -> list:

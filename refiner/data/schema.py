@@ -25,6 +25,21 @@ def _hf_feature(type_: pa.DataType) -> dict:
     return {"dtype": dtype, "_type": "Value"}
 
 
+CLASS_NAMES = b"class_names"  # a label field's metadata: an integer class column's names, index = class
+
+
+def class_field(name: str, num_classes: int, names: list[str] | None = None) -> pa.Field:
+    """An integer class column that says its classes (a ``ClassLabel`` in Hugging Face ``datasets``)."""
+    names = names or [str(i) for i in range(num_classes)]
+    return pa.field(name, pa.int64(), metadata={CLASS_NAMES: json.dumps(names).encode()})
+
+
+def _hf_field_feature(field: pa.Field) -> dict:
+    if field.metadata and CLASS_NAMES in field.metadata:
+        return {"_type": "ClassLabel", "names": json.loads(field.metadata[CLASS_NAMES])}
+    return _hf_feature(field.type)
+
+
 def check_encoding(image_encoding: str) -> str:
     if image_encoding not in IMAGE_ENCODINGS:
         raise ValueError(f"image_encoding must be one of {IMAGE_ENCODINGS}, got {image_encoding!r}")
@@ -38,7 +53,7 @@ def schema_for(label_schema: pa.Schema, image_encoding: str = "png") -> pa.Schem
               *label_schema, pa.field("source", pa.string())]
     image_feature = {"dtype": "large_binary", "_type": "Value"} if raw else {"_type": "Image"}
     hf_features = {"id": {"dtype": "string", "_type": "Value"}, "image": image_feature,
-                   **{f.name: _hf_feature(f.type) for f in label_schema},
+                   **{f.name: _hf_field_feature(f) for f in label_schema},
                    "source": {"dtype": "string", "_type": "Value"}}
     metadata = {b"huggingface": json.dumps({"info": {"features": hf_features}}).encode()}
     return pa.schema(fields, metadata=metadata)

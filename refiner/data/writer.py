@@ -29,6 +29,7 @@ from filelock import FileLock, Timeout
 from refiner.data import storage
 from refiner.data.checks import BadLabels, RowChecker
 from refiner.data.codec import channels, decode_png, image_column
+from refiner.data.card import CARD, dataset_card
 from refiner.data.manifest import FORMAT, MANIFEST, file_sha256
 from refiner.data.schema import check_encoding, infer_label_schema, label_array, schema_for
 from refiner.errors import DatasetError
@@ -91,6 +92,7 @@ class LocalStaging:
         os.replace(writing, self.tmp / name)
 
     def publish(self, manifest: dict) -> None:
+        (self.tmp / CARD).write_text(dataset_card(manifest))
         (self.tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
         old = self.path.parent / f".{self.path.name}.old-{uuid.uuid4().hex[:8]}"
         if self.path.exists():
@@ -152,6 +154,8 @@ class ObjectStaging:
         for old in self.fs.get_file_info(fs.FileSelector(self.root, allow_not_found=True)):
             if old.base_name.startswith("part-") and old.base_name not in names:
                 self.fs.delete_file(old.path)
+        with self.fs.open_output_stream(f"{self.root}/{CARD}") as out:
+            out.write(dataset_card(manifest).encode())
         with self.fs.open_output_stream(target) as out:  # last: the commit
             out.write(json.dumps(manifest, indent=2, sort_keys=True, default=str).encode())
         self.fs.delete_dir(self.tmp)

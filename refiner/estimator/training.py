@@ -10,9 +10,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from refiner.config import EstimatorParams
+from refiner.progress import bar
 from refiner.tensors import channels_first
 
 
@@ -26,7 +26,7 @@ def random_shift(batch: torch.Tensor, max_shift: int, generator: torch.Generator
 
 def train_model(head, images01: np.ndarray, targets: np.ndarray, config: EstimatorParams, seed: int,
                 progress: bool = True, extra_images01: np.ndarray | None = None,
-                extra_targets: np.ndarray | None = None):
+                extra_targets: np.ndarray | None = None, desc: str = "train estimator"):
     """Returns (model, history): the train loss and the head's score on data held out of
     the training set (``held_out``) every ``eval_every`` steps. ``extra_*`` (pseudo-labelled
     real images) are trained on, never held out."""
@@ -44,7 +44,7 @@ def train_model(head, images01: np.ndarray, targets: np.ndarray, config: Estimat
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.lr, total_steps=config.steps)
     history, losses = [], []
-    for step in tqdm(range(1, config.steps + 1), desc="train estimator", disable=not progress, mininterval=1):
+    for step in bar(range(1, config.steps + 1), desc=desc, enabled=progress):
         model.train()
         index = train[torch.randint(len(train), (config.batch_size,), generator=generator)]
         loss = head.loss(model(random_shift(x[index], config.max_shift, generator)), y[index])
@@ -61,20 +61,23 @@ def train_model(head, images01: np.ndarray, targets: np.ndarray, config: Estimat
 
 
 def self_train(head, images01: np.ndarray, targets: np.ndarray, unlabeled01: np.ndarray | None,
-               config: EstimatorParams, seed: int, progress: bool = True):
+               config: EstimatorParams, seed: int, progress: bool = True, desc: str = "train estimator"):
     """Self-training on unlabelled real images: train on the labelled (synthetic or refined)
     set, then each round give the real images the model is sure of its own predictions as
     targets and retrain from scratch on both. Uses no real label. Returns (model, history,
     fraction of real images pseudo-labelled in the last round, the model before self-training)."""
-    model, history = train_model(head, images01, targets, config, seed, progress)
+    rounds = config.self_training_rounds if unlabeled01 is not None else 0
+    model, history = train_model(head, images01, targets, config, seed, progress,
+                                 desc=f"{desc} seed {seed}" + (f" round 0/{rounds}" if rounds else ""))
     plain, kept = model, 0.0
-    for _ in range(config.self_training_rounds if unlabeled01 is not None else 0):
+    for round_ in range(1, rounds + 1):
         sure, pseudo = head.pseudo_labels(predict(head, model, unlabeled01), config.pseudo_label_threshold)
         kept = float(sure.mean())
         model, history = train_model(
             head, images01, targets, config, seed, progress,
             extra_images01=np.repeat(unlabeled01[sure], config.pseudo_label_repeat, axis=0),
-            extra_targets=np.repeat(pseudo[sure], config.pseudo_label_repeat, axis=0))
+            extra_targets=np.repeat(pseudo[sure], config.pseudo_label_repeat, axis=0),
+            desc=f"{desc} seed {seed} round {round_}/{rounds} ({kept:.0%} of the pool pseudo-labelled)")
     return model, history, kept, plain
 
 
@@ -86,13 +89,14 @@ class SeedRun(NamedTuple):
 
 
 def train_seeds(head, images01: np.ndarray, targets: np.ndarray, config: EstimatorParams, seed: int,
-                progress: bool = True, unlabeled01: np.ndarray | None = None) -> list[SeedRun]:
+                progress: bool = True, unlabeled01: np.ndarray | None = None,
+                desc: str = "train estimator") -> list[SeedRun]:
     """One run for each of seeds seed, seed + 1, ... (``config.num_seeds`` of them): under
     domain shift the spread over seeds is as large as the effects being measured."""
     runs = []
     for model_seed in range(seed, seed + config.num_seeds):
         model, history, pseudo_labelled, plain = self_train(head, images01, targets, unlabeled01, config,
-                                                            model_seed, progress)
+                                                            model_seed, progress, desc)
         history[-1]["pseudo_labelled"] = pseudo_labelled
         runs.append(SeedRun(model_seed, model, history, plain))
     return runs

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import sys
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -27,6 +28,7 @@ import torch
 
 from refiner import data
 from refiner.data import storage
+from refiner.progress import bar
 from refiner.simgan.camera import CameraRefiner
 from refiner.simgan.trainer import from_model, load_refiner, to_model
 
@@ -158,7 +160,7 @@ def refine_dataset(source: data.ImageDataset, checkpoint: Path, out: Path, *, pr
         if todo:
             batches = _refined_batches(source, todo, checkpoint_bytes, batch_size, num_actors, actor_num_cpus,
                                        precision, image_encoding, ray_address, progress)
-            _write_parts(writer, batches, todo, [source.manifest["files"][i]["rows"] for i in todo])
+            _write_parts(writer, batches, todo, [source.manifest["files"][i]["rows"] for i in todo], progress)
     return data.open_dataset(out)
 
 
@@ -168,7 +170,9 @@ def _refined_batches(source, todo, checkpoint_bytes, batch_size, num_actors, act
     ensure_ray(ray_address)
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # same order in, same order (and digest) out
-    context.enable_progress_bars = progress
+    # Ray's own bars only in a terminal (elsewhere they log a status line per operator every few
+    # seconds); _write_parts counts the rows either way
+    context.enable_progress_bars = progress and sys.stderr.isatty()
     # The reader merges small files into one block, which would feed one actor: cut the
     # stream into batch-sized blocks (a streaming repartition, no shuffle) for the pool.
     # absolute paths: a cluster's workers do not run in the driver's directory; objects in S3
@@ -182,15 +186,23 @@ def _refined_batches(source, todo, checkpoint_bytes, batch_size, num_actors, act
         RefinerPredictor, fn_constructor_kwargs={"checkpoint": checkpoint_bytes, "precision": precision,
                                                  "image_shape": source.manifest["image_shape"],
                                                  "image_encoding": image_encoding},
-        batch_size=batch_size, batch_format="pyarrow", **actor_resources(num_actors, actor_num_cpus))
+        batch_size=batch_size, batch_format="pyarrow", **actor_resources(num_actors, actor_num_cpus),
+        # Ray Data restarts a lost actor, and so logs an error-looking core_worker line on every
+        # job (its constructor's arguments live in the object store). On one machine a lost actor
+        # is a crash a restart repeats: fail the job instead (a rerun resumes). A cluster, where
+        # nodes come and go, keeps the restarts (and that line: README, "Refining on a cluster").
+        **({} if ray_address or os.environ.get("RAY_ADDRESS") else {"max_restarts": 0}))
     return refined.iter_batches(batch_size=None, batch_format="pyarrow")
 
 
-def _write_parts(writer: data.DatasetWriter, batches, part_indices: list[int], part_rows: list[int]) -> None:
+def _write_parts(writer: data.DatasetWriter, batches, part_indices: list[int], part_rows: list[int],
+                 progress: bool = False) -> None:
     """Cut the ordered stream of refined rows back into the input's parts."""
     pending: list[pa.Table] = []
     pending_rows, position = 0, 0
+    meter = bar(desc="refine", total=sum(part_rows), enabled=progress, unit="img", unit_scale=True)
     for batch in batches:
+        meter.update(batch.num_rows)
         pending.append(batch)
         pending_rows += batch.num_rows
         while position < len(part_indices) and pending_rows >= part_rows[position]:
@@ -199,6 +211,7 @@ def _write_parts(writer: data.DatasetWriter, batches, part_indices: list[int], p
             rest = table.slice(part_rows[position])
             pending, pending_rows = [rest], rest.num_rows
             position += 1
+    meter.close()
     while position < len(part_indices) and part_rows[position] == 0:  # empty input parts
         writer.write_part(part_indices[position], writer.schema.empty_table())
         position += 1

@@ -16,8 +16,8 @@ import time
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from refiner.progress import bar as progress_bar
 from refiner.config import SimGANParams
 from refiner.data import channels
 from refiner.errors import CheckpointError
@@ -186,8 +186,8 @@ class SimGANTrainer:
     def train(self, progress: bool = True, on_checkpoint=None) -> list[dict]:
         """Runs the whole schedule; ``on_checkpoint(step, trainer)`` is called at each log point."""
         cfg, start = self.config, time.perf_counter()
-        bar = tqdm(total=cfg.pretrain_refiner_steps + cfg.pretrain_disc_steps + cfg.steps,
-                   desc="SimGAN", disable=not progress, mininterval=2)
+        bar = progress_bar(total=cfg.pretrain_refiner_steps + cfg.pretrain_disc_steps + cfg.steps,
+                           desc="train refiner (SimGAN)", enabled=progress)
         for _ in range(cfg.pretrain_refiner_steps):
             l1 = self.pretrain_refiner_step()
             bar.update()

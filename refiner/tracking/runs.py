@@ -3,8 +3,8 @@ parent run per pipeline invocation, with the lineage of every dataset and model.
 
 Defaults to a SQLite store at the project root (``mlflow.db``) with artifacts in
 ``mlartifacts/`` beside it (an absolute location, so runs started from any directory put
-artifacts in one place). ``MLFLOW_TRACKING_URI`` points it at a server instead, with no
-code change.
+artifacts in one place; a copied or moved project's store is pointed at its own copy:
+``relocate``). ``MLFLOW_TRACKING_URI`` points it at a server instead, with no code change.
 
 Lineage is recorded as data, not prose:
 - a dataset a run reads is a run input (``log_input``) named and digested by the dataset
@@ -63,12 +63,22 @@ def git_state(root: Path) -> dict[str, str]:
     return {"git.commit": commit or "unknown", "git.dirty": str(bool(dirty)).lower()}
 
 
-def setup(root: Path) -> str:
-    """Point MLflow at the project's store and experiment; returns the experiment id."""
+def use_store(root: Path) -> str | None:
+    """Point MLflow at the project's store (``MLFLOW_TRACKING_URI`` where set: a server);
+    returns that server's URI, or None for the project's own SQLite store."""
     import mlflow
     remote = os.environ.get("MLFLOW_TRACKING_URI")  # read first: set_tracking_uri sets it too
     mlflow.set_tracking_uri(remote or f"sqlite:///{(root / 'mlflow.db').resolve()}")
+    return remote
+
+
+def setup(root: Path) -> str:
+    """Point MLflow at the project's store and experiment; returns the experiment id."""
+    import mlflow
+    remote = use_store(root)
     experiment = mlflow.get_experiment_by_name(EXPERIMENT)
+    if experiment is not None and not remote:
+        relocate(root, experiment.artifact_location)
     if experiment is None:
         # a server decides where artifacts go; locally, one absolute folder beside the store
         location = None if remote else (root / "mlartifacts").resolve().as_uri()
@@ -76,6 +86,27 @@ def setup(root: Path) -> str:
         return mlflow.create_experiment(EXPERIMENT, artifact_location=location,
                                         tags={"mlflow.experimentKind": "custom_model_development"})
     return experiment.experiment_id
+
+
+# where the SQL store keeps artifact URIs (MLflow resolves each local location to an absolute one)
+ARTIFACT_URIS = {"experiments": "artifact_location", "runs": "artifact_uri", "logged_models": "artifact_location",
+                 "model_versions": "storage_location"}
+
+
+def relocate(root: Path, recorded: str) -> None:
+    """A project copied or moved with its store: point the store's artifact URIs at this
+    copy's ``mlartifacts/``, else its runs would write into (and read from) the original's.
+    MLflow has no API to move an experiment's artifacts, so this rewrites the URI prefix in
+    the SQL store's own tables (once: afterwards the recorded location is this one)."""
+    import sqlite3
+    here = (root / "mlartifacts").resolve().as_uri()
+    if recorded == here or not (recorded.startswith("file://") and recorded.endswith("/mlartifacts")):
+        return
+    with sqlite3.connect(root / "mlflow.db") as store:
+        for table, column in ARTIFACT_URIS.items():
+            store.execute(f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
+                          f"WHERE substr({column}, 1, ?) = ?", (here, len(recorded) + 1, len(recorded), recorded))
+    print(f"mlflow.db: artifacts moved from {recorded} to {here} (the project was copied or moved)", file=sys.stderr)
 
 
 def pipeline_id(root: Path) -> str:
@@ -191,8 +222,9 @@ def log_dataset(dataset, context: str, name: str) -> None:
 
 
 def log_model(model, name: str, registered_name: str, example, training_data: dict[str, str],
-              out_dir: Path, params: dict | None = None) -> dict:
-    """Log and register a torch model; link it to its training data by digest. Writes its
+              out_dir: Path, params: dict | None = None, extra_files: list[Path] | None = None) -> dict:
+    """Log and register a torch model (``extra_files`` beside it, in its ``extra_files/``); link
+    it to its training data by digest. Writes its
     MLflow ids to ``model_record(out_dir)`` so later stages can name it as an input: beside
     the model directory, not in it, so the DVC output holds the weights only and a retrain
     that reproduces them leaves the stages downstream up to date."""
@@ -202,7 +234,7 @@ def log_model(model, name: str, registered_name: str, example, training_data: di
     info = mlflow.pytorch.log_model(
         model, name=name, registered_model_name=registered_name,
         input_example=np.asarray(example), pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-        params={k: str(v) for k, v in (params or {}).items()},
+        params={k: str(v) for k, v in (params or {}).items()}, extra_files=[str(f) for f in extra_files or []],
         tags={"registered_model": registered_name, "mlflow.source.name": _relative(Path(sys.argv[0])),
               **{f"training_data.{k}": v for k, v in training_data.items()}})
     record = {"model_id": info.model_id, "model_uri": info.model_uri, "registered_model": registered_name,

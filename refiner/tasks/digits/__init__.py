@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field, field_validator
 
+from refiner import data
 from refiner.config import Section
 from refiner.tasks.digits.renderer import (NUM_CLASSES, RenderJitter, counts_to_unit, load_digit_file,
                                            load_mnist_digits, load_real_digits, render_digits)
@@ -38,7 +39,7 @@ class DigitsParams(Section):
 class Digits(World):
     name = "digits"
     Params = DigitsParams
-    labels = pa.schema([("label", pa.int64())])
+    labels = pa.schema([data.class_field("label", NUM_CLASSES)])
 
     def __init__(self, params):
         self.head = ClassificationHead(NUM_CLASSES)

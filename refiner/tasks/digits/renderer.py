@@ -193,10 +193,10 @@ def render_digit(digit: int, rng: np.random.Generator, jitter: RenderJitter = Re
 def render_digits(num_images: int, seed: int, jitter: RenderJitter = RenderJitter(),
                   fonts: tuple[str, ...] = FONT_FILES, handwritten_fraction: float = 0.5, progress: bool = True):
     """Balanced labels 0..9; each image seeded by (seed, index) so any slice is reproducible."""
-    from tqdm import tqdm
+    from refiner.progress import bar
     labels = np.arange(num_images, dtype=np.int64) % NUM_CLASSES
     images = np.zeros((num_images, 8, 8), dtype=np.uint8)
-    for index in tqdm(range(num_images), desc="render digits", disable=not progress, mininterval=1):
+    for index in bar(range(num_images), desc="render digits", enabled=progress):
         images[index] = render_digit(int(labels[index]), np.random.default_rng([seed, index]), jitter, fonts,
                                      handwritten_fraction)
     ids = np.array([f"syn-{seed}-{index:07d}" for index in range(num_images)], dtype=object)

@@ -121,12 +121,12 @@ def _camera(image: np.ndarray, rng: np.random.Generator, profile: EyeProfile) ->
 def render_eyes(num_images: int, seed: int, profile: str = "synthetic", progress: bool = True):
     """ids, (N, 35, 55) float32 images in [0, 1], (N, 2) float32 gaze (pitch, yaw) in radians.
     Each image is seeded by (seed, profile, index), so any slice is reproducible."""
-    from tqdm import tqdm
+    from refiner.progress import bar
     spec = PROFILES[profile]
     profile_key = list(PROFILES).index(profile)
     images = np.zeros((num_images, *EYE_SIZE), np.float32)
     gaze = np.zeros((num_images, 2), np.float32)
-    for index in tqdm(range(num_images), desc=f"render eyes ({profile})", disable=not progress, mininterval=1):
+    for index in bar(range(num_images), desc=f"render eyes ({profile})", enabled=progress):
         rng = np.random.default_rng([seed, profile_key, index])
         pitch, yaw = rng.uniform(-1, 1, size=2) * GAZE_RANGE
         images[index] = render_eye(pitch, yaw, rng, spec)

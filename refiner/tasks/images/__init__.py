@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field, field_validator
 
+from refiner import data
 from refiner.config import Section
 from refiner.errors import ParamsError
 from refiner.estimator.networks import StridedCNN
@@ -90,6 +91,10 @@ class ImagesWorld(World):
         self.labels = pa.schema([(name, readers.arrow_type(kind)) for name, kind in kinds.items()])
         self._state = {"label_kinds": kinds, "target": target, "num_classes": section.num_classes}
         self.head = self._head(section, frame, target)
+        if self.head is not None and self.head.has_classes:  # the target's classes travel with its column
+            column = self.head.columns[0]
+            self.labels = self.labels.set(self.labels.get_field_index(column),
+                                          data.class_field(column, self.head.num_classes))
 
     def _head(self, section, frame, target: list[str]) -> Head | None:
         kinds = self.kinds

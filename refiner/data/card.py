@@ -1,0 +1,27 @@
+"""A dataset's Hugging Face card, ``.huggingface.yaml``: what ``datasets`` (and the Hub) read.
+
+Its ``configs`` name the part files, so ``datasets.load_dataset(DIR)`` reads the parts and not
+the manifest beside them; the features (``ClassLabel`` for a class column that names its
+classes, ``Image`` for PNG images) are in each part's schema metadata (``schema.schema_for``).
+The standalone YAML rather than a README.md: pyarrow, pandas and Ray skip hidden files when
+they read a directory, and would fail on a README. Written from the manifest on commit; the
+manifest, not the card, is the contract.
+"""
+
+from __future__ import annotations
+
+import yaml
+
+CARD = ".huggingface.yaml"
+
+
+def dataset_card(manifest: dict) -> str:
+    shape = "x".join(map(str, manifest["image_shape"]))
+    images = "PNG (an Image feature)" if manifest.get("image_encoding", "png") == "png" else \
+        f"raw uint8 pixels, {shape} row-major (numpy.frombuffer(image, 'uint8').reshape({manifest['image_shape']}))"
+    about = (f"# A simrefinery dataset of {manifest['num_rows']} {shape} images, {images}; labels "
+             f"{', '.join(manifest['label_columns']) or 'none'}; written by {manifest['producer']}.\n"
+             "# _manifest.json is the contract: simrefinery validate DIR, simrefinery lineage DIR.\n")
+    card = {"configs": [{"config_name": "default", "data_files": [{"split": "train", "path": "part-*.parquet"}]}],
+            "tags": ["simrefinery"]}
+    return about + yaml.safe_dump(card, sort_keys=False)
