@@ -178,37 +178,15 @@ class Refine(RefineParams):
     def frames(self, checkpoint: Path):
         """The source as a dataset the refine job reads (real rows refused: only evaluate reads
         real labels); other frames are first streamed into one, at the refiner's size."""
-        import numpy as np
         import pyarrow as pa
         import torch
-        from refiner import data
+        from refiner import data, frames
         from refiner.data import storage
-        from refiner.progress import bar
-        from refiner.tasks.images import readers
-        from refiner.tasks.world import read_summary
-        folder = Path(self.source)
-        if storage.is_remote(self.source) or (folder / data.MANIFEST).is_file():
+        if storage.is_remote(self.source) or (Path(self.source) / data.MANIFEST).is_file():
             return data.open_training_set(self.source, pa.schema([]))
-        if not (folder.is_dir() or folder.suffix == ".parquet" and folder.is_file()):
-            raise Refused(f"refine: {self.source}: neither a simrefinery dataset, a folder of images nor Parquet")
         shape = list(torch.load(checkpoint, map_location="cpu", weights_only=True)["image_shape"])
-        pre = readers.Preprocess(tuple(shape[:2]), "resize", "rgb" if len(shape) == 3 else "gray")
-        frames, rows, skipped = f"{self.out.rstrip('/')}-input", 0, []
-        with data.open_writer(frames, label_schema=pa.schema([]), producer="simrefinery refine",
-                              params={"folder": _relative(self.source)}, image_encoding=self.image_encoding,
-                              image_shape=shape, resume_key=_listing_key(folder, shape, self.image_encoding)) as writer:
-            for index, batch in enumerate(bar(readers.stream_images(folder), desc=f"refine: reading {folder}")):
-                if writer.has_part(index):  # a resumed run: read before the kill
-                    continue
-                read, _ = readers.assemble(None, "", batch, {}, pre, str(folder))
-                skipped += read.skipped
-                rows += len(read.ids)
-                writer.write_part(index, data.make_table(read.ids, np.stack(read.images) if read.ids else
-                                                         np.zeros((0, *shape), np.uint8), {}, "synthetic",
-                                                         pa.schema([]), self.image_encoding))
-        print(read_summary(f"refine: {folder}", rows, skipped))
-        print(f"refine: {rows} frames -> {frames}")
-        return data.open_training_set(frames, pa.schema([]))
+        return frames.write_frames(Path(self.source), f"{self.out.rstrip('/')}-input", shape, self.image_encoding,
+                                   params={"folder": _relative(self.source)})
 
 
 class Run(BaseModel):
@@ -290,16 +268,6 @@ def _refiner_summary(config, shape) -> str:
             f"{'on' if config.camera else 'off'}; local discriminator patch {patch}x{patch} of "
             f"{shape[0]}x{shape[1]}{', global discriminator on' if config.disc_global else ''}; {config.steps} rounds, "
             f"about {minutes:.0f} min of training on this machine's CPU (timed over 3 rounds). {sizing.CPU_NOTE}")
-
-
-def _listing_key(folder: Path, shape: list[int], encoding: str) -> str:
-    """Names the staging of a folder's frames: the same files (names, sizes, times) read
-    the same way resume; any change starts clean."""
-    import hashlib
-    files = [folder] if folder.is_file() else sorted(p for p in folder.rglob("*") if p.is_file())
-    listing = [(p.relative_to(folder).as_posix() if p != folder else p.name, p.stat().st_size, p.stat().st_mtime_ns)
-               for p in files]
-    return hashlib.sha256(repr((listing, shape, encoding)).encode()).hexdigest()[:16]
 
 
 def _jsonable(values: dict) -> dict:

@@ -21,11 +21,13 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def image_grid(path: Path, rows: dict[str, np.ndarray], columns: int = 16, title: str = "") -> Path:
+def image_grid(path: Path, rows: dict[str, np.ndarray], columns: int = 16, title: str = "",
+               captions: dict[str, list[str]] | None = None) -> Path:
     """One row of images per name (e.g. synthetic | refined | real), values in [0, 1],
-    grayscale (H x W) or RGB (H x W x 3)."""
+    grayscale (H x W) or RGB (H x W x 3); ``captions``: a row's text under each image (its class)."""
     plt = _pyplot()
-    fig, axes = plt.subplots(len(rows), columns, figsize=(columns * 0.6, len(rows) * 0.75), squeeze=False)
+    fig, axes = plt.subplots(len(rows), columns, figsize=(columns * 0.6, len(rows) * (0.9 if captions else 0.75)),
+                             squeeze=False)
     for r, (name, images) in enumerate(rows.items()):
         for c in range(columns):
             axis = axes[r, c]
@@ -33,6 +35,9 @@ def image_grid(path: Path, rows: dict[str, np.ndarray], columns: int = 16, title
             if c < len(images):
                 axis.imshow(images[c], cmap="gray" if images[c].ndim == 2 else None, vmin=0, vmax=1,
                             interpolation="nearest")
+                if captions and name in captions:
+                    axis.text(0.5, -0.08, captions[name][c], transform=axis.transAxes, ha="center", va="top",
+                              fontsize=6)
         axes[r, 0].set_title(name, loc="left", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
@@ -40,6 +45,7 @@ def image_grid(path: Path, rows: dict[str, np.ndarray], columns: int = 16, title
 
 
 def confusion_matrix(matrix: np.ndarray, title: str, path: Path) -> Path:
+    """Counts per (true, predicted) class, as given (the caller's title says what they sum over)."""
     plt = _pyplot()
     fig, axis = plt.subplots(figsize=(4.2, 4))
     axis.imshow(matrix, cmap="Blues")

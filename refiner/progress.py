@@ -34,4 +34,4 @@ def bar(iterable=None, *, desc: str, total: int | None = None, enabled: bool = T
     if sys.stderr.isatty():
         return tqdm(iterable, desc=desc, total=total, disable=not enabled, mininterval=1, **kwargs)
     return tqdm(iterable, desc=desc, total=total, disable=not enabled, mininterval=LOG_INTERVAL_S,
-                file=_Lines(sys.stderr), ascii=True, ncols=100, **kwargs)
+                file=_Lines(sys.stderr), ascii=True, **kwargs)  # no width known: a short bar, the text whole

@@ -20,7 +20,7 @@ from refiner import data
 from refiner.estimator.checkpoint import load_model
 from refiner.estimator.training import train_seeds
 from refiner.evaluation import label_free, scoring
-from refiner.evaluation.report import TRAINING_SETS, Report, label_free_table, table
+from refiner.evaluation.report import TRAINING_SETS, Report, headline, label_free_table, table
 from refiner.params import Params
 from refiner.simgan.camera import CameraRefiner
 from refiner.simgan.refine_job import scenes_in_process
@@ -43,6 +43,7 @@ class Args(common.StageArgs):
     test: Path = Field(description="the labelled real test split")
     pool_labels: Path = Field(description="the real pool's labels (Parquet), for the oracle")
     report: Path = Field(description="the report to write (JSON: refiner.evaluation.report.Report)")
+    headline: Path = Field(description="its headline figures (JSON: refiner.evaluation.report.headline), DVC's metrics")
     table: Path = Field(description="the result table to write (Markdown)")
     plots: Path = Field(description="the directory of the head's figures")
 
@@ -111,7 +112,8 @@ def evaluate(params: Params, world, inputs: dict[str, data.ImageDataset], estima
     if params.evaluate.oracle and oracle_targets is None:
         print(f"evaluate: {pool_labels} is empty (the real pool's source is unlabelled): no oracle")
     if oracle_targets is not None:
-        runs = train_seeds(head, pool["image"], oracle_targets, params.train_estimator, params.seed, progress)
+        runs = train_seeds(head, pool["image"], oracle_targets, params.train_estimator, params.seed, progress,
+                           desc="evaluate: the oracle")
         results["oracle"] = scoring.score(head, [run.model for run in runs], test["image"], test_targets)
     plots = head.plot(results, plots_dir)
     training_sets = {}
@@ -168,6 +170,7 @@ def run(params: Params, args: Args) -> dict:
         report, plots = evaluate(params, world, inputs, estimators, plain, args.pool_labels, args.plots, args.refiner)
         text = table(report, world.head.metric) if report.results else label_free_table(report, why_label_free(world))
         common.write_json(args.report, report.model_dump(mode="json"))
+        common.write_json(args.headline, headline(report))
         args.table.write_text(text + "\n")
         log_report(report)
         reported = {trained_on: r.mean for trained_on, r in report.results.items()}
@@ -185,16 +188,18 @@ def why_label_free(world) -> str:
 
 
 def log_report(report: Report) -> None:
+    """The report's figures as MLflow metrics, to 4 decimals (the UI shows all 16 otherwise)."""
     import mlflow
-    mlflow.log_metrics({f"{trained_on}_{report.metric}": r.mean for trained_on, r in report.results.items()})
+    figures = {f"{trained_on}_{report.metric}": r.mean for trained_on, r in report.results.items()}
     if report.results:
-        mlflow.log_metrics({"refinery_gain": report.refinery_gain.gain, "end_to_end_gain": report.end_to_end_gain.gain})
+        figures |= {"refinery_gain": report.refinery_gain.gain, "end_to_end_gain": report.end_to_end_gain.gain}
     if report.baseline:
-        mlflow.log_metric("baseline_gain", report.baseline.gain)
+        figures["baseline_gain"] = report.baseline.gain
     for figure in ("realism", "class_realism", "label_kept", "real_confidence", "reverse_score"):
         per_set = getattr(report, figure)
         if per_set is not None:
-            mlflow.log_metrics({f"{figure}_{trained_on}": value for trained_on, value in per_set.model_dump().items()})
+            figures |= {f"{figure}_{trained_on}": value for trained_on, value in per_set.model_dump().items()}
+    mlflow.log_metrics({name: round(value, 4) for name, value in figures.items()})
 
 
 def print_label_free(report: Report) -> None:

@@ -35,17 +35,19 @@ class Args(common.StageArgs):
 
 def train_refiner(synthetic: np.ndarray, real: np.ndarray, config: SimGANParams, seed: int, out_dir: Path,
                   losses: Path, samples: Path, progress: bool = True, on_samples=None, semantic=None,
-                  classes=None) -> tuple[SimGANTrainer, list[dict]]:
+                  classes=None, captions: list[str] | None = None) -> tuple[SimGANTrainer, list[dict]]:
     """Float images in [0, 1] in, the checkpoint, loss curves and a sample grid out.
     ``semantic``: the task-consistency loss (``refiner.simgan.conditioning.semantic_loss``) or
-    None; ``classes``: the conditional discriminator's (``pool_classes``) or None."""
+    None; ``classes``: the conditional discriminator's (``pool_classes``) or None; ``captions``: each
+    synthetic image's label in words, written under it and its refined image in the sample grid."""
     trainer = SimGANTrainer(synthetic, real, config, seed, semantic=semantic, classes=classes)
     fixed = np.random.default_rng(seed).choice(len(synthetic), SAMPLES, replace=False)
     fixed_real = real[np.random.default_rng(seed).choice(len(real), SAMPLES, replace=False)]
 
     def sample_grid(step: int, trainer: SimGANTrainer, path: Path) -> Path:
         rows = {"synthetic": synthetic[fixed], "refined": trainer.refine(synthetic[fixed]), "real": fixed_real}
-        return plots.image_grid(path, rows, columns=SAMPLES, title=f"step {step}")
+        labels = {name: [captions[i] for i in fixed] for name in ("synthetic", "refined")} if captions else None
+        return plots.image_grid(path, rows, columns=SAMPLES, title=f"step {step}", captions=labels)
 
     def on_checkpoint(step: int, trainer: SimGANTrainer) -> None:
         if on_samples and (step % (config.log_every * 8) == 0 or step == config.steps):
@@ -96,7 +98,8 @@ def run(params: Params, args: Args) -> dict:
         semantic = semantic_loss(world.head, estimator, targets) if config.semantic_weight else None
         trainer, log = train_refiner(synthetic["image"], real, config, params.seed, args.out, args.losses, args.samples,
                                      on_samples=lambda p: mlflow.log_artifact(str(p), "samples"),
-                                     semantic=semantic, classes=pool_classes(world, config, estimator, targets, real))
+                                     semantic=semantic, classes=pool_classes(world, config, estimator, targets, real),
+                                     captions=[str(t) for t in targets] if world.head and world.head.has_classes else None)
         for entry in log:
             if entry["phase"] == "adversarial":
                 mlflow.log_metrics({k: v for k, v in entry.items() if k not in ("phase", "step")}, step=entry["step"])

@@ -325,6 +325,22 @@ def test_the_front_door_runs_reports_validates_and_serves_the_ui(project, tmp_pa
         server.wait(timeout=30)
 
 
+@pytest.mark.slow
+def test_dvc_views_fit_120_columns_and_the_plots_page_needs_no_network(project, tmp_path):
+    """`dvc metrics show` shows the headline alone; `dvc plots show` writes a page with vega
+    inlined (no script from a CDN) and each plot once. (That the page draws its curves in a
+    browser with no network: docs/plots/check-offline.py, with Chromium.)"""
+    repo, env, _ = project
+    shown = sh("dvc", "metrics", "show", cwd=repo, env={**env, "COLUMNS": "120"})
+    assert "metrics/headline.json" in shown and "refinery_gain" not in shown
+    assert max(map(len, shown.splitlines())) <= 120
+    sh("dvc", "plots", "show", "-o", str(tmp_path / "plots"), cwd=repo, env=env)
+    page = (tmp_path / "plots" / "index.html").read_text()
+    assert "<script src=" not in page and "vegaEmbed(" in page and "vega-lite" in page
+    assert page.count('id = "refiner_losses"') == 1 and page.count("refiner_samples.png") == 1
+    assert page.count("plots_refiner_losses_csv") == 0  # drawn by the top-level plots only
+
+
 # `simrefinery refine` with a slow writer (an injected fault), so a kill lands mid-job
 SLOW_REFINE = """
 import sys, time

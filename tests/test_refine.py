@@ -9,6 +9,8 @@ import sys
 import time
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -196,6 +198,15 @@ def test_simrefinery_refine_takes_a_dataset_or_a_folder_of_frames_and_leaves_par
     frames_in = data.open_dataset(tmp_path / "out/frames-input").load()
     assert list(frames_in["id"]) == [f"f{i}.png" for i in range(5)]  # the path in the folder
     assert np.allclose(frames_in["image"].mean(axis=(1, 2)), [40 * i / 255 for i in range(5)], atol=1 / 255)
+    hub = tmp_path / "hub" / "data"  # a Hugging Face dataset's Parquet export: PNG structs, no id column
+    hub.mkdir(parents=True)
+    pngs = [{"bytes": data.encode_png(np.full((16, 16), 50 * i, np.uint8)), "path": None} for i in range(3)]
+    pq.write_table(pa.table({"image": pngs, "label": [0, 1, 2]}), hub / "train-00000-of-00001.parquet")
+    cli(["refine", str(tmp_path / "hub"), "out/hub", "--refiner", str(checkpoint)])
+    hub_in = data.open_dataset(tmp_path / "out/hub-input").load()
+    assert list(hub_in["id"]) == [f"data/train-00000-of-00001.parquet#{i}" for i in range(3)]
+    assert np.allclose(hub_in["image"].mean(axis=(1, 2)), [50 * i / 255 for i in range(3)], atol=1 / 255)
+    assert data.validate(tmp_path / "out/hub").num_rows == 3
     assert not (tmp_path / "params.yaml").exists()
     real = tmp_path / "real"
     data.write_dataset(real, np.array(["r0"], dtype=object), np.zeros((1, 8, 8), np.uint8), {"label": np.array([1])},

@@ -77,7 +77,7 @@ def self_train(head, images01: np.ndarray, targets: np.ndarray, unlabeled01: np.
             head, images01, targets, config, seed, progress,
             extra_images01=np.repeat(unlabeled01[sure], config.pseudo_label_repeat, axis=0),
             extra_targets=np.repeat(pseudo[sure], config.pseudo_label_repeat, axis=0),
-            desc=f"{desc} seed {seed} round {round_}/{rounds} ({kept:.0%} of the pool pseudo-labelled)")
+            desc=f"{desc} seed {seed} round {round_}/{rounds} ({kept:.0%} pseudo-labelled)")
     return model, history, kept, plain
 
 

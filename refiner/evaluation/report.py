@@ -133,3 +133,16 @@ def label_free_table(report: Report, why: str) -> str:
 
 def _signed(cell, value: float) -> str:
     return ("+" if value >= 0 else "−") + cell(abs(value))
+
+
+def headline(report: Report) -> dict[str, float]:
+    """A few figures, rounded, for ``dvc metrics show`` and ``dvc exp show`` at 120 columns
+    (``metrics/headline.json``; everything else: ``metrics/eval.json``). For a class task:
+    accuracies of the estimators before self-training on synthetic and refined data, the
+    refinery gain and its sd over seeds, end to end (refined, self-trained) and the oracle;
+    and the refined images' realism (label-free, 0.5 = indistinguishable)."""
+    gain, results = report.refinery_gain, report.results
+    figures = {"synthetic": gain and gain.synthetic, "refined": gain and gain.refined, "gain": gain and gain.gain,
+               "gain_sd": gain and gain.gain_sd, "end_to_end": results["refined"].mean if "refined" in results else None,
+               "oracle": results["oracle"].mean if "oracle" in results else None, "realism": report.realism.refined}
+    return {name: round(value, 4) for name, value in figures.items() if value is not None}

@@ -24,7 +24,8 @@ def frozen_estimator(world, config: SimGANParams, synthetic01: np.ndarray, targe
     if not (config.semantic_weight or config.conditional):
         return None
     recipe = EstimatorParams(steps=config.semantic_steps, self_training_rounds=0)
-    estimator, history = train_model(world.head, synthetic01, targets, recipe, seed + FROZEN_SEED_OFFSET, progress)
+    estimator, history = train_model(world.head, synthetic01, targets, recipe, seed + FROZEN_SEED_OFFSET, progress,
+                                     desc="train_refiner: the frozen estimator")
     metric = world.head.metric.name
     print(f"train_refiner: frozen {world.name} estimator, held-out synthetic {metric} {history[-1]['held_out']:.3f}")
     return estimator

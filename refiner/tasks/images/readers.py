@@ -22,7 +22,6 @@ import io
 import json
 import re
 from dataclasses import dataclass, field
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -299,39 +298,6 @@ def table_source(path: Path, with_images: bool = True) -> tuple[pd.DataFrame, di
         pixels = decode_image_column_uint8(table, str(path), json.loads(manifest.read_text())["image_shape"])
         return frame, dict(zip(keys, map(encode_png, pixels)))
     return frame, dict(zip(keys, images.to_pylist()))
-
-
-def stream_images(path: Path, batch_rows: int = 1024) -> Iterator[dict[str, Path | bytes]]:
-    """The images of a folder, a Parquet file or directory (a Hugging Face dataset's parquet
-    export included) or a ``save_to_disk`` directory, ``batch_rows`` at a time (key -> file or
-    image bytes): millions of frames pass without being held in memory (a ``save_to_disk``
-    directory is read whole)."""
-    files = [path] if path.is_file() and path.suffix == ".parquet" else sorted(path.rglob("*.parquet"))
-    if files:
-        for file in files:
-            yield from _parquet_images(file, file.name if file == path else file.relative_to(path).as_posix(),
-                                       batch_rows)
-        return
-    table = table_source(path)
-    sources = table[1] if table is not None else list_images(path)
-    keys = list(sources)
-    for start in range(0, len(keys), batch_rows):
-        yield {key: sources[key] for key in keys[start:start + batch_rows]}
-
-
-def _parquet_images(file: Path, name: str, batch_rows: int) -> Iterator[dict[str, bytes]]:
-    parquet = pq.ParquetFile(file)
-    names = parquet.schema_arrow.names
-    if "image" not in names:
-        raise DatasetError(f"{file}: a table of images needs an 'image' column (has {names})")
-    row = 0
-    for batch in parquet.iter_batches(batch_size=batch_rows, columns=["image", *(["id"] if "id" in names else [])]):
-        images = batch.column("image")
-        images = images.field("bytes") if pa.types.is_struct(images.type) else images
-        keys = (map(str, batch.column("id").to_pylist()) if "id" in names else
-                (f"{name}#{row + i}" for i in range(batch.num_rows)))
-        row += batch.num_rows
-        yield {key: value or b"" for key, value in zip(keys, images.to_pylist())}  # a null: skipped as unreadable
 
 
 def read_labelled(images: Path, labels: Path | None, key: str, kinds: dict[str, str] | None,

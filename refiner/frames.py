@@ -1,0 +1,84 @@
+"""Frames for ``simrefinery refine``: a folder of images, Parquet files with an ``image``
+column (a Hugging Face dataset's export) or a ``save_to_disk`` directory, streamed into an
+unlabelled simrefinery dataset at the refiner's image size, one part per 1,024 frames: millions
+of frames pass without being held in memory, and a killed read resumes at its next part."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from refiner import data
+from refiner.errors import Refused
+from refiner.progress import bar
+from refiner.tasks.images import readers
+from refiner.tasks.world import read_summary
+
+
+def write_frames(source: Path, out: str, shape: list[int], image_encoding: str, params: dict) -> data.ImageDataset:
+    """``source``'s frames as the dataset ``out`` (unreadable ones skipped and reported)."""
+    if not (source.is_dir() or source.suffix == ".parquet" and source.is_file()):
+        raise Refused(f"refine: {source}: neither a simrefinery dataset, a folder of images nor Parquet")
+    pre = readers.Preprocess(tuple(shape[:2]), "resize", "rgb" if len(shape) == 3 else "gray")
+    rows, skipped = 0, []
+    with data.open_writer(out, label_schema=pa.schema([]), producer="simrefinery refine", params=params,
+                          image_encoding=image_encoding, image_shape=shape,
+                          resume_key=_listing_key(source, shape, image_encoding)) as writer:
+        for index, batch in enumerate(bar(stream_images(source), desc=f"refine: reading {source}")):
+            if writer.has_part(index):  # a resumed run: read before the kill
+                continue
+            read, _ = readers.assemble(None, "", batch, {}, pre, str(source))
+            skipped += read.skipped
+            rows += len(read.ids)
+            pixels = np.stack(read.images) if read.ids else np.zeros((0, *shape), np.uint8)
+            writer.write_part(index, data.make_table(read.ids, pixels, {}, "synthetic", pa.schema([]), image_encoding))
+    print(read_summary(f"refine: {source}", rows, skipped))
+    print(f"refine: {rows} frames -> {out}")
+    return data.open_training_set(out, pa.schema([]))
+
+
+def stream_images(path: Path, batch_rows: int = 1024) -> Iterator[dict[str, Path | bytes]]:
+    """The images of a folder, a Parquet file or directory (a Hugging Face dataset's parquet
+    export included) or a ``save_to_disk`` directory, ``batch_rows`` at a time (key -> file or
+    image bytes): millions of frames pass without being held in memory (a ``save_to_disk``
+    directory is read whole)."""
+    files = [path] if path.is_file() and path.suffix == ".parquet" else sorted(path.rglob("*.parquet"))
+    if files:
+        for file in files:
+            yield from _parquet_images(file, file.name if file == path else file.relative_to(path).as_posix(),
+                                       batch_rows)
+        return
+    table = readers.table_source(path)
+    sources = table[1] if table is not None else readers.list_images(path)
+    keys = list(sources)
+    for start in range(0, len(keys), batch_rows):
+        yield {key: sources[key] for key in keys[start:start + batch_rows]}
+
+
+def _parquet_images(file: Path, name: str, batch_rows: int) -> Iterator[dict[str, bytes]]:
+    parquet = pq.ParquetFile(file)
+    names = parquet.schema_arrow.names
+    if "image" not in names:
+        raise data.DatasetError(f"{file}: a table of images needs an 'image' column (has {names})")
+    row = 0
+    for batch in parquet.iter_batches(batch_size=batch_rows, columns=["image", *(["id"] if "id" in names else [])]):
+        images = batch.column("image")
+        images = images.field("bytes") if pa.types.is_struct(images.type) else images
+        keys = ([str(key) for key in batch.column("id").to_pylist()] if "id" in names else
+                [f"{name}#{row + i}" for i in range(batch.num_rows)])
+        row += batch.num_rows
+        yield {key: value or b"" for key, value in zip(keys, images.to_pylist())}  # a null: skipped as unreadable
+
+
+def _listing_key(folder: Path, shape: list[int], encoding: str) -> str:
+    """Names the staging of a folder's frames: the same files (names, sizes, times) read
+    the same way resume; any change starts clean."""
+    files = [folder] if folder.is_file() else sorted(p for p in folder.rglob("*") if p.is_file())
+    listing = [(p.relative_to(folder).as_posix() if p != folder else p.name, p.stat().st_size, p.stat().st_mtime_ns)
+               for p in files]
+    return hashlib.sha256(repr((listing, shape, encoding)).encode()).hexdigest()[:16]
