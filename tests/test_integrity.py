@@ -106,6 +106,56 @@ def test_validation_refuses_each_bad_dataset_naming_file_row_and_problem(case, t
         data.validate(path, task.bad_labels)
 
 
+# a forged good dataset's manifest, changed -> what the refusal must say (the trust boundary)
+MANIFEST_CORPUS = {
+    "a file outside the dataset": (lambda m: m["files"][0].update(name="../real/test/part-00000.parquet"),
+                                   r"files\.0\.name: '\.\./real/test/part-00000\.parquet' is not one of this dataset's parts"),
+    "an absolute path": (lambda m: m["files"][0].update(name="/etc/part-00000.parquet"), r"files\.0\.name: '/etc/"),
+    "no files": (lambda m: m.pop("files"), r"files: Field required"),
+    "files not a list": (lambda m: m.update(files="part-00000.parquet"), r"files: Input should be a valid list"),
+    "image declared a string": (lambda m: m["schema"].update(image="string"),
+                                r"schema: column 'image' is 'string', the contract's is 'struct<bytes: binary"),
+    "4-channel images": (lambda m: m.update(image_shape=[8, 8, 4]), r"image_shape \[8, 8, 4\]: images are H x W"),
+    "rows that do not add up": (lambda m: m.update(num_rows=5000), r"num_rows 5000, but its files list 3 rows"),
+    "an unknown key": (lambda m: m.update(owner="me"), r"owner: Extra inputs are not permitted"),
+    "a string row count": (lambda m: m["files"][0].update(rows="3"), r"files\.0\.rows: Input should be a valid integer"),
+}
+
+
+@pytest.mark.parametrize("case", MANIFEST_CORPUS)
+def test_a_manifest_is_held_to_the_contract_in_one_line(case, tmp_path):
+    change, message = MANIFEST_CORPUS[case]
+    path = forge(tmp_path / "bad", DIGITS, digits_rows())
+    manifest = json.loads((path / data.MANIFEST).read_text())
+    change(manifest)
+    (path / data.MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(data.DatasetError, match=f"^{re.escape(str(path / data.MANIFEST))}: {message}"):
+        data.validate(path)
+
+
+def test_a_part_linked_from_outside_the_dataset_is_refused(tmp_path):
+    """The issue's attack: a manifest naming the labelled real test split. A name outside is
+    refused by the manifest's model; a symlinked part by where it resolves."""
+    real = forge(tmp_path / "real", DIGITS, digits_rows())
+    path = forge(tmp_path / "synthetic", DIGITS, digits_rows(ids=("x", "y", "z")))
+    (path / "part-00000.parquet").unlink()
+    (path / "part-00000.parquet").symlink_to(real / "part-00000.parquet")
+    manifest = json.loads((path / data.MANIFEST).read_text())
+    manifest["files"][0]["sha256"] = data.file_sha256(real / "part-00000.parquet")
+    (path / data.MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(data.DatasetError, match=r"part-00000.parquet: a link to .*real/part-00000.parquet, outside"):
+        data.validate(path)
+
+
+def test_a_label_of_another_type_than_the_tasks_is_refused_for_training(tmp_path):
+    """Booleans where the digits class is an integer: valid as a dataset, refused as the task's training set."""
+    boolean = type("Booleans", (), {"labels": pa.schema([("label", pa.bool_())])})
+    path = forge(tmp_path / "bools", boolean, {**digits_rows(), "label": [True, False, True]})
+    data.validate(path)
+    with pytest.raises(data.DatasetError, match=r"bools: label 'label' is bool, the task's is int64"):
+        data.open_training_set(path, DIGITS.labels, DIGITS.bad_labels)
+
+
 @pytest.mark.parametrize("case", CORPUS)
 def test_writer_refuses_the_same_rows_and_keeps_the_previous_dataset(case, tmp_path):
     task, columns, message = CORPUS[case]

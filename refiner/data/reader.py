@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 from refiner.data import storage
 from refiner.data.checks import BadLabels, RowChecker, check_schema
 from refiner.data.codec import decode_image_column
-from refiner.data.manifest import FORMAT, MANIFEST, file_sha256, manifest_digest
+from refiner.data.manifest import FORMAT, MANIFEST, check_manifest, file_sha256, manifest_digest
 from refiner.data.schema import REAL, canonical_type, label_numpy
 from refiner.errors import DatasetError
 
@@ -65,12 +65,14 @@ class ImageDataset:
 
     def tables(self) -> Iterator[tuple[Path, pa.Table]]:
         expected = self.manifest["schema"]
-        for file in self.files:
+        for file, entry in zip(self.files, self.manifest["files"]):
             try:
                 table = read_parquet(file)
             except Exception as err:
                 raise DatasetError(f"{file}: not a readable Parquet file ({err})") from err
             check_schema(table.schema, expected, file)
+            if table.num_rows != entry["rows"]:
+                raise DatasetError(f"{file}: holds {table.num_rows} rows, the manifest says {entry['rows']}")
             yield file, table
 
     def load(self) -> dict[str, np.ndarray]:
@@ -99,13 +101,17 @@ def open_dataset(path: str | Path, *, verify_hashes: bool = True) -> ImageDatase
             manifest = json.loads(stream.read())
     except json.JSONDecodeError as err:
         raise DatasetError(f"{manifest_path}: invalid JSON ({err})") from err
-    if manifest.get("format") != FORMAT:
-        raise DatasetError(f"{manifest_path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise DatasetError(f"{manifest_path}: format {found!r}, expected {FORMAT!r}")
+    check_manifest(manifest, str(manifest_path))
     for entry in manifest["files"]:
         file = f"{path}/{entry['name']}" if remote else path / entry["name"]
         where = f"{root}/{entry['name']}"
         if filesystem.get_file_info(where).type != fs.FileType.File:
             raise DatasetError(f"{file}: listed in the manifest but missing")
+        if not remote and not file.resolve().is_relative_to(path.resolve()):
+            raise DatasetError(f"{file}: a link to {file.resolve()}, outside the dataset")
         if verify_hashes and file_sha256(where, filesystem) != entry["sha256"]:
             raise DatasetError(f"{file}: content does not match the manifest's sha256 (modified or corrupt)")
     return ImageDataset(path, manifest)
@@ -148,4 +154,8 @@ def open_training_set(path: str | Path, label_schema: pa.Schema, bad_labels: Bad
     missing = [name for name in label_schema.names if name not in data.label_columns]
     if missing:
         raise DatasetError(f"{path}: has no {missing} label column(s) to train on (has {data.label_columns})")
+    for field in label_schema:  # e.g. a boolean where the task's class is an integer
+        declared, expected = data.manifest["schema"][field.name], str(canonical_type(field.type))
+        if declared != expected:
+            raise DatasetError(f"{path}: label {field.name!r} is {declared}, the task's is {expected}")
     return data
