@@ -86,6 +86,37 @@ def test_resize_and_crop_move_keypoints_boxes_and_masks_with_the_image(tmp_path)
     assert (readers.first_image_size(tmp_path, readers.Preprocess(None, "resize", "rgb"))) == (50, 100)
 
 
+def test_a_users_folder_cannot_reach_outside_itself_or_pass_what_the_contract_refuses(tmp_path, monkeypatch):
+    """The folder route's trust boundary: a 16-bit image, a decompression bomb (Pillow's limit,
+    lowered here: an injected fault), a stray 1x1 image sorting first, an image linked from
+    outside and a mask path leaving the labels' folder are each skipped with their reason; the
+    world's size is the common one, not the first image's."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)  # 2x this is Pillow's hard limit: 60x70 is a bomb here
+    camera = tmp_path / "camera"
+    for i in range(4):
+        save(camera / f"frame{i}.png", size=(20, 10))
+    save(camera / "0-tiny.png", size=(1, 1))
+    Image.fromarray(np.full((10, 20), 40000, np.uint16)).save(camera / "deep.png")
+    save(camera / "bomb.png", size=(60, 70))
+    outside = save(tmp_path / "elsewhere" / "secret.png", size=(20, 10), colour=(1, 2, 3))
+    (camera / "linked.png").symlink_to(outside)
+    read = readers.read_unlabelled(camera, RGB)
+    assert read.ids == [f"frame{i}.png" for i in range(4)] and read.images[0].shape == (10, 20, 3)
+    reasons = dict(read.skipped)
+    assert "1x1 pixels, far from the 20x10" in reasons["0-tiny.png"]
+    assert "I;16" in reasons["deep.png"] and "16-bit" in reasons["deep.png"]
+    assert "decompression bomb" in reasons["bomb.png"].lower()
+    assert "outside" in reasons["linked.png"] and "secret.png" in reasons["linked.png"]
+    masks = tmp_path / "sim"
+    save(masks / "a.png", size=(20, 10))
+    save(masks / "b.png", size=(20, 10))
+    save(tmp_path / "labels" / "m.png", size=(20, 10), mode="L", colour=255)  # named relative to the labels file
+    table = labels_table([{"file": "a.png", "mask": "m.png"}, {"file": "b.png", "mask": "../elsewhere/secret.png"}],
+                         tmp_path / "labels" / "labels.csv")
+    read, _, _ = readers.read_labelled(masks, table, "file", {"mask": "mask"}, RGB)
+    assert read.ids == ["a.png"] and "outside" in dict(read.skipped)["b.png"]
+
+
 def test_every_skip_is_reported_with_its_reason_and_an_empty_source_is_refused(tmp_path):
     for name in ("ok.png", "bad_list.png", "missing.png", "twice.png", "orphan.png"):
         save(tmp_path / "img" / name)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,9 +60,13 @@ def arrow_type(kind: str) -> pa.DataType:
 
 @dataclass(frozen=True)
 class Preprocess:
-    size: tuple[int, int] | None   # (height, width); None: the first image's
+    size: tuple[int, int] | None   # (height, width); None: the most common size among the images
     fit: str                       # "resize" (stretch) or "crop" (centre-crop to the aspect, then resize)
     color: str                     # "rgb" or "gray"
+    common: bool = False           # size is the most common one: an image far from it is skipped, not stretched
+
+
+FAR = 4.0  # an image over 4x larger or smaller than the common size, in either side, is not of this world
 
 
 @dataclass
@@ -160,10 +165,13 @@ def _label_value(value, kind: str):
 
 # ---------------------------------------------------------------- images
 
-def list_images(folder: Path) -> dict[str, Path]:
-    """Image files under ``folder`` (recursively), keyed by their path relative to it."""
-    return {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES}
+def list_images(folder: Path) -> dict[str, Path | ValueError]:
+    """Image files under ``folder`` (recursively), keyed by their path relative to it; a link
+    that resolves outside the folder is listed as the refusal ``load_image`` raises for it."""
+    inside = folder.resolve()
+    return {p.relative_to(folder).as_posix(): p if p.resolve().is_relative_to(inside) else
+            ValueError(f"a link to {p.resolve()}, outside {folder}")
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES}
 
 
 def fit_box(width: int, height: int, pre: Preprocess) -> tuple[float, float, float, float]:
@@ -187,20 +195,35 @@ def move_points(values: list[float], box, size) -> list[float]:
     return (np.c_[(points[:, 0] - left) * scale_x, (points[:, 1] - top) * scale_y]).reshape(-1).tolist()
 
 
+HIGH_DEPTH_MODES = ("I", "F", "I;16", "I;16B", "I;16L", "I;16N")  # what an 8-bit conversion would clip
+
+
 def load_image(source, pre: Preprocess, mode: str | None = None, resample=Image.Resampling.BILINEAR):
     """(uint8 pixels, the box of the source that became them, the source's width and height).
-    ``source``: a path or image bytes."""
+    ``source``: a path or image bytes. 16-bit and float images are refused (an 8-bit
+    conversion clips them to white), as is an image over Pillow's decompression-bomb limit;
+    palette and alpha images are converted (the alpha dropped), as docs/your-own-world.md says."""
+    if isinstance(source, ValueError):  # list_images' refusal (a link out of the folder)
+        raise source
     with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
-        image = image.convert(mode or ("RGB" if pre.color == "rgb" else "L"))
+        if image.mode in HIGH_DEPTH_MODES:
+            raise ValueError(f"a {image.mode} image (16-bit or float): the contract takes 8-bit images; convert it")
         size = pre.size or (image.height, image.width)
+        ratios = (image.height / size[0], image.width / size[1])
+        if pre.common and mode is None and (max(ratios) > FAR or min(ratios) < 1 / FAR):
+            raise ValueError(f"{image.width}x{image.height} pixels, far from the {size[1]}x{size[0]} most of the "
+                             "images have (set the size, --size H W, to keep it)")
+        image = image.convert(mode or ("RGB" if pre.color == "rgb" else "L"))
         box = fit_box(image.width, image.height, Preprocess(size, pre.fit, pre.color))
         pixels = np.asarray(image.resize(size[::-1], resample, box=box), np.uint8)
     return pixels, box, size
 
 
 def _mask_file(name: str, folder: Path | None) -> Path:
-    """A mask's file, named relative to the labels file (or table) that names it."""
+    """A mask's file, named relative to the labels file (or table) that names it, and inside its folder."""
     if folder is not None and (folder / name).is_file():
+        if not (folder / name).resolve().is_relative_to(folder.resolve()):
+            raise ValueError(f"mask {name!r} resolves to {(folder / name).resolve()}, outside {folder}")
         return folder / name
     raise ValueError(f"no mask file {name!r}" + (f" in {folder}" if folder else ""))
 
@@ -250,10 +273,10 @@ def assemble(frame: pd.DataFrame | None, key: str, sources: dict[str, object], k
                     values[label] = encode_png(mask)
                 elif kind == "box" or kind.startswith("keypoints"):
                     values[label] = move_points(values[label], box, size)
-        except (UnidentifiedImageError, OSError, ValueError) as err:
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
             read.skipped.append((name, f"unreadable image or mask: {err}"))
             continue
-        pre = Preprocess(size, pre.fit, pre.color)
+        pre = Preprocess(size, pre.fit, pre.color, pre.common)
         read.ids.append(name)
         read.images.append(pixels)
         for label, value in values.items():
@@ -315,7 +338,7 @@ def read_labelled(images: Path, labels: Path | None, key: str, kinds: dict[str, 
             raise DatasetError(f"{images}: a folder of images needs a labels file (images.labels)")
         frame, sources, folder, origin = read_label_table(labels), list_images(images), labels.parent, str(labels)
     kinds = kinds or infer_kinds(frame, key, origin)
-    read, pre = assemble(frame, key, sources, kinds, pre, origin, folder)
+    read, pre = assemble(frame, key, sources, kinds, sized(pre, sources), origin, folder)
     print(read.summary(f"{images}" + (f" + {labels}" if table is None else "")))
     if not read.ids:
         raise DatasetError(f"{images}: no usable labelled images (see the skipped list above)")
@@ -323,22 +346,43 @@ def read_labelled(images: Path, labels: Path | None, key: str, kinds: dict[str, 
 
 
 def first_image_size(images: Path, pre: Preprocess) -> tuple[int, int]:
-    """The size ``read_labelled`` gives every image of ``images`` when ``pre.size`` is unset."""
+    """The size ``read_labelled`` gives every image of ``images`` when ``pre.size`` is unset:
+    the most common among them (a stray 1x1 image does not set a world's size)."""
     table = table_source(images)
-    sources = table[1] if table is not None else list_images(images)
-    for source in sources.values():
+    size = common_size(table[1] if table is not None else list_images(images))
+    if size is None:
+        raise DatasetError(f"{images}: no readable image")
+    return size
+
+
+SIZE_SAMPLE = 2000  # images whose headers set the common size
+
+
+def common_size(sources: dict) -> tuple[int, int] | None:
+    """The most common (height, width) among the first ``SIZE_SAMPLE`` readable images (headers
+    only); None when none is readable."""
+    sizes = Counter()
+    for source in [s for s in sources.values() if not isinstance(s, ValueError)][:SIZE_SAMPLE]:
         try:
-            return load_image(source, pre)[2]
-        except (UnidentifiedImageError, OSError, ValueError):
+            with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+                sizes[(image.height, image.width)] += 1
+        except (UnidentifiedImageError, OSError, ValueError, TypeError, Image.DecompressionBombError):
             continue
-    raise DatasetError(f"{images}: no readable image")
+    return sizes.most_common(1)[0][0] if sizes else None
+
+
+def sized(pre: Preprocess, sources: dict) -> Preprocess:
+    """``pre`` with its size fixed: as given, or the images' most common size (none readable:
+    unset, and every image is skipped and reported)."""
+    size = pre.size or common_size(sources)
+    return pre if pre.size or size is None else Preprocess(size, pre.fit, pre.color, common=True)
 
 
 def read_unlabelled(images: Path, pre: Preprocess) -> Read:
     if not images.is_dir():
         raise DatasetError(f"{images}: not a folder of images")
     sources = list_images(images)
-    read, _ = assemble(None, "", sources, {}, pre, str(images))
+    read, _ = assemble(None, "", sources, {}, sized(pre, sources), str(images))
     unused = sorted(p.relative_to(images).as_posix() for p in images.rglob("*")
                     if p.is_file() and p.suffix.lower() not in IMAGE_SUFFIXES)
     read.skipped += [(name, f"not an image ({', '.join(IMAGE_SUFFIXES)})") for name in unused]
