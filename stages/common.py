@@ -7,13 +7,18 @@ from __future__ import annotations
 import csv
 import functools
 import json
+import os
+import shutil
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
-from collections.abc import Callable
 
 import tyro
 from pydantic import BaseModel, ConfigDict, Field
+
+from filelock import FileLock, Timeout
 
 from refiner.errors import Refused
 from refiner.params import Params, load_params, parse_overrides
@@ -88,3 +93,43 @@ def write_csv(path: Path, rows: list[dict]) -> None:
         writer = csv.DictWriter(handle, fieldnames=keys)
         writer.writeheader()
         writer.writerows(rows)
+
+
+@contextmanager
+def committed(targets: list[Path]) -> Iterator[dict[Path, Path]]:
+    """A stage's outputs written as one unit, as datasets are (``refiner.data.writer``): yields
+    where to write each target, in a hidden staging directory beside it (one per folder, so a
+    model directory and its MLflow record share one). On success each target is replaced by
+    what was staged for it, or removed when nothing was (a former model's record), the last
+    one (the model, which names the lock and the staging) last: a few renames. On an error or
+    a kill the previous outputs stay whole (a killed writer's staging is swept at the next
+    start). One writer at a time: a second is refused, not interleaved."""
+    model = targets[-1]
+    lock = FileLock(model.parent / f".{model.name}.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise Refused(f"{model}: another process is writing it (lock {lock.lock_file}); wait for it to finish "
+                      "or stop it") from None
+    try:
+        stagings = {target.parent: target.parent / f".{model.name}.staging" for target in targets}
+        for staging in stagings.values():
+            shutil.rmtree(staging, ignore_errors=True)  # a killed writer's (the lock says none is alive)
+            staging.mkdir(parents=True)
+        yield {target: stagings[target.parent] / target.name for target in targets}
+        for target in targets:
+            _put(stagings[target.parent] / target.name, target)
+        for staging in stagings.values():
+            shutil.rmtree(staging)
+    finally:
+        lock.release()
+
+
+def _put(staged: Path, target: Path) -> None:
+    old = target.parent / f".{target.name}.old"
+    shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
+    if target.exists():
+        os.replace(target, old)
+    if staged.exists():
+        os.replace(staged, target)
+    shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)

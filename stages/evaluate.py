@@ -56,11 +56,12 @@ class Args(common.StageArgs):
         return {"synthetic": self.synthetic_estimator, "refined": self.refined_estimator}
 
 
-def load_estimators(world, directory: Path, kind: str = "model") -> list:
+def load_estimators(world, directory: Path, training_set: data.ImageDataset, kind: str = "model") -> list:
     """The models a train_estimator stage wrote, one per seed: ``model`` (end to end) or
-    ``plain`` (before self-training; the same files when self-training was off)."""
+    ``plain`` (before self-training; the same files when self-training was off); refused when
+    they were trained on another dataset than ``training_set``, the one they are scored with."""
     paths = sorted(directory.glob(f"{kind}-seed*.pt")) or sorted(directory.glob("model-seed*.pt"))
-    return [load_model(p, world) for p in paths]
+    return [load_model(p, world, training_set.digest) for p in paths]
 
 
 def pool_targets(world, pool_ids: np.ndarray, path: Path) -> np.ndarray | None:
@@ -165,8 +166,9 @@ def run(params: Params, args: Args) -> dict:
         used = {name: tracking.log_model_input(directory) for name, directory in args.estimators.items()}
         used["refiner"] = tracking.log_model_input(args.refiner)
         learns = world.head is not None
-        estimators = {name: load_estimators(world, d) if learns else [] for name, d in args.estimators.items()}
-        plain = {name: load_estimators(world, d, "plain") if learns else [] for name, d in args.estimators.items()}
+        estimators = {name: load_estimators(world, d, inputs[name]) if learns else [] for name, d in args.estimators.items()}
+        plain = {name: load_estimators(world, d, inputs[name], "plain") if learns else []
+                 for name, d in args.estimators.items()}
         report, plots = evaluate(params, world, inputs, estimators, plain, args.pool_labels, args.plots, args.refiner)
         text = table(report, world.head.metric) if report.results else label_free_table(report, why_label_free(world))
         common.write_json(args.report, report.model_dump(mode="json"))

@@ -52,9 +52,11 @@ def train_estimator(params: Params, world, training_set: data.ImageDataset, unla
     for stale in out_dir.glob("*-seed*.pt"):  # a former run's seeds or plain models (the flow reuses the folder)
         stale.unlink()
     for run in runs:
-        save_model(run.model, world, rows["image"].shape[1:], run.seed, out_dir / f"model-seed{run.seed}.pt")
+        save_model(run.model, world, rows["image"].shape[1:], run.seed, out_dir / f"model-seed{run.seed}.pt",
+                   training_set.digest)
         if run.plain is not run.model:
-            save_model(run.plain, world, rows["image"].shape[1:], run.seed, out_dir / f"plain-seed{run.seed}.pt")
+            save_model(run.plain, world, rows["image"].shape[1:], run.seed, out_dir / f"plain-seed{run.seed}.pt",
+                       training_set.digest)
     history = mean_history(runs, world.head.metric.name)
     common.write_csv(history_csv, history)
     return runs, history, channels_first(rows["image"][:2]).numpy()
@@ -71,12 +73,19 @@ def no_estimator(out_dir: Path, history_csv: Path) -> None:
 
 
 def run(params: Params, args: Args) -> dict:
+    """Trains in staging; the models, their MLflow record and the curve are then committed
+    together (``common.committed``; no model: the former record is removed with it)."""
+    from refiner import tracking
+    with common.committed([args.history, tracking.model_record(args.out), args.out]) as staged:
+        return train(params, args.model_copy(update={"out": staged[args.out], "history": staged[args.history]}))
+
+
+def train(params: Params, args: Args) -> dict:
     import mlflow
     from refiner import tracking
     world, trained_on = task_for(params), args.trained_on
     if world.head is None:
         no_estimator(args.out, args.history)
-        tracking.model_record(args.out).unlink(missing_ok=True)  # no model: no lineage to a former one
         print(f"train_estimator@{trained_on}: no estimator fits the labels {world.labels.names}; nothing to train")
         return {f"estimator-{trained_on}": None}
     self_training = params.train_estimator.self_training_rounds > 0

@@ -85,6 +85,16 @@ def open_inputs(world, args: Args) -> dict[str, data.ImageDataset]:
 
 
 def run(params: Params, args: Args) -> dict:
+    """Trains in staging; the model, its MLflow record, metrics, curves and samples are then
+    committed together (``common.committed``)."""
+    from refiner import tracking
+    targets = [args.metrics, args.losses, args.samples, tracking.model_record(args.out), args.out]
+    with common.committed(targets) as staged:
+        return train(params, args.model_copy(update={name: staged[getattr(args, name)]
+                                                     for name in ("out", "metrics", "losses", "samples")}))
+
+
+def train(params: Params, args: Args) -> dict:
     import mlflow
     from refiner import tracking
     config, world = params.train_refiner, task_for(params)

@@ -89,6 +89,7 @@ def make_project(repo: Path, params_update: dict, extra_files: dict[str, str] | 
     sh("git", "config", "user.name", "ci", cwd=repo, env=env)
     sh("git", "add", "-A", cwd=repo, env=env)
     sh("git", "commit", "-qm", "tiny", cwd=repo, env=env)
+    sh("git", "remote", "add", "origin", str(ROOT), cwd=repo, env=env)  # as `git clone <this checkout>` sets it
     return env
 
 

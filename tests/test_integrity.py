@@ -383,6 +383,49 @@ def run_status(repo: Path, run_id: str) -> str:
     return mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}").get_run(run_id).info.status
 
 
+# train_refiner, SIGKILLed right after it saves refiner.pt (an injected fault): python -c KILLED_AFTER_SAVE ARGS
+KILLED_AFTER_SAVE = """
+import os, signal, sys, torch
+save = torch.save
+def save_then_die(obj, path, *args, **kwargs):
+    save(obj, path, *args, **kwargs)
+    if str(path).endswith("refiner.pt"):
+        os.kill(os.getpid(), signal.SIGKILL)
+torch.save = save_then_die
+from stages import train_refiner
+train_refiner.main(sys.argv[1:])
+"""
+
+
+def test_a_model_is_committed_whole_and_by_one_writer(workspace):
+    """The issue's kill: refiner.pt saved, then SIGKILL. The previous model, its MLflow record,
+    metrics, curves and samples are all still there, byte for byte; while a writer holds the
+    model's lock, a second train_refiner is refused in one line."""
+    from filelock import FileLock
+    repo, env = workspace
+    outputs = ["models/refiner/refiner.pt", "models/refiner.mlflow.json", "metrics/refiner.json",
+               "plots/refiner/losses.csv", "plots/refiner/samples.png"]
+    before = {name: (repo / name).read_bytes() for name in outputs}
+    killed = subprocess.run([sys.executable, "-c", KILLED_AFTER_SAVE, *stage_command("train_refiner", repo)[3:]],
+                            cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr
+    assert list((repo / "models").glob(".refiner.staging/refiner/refiner.pt"))  # it was saved, in staging
+    assert {name: (repo / name).read_bytes() for name in outputs} == before
+    with FileLock(repo / "models" / ".refiner.lock"):
+        assert "models/refiner: another process is writing it" in refusal(run_stage(workspace, "train_refiner"))
+    assert {name: (repo / name).read_bytes() for name in outputs} == before
+
+
+def test_an_estimator_is_refused_for_a_dataset_it_was_not_trained_on(tmp_path):
+    from refiner.errors import CheckpointError
+    from refiner.estimator.checkpoint import load_model, save_model
+    network = DIGITS.head.estimator((8, 8))
+    save_model(network, DIGITS, (8, 8), 0, tmp_path / "model-seed0.pt", "a" * 64)
+    load_model(tmp_path / "model-seed0.pt", DIGITS, "a" * 64)
+    with pytest.raises(CheckpointError, match=r"model-seed0.pt: trained on the dataset aaaaaaaaaaaa, not on bbbbbbbbbbbb"):
+        load_model(tmp_path / "model-seed0.pt", DIGITS, "b" * 64)
+
+
 def test_a_terminated_stage_ends_its_run_killed_and_a_sigkilled_one_is_ended_at_the_next_start(workspace):
     repo, env = workspace
     process, run_id = start_and_wait_for_run(workspace, "train_refiner")
@@ -400,9 +443,10 @@ def test_a_terminated_stage_ends_its_run_killed_and_a_sigkilled_one_is_ended_at_
 
 
 def test_no_machine_path_in_runs_logged_models_or_model_files(workspace):
-    """The project writes repository-relative names only. What MLflow itself records: its
-    store's absolute artifact location (runs, logged models, model versions, MLmodel files);
-    torch.export writes stack traces with file paths into model.pt2."""
+    """The project writes repository-relative names only, and keeps a local origin (the
+    workspace's is this checkout's path) out of MLflow's repoURL tag. What MLflow itself
+    records: its store's absolute artifact location (runs, logged models, model versions,
+    MLmodel files); torch.export writes stack traces with file paths into model.pt2."""
     import sqlite3
     repo, _ = workspace
     roots = (str(repo.resolve().parents[1]), str(Path(__file__).resolve().parents[1]))  # tests' temp root, this checkout

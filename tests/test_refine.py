@@ -19,7 +19,7 @@ from refiner.simgan.refine_job import refine_dataset, refine_in_process
 from refiner.config import SimGANParams
 from refiner.errors import CheckpointError
 from refiner.simgan.trainer import SimGANTrainer, load_refiner
-from tests.helpers import KILLED_JOB, job_env
+from tests.helpers import KILLED_JOB, ROOT, job_env
 
 
 @pytest.fixture(scope="module")
@@ -169,6 +169,34 @@ with the token, is the one that connects)."""
                            env={**env, "HOME": str(tmp_path), "RAY_AUTH_TOKEN": "f" * 64},
                            capture_output=True, text=True, timeout=120)
     assert wrong.returncode != 0 and "Authentication token is missing or incorrect" in wrong.stderr
+
+
+# a local Ray as the refine job starts it; prints the process name of each listener that serves /metrics
+METRICS_LISTENERS = """
+import os, time, urllib.request
+import psutil
+from refiner.simgan.refine_job import ensure_ray
+ensure_ray()
+time.sleep(5)
+mine = {child.pid for child in psutil.Process().children(recursive=True)}
+for listener in psutil.net_connections("inet"):
+    if listener.status == "LISTEN" and listener.pid in mine:
+        try:
+            body = urllib.request.urlopen(f"http://127.0.0.1:{listener.laddr.port}/metrics", timeout=2).read(200)
+        except Exception:
+            continue
+        if body.startswith(b"# HELP"):
+            print(psutil.Process(listener.pid).name())
+"""
+
+
+def test_a_local_refine_serves_no_metrics_from_the_dashboard_agent():
+    """Ray's agent serves Prometheus metrics on every interface without a token; the refine
+    job's local Ray turns its collection off (the dashboard's and the monitor's stay: docs)."""
+    env = {key: value for key, value in os.environ.items() if key not in ("RAY_ADDRESS", "RAY_enable_metrics_collection")}
+    shown = subprocess.run([sys.executable, "-c", METRICS_LISTENERS], env={**env, "PYTHONPATH": str(ROOT)},
+                           capture_output=True, text=True, timeout=180, check=True).stdout.split()
+    assert "ray::DashboardAgent" not in shown and shown  # the other two still answer: the probe sees endpoints
 
 
 def test_simrefinery_refine_takes_a_dataset_or_a_folder_of_frames_and_leaves_params_alone(local_ray, synthetic,

@@ -97,7 +97,9 @@ def ensure_ray(address: str | None = None) -> None:
         ray.init(address=address)
     else:
         # "local": a new instance even where `ray start` runs a cluster on this machine (else
-        # ray.init joins it, and refuses the resource arguments)
+        # ray.init joins it, and refuses the resource arguments). No metrics collection: its
+        # agent would serve Prometheus metrics on every interface without a token.
+        os.environ.setdefault("RAY_enable_metrics_collection", "0")
         ray.init(address="local", num_cpus=os.cpu_count(), object_store_memory=512 * 2**20,
                  include_dashboard=False, log_to_driver=False)
 

@@ -60,7 +60,14 @@ def git_state(root: Path) -> dict[str, str]:
         return result.stdout.strip() if result.returncode == 0 else ""
     commit = git("rev-parse", "HEAD")
     dirty = git("status", "--porcelain", "--untracked-files=no")
-    return {"git.commit": commit or "unknown", "git.dirty": str(bool(dirty)).lower()}
+    return {"git.commit": commit or "unknown", "git.dirty": str(bool(dirty)).lower(), **source_url(git("remote", "get-url", "origin"))}
+
+
+def source_url(origin: str) -> dict[str, str]:
+    """MLflow's ``mlflow.source.git.repoURL`` tag, which it fills with the checkout's origin:
+    a clone of a local path would record that machine path on every run and logged model, so
+    only a URL is kept (a local origin: the tag is empty)."""
+    return {"mlflow.source.git.repoURL": origin if "://" in origin or "@" in origin else ""}
 
 
 def use_store(root: Path) -> str | None:
@@ -236,6 +243,7 @@ def log_model(model, name: str, registered_name: str, example, training_data: di
         input_example=np.asarray(example), pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
         params={k: str(v) for k, v in (params or {}).items()}, extra_files=[str(f) for f in extra_files or []],
         tags={"registered_model": registered_name, "mlflow.source.name": _relative(Path(sys.argv[0])),
+              **{key: value for key, value in git_state(Path(".")).items() if key.startswith("mlflow.")},
               **{f"training_data.{k}": v for k, v in training_data.items()}})
     record = {"model_id": info.model_id, "model_uri": info.model_uri, "registered_model": registered_name,
               "version": str(info.registered_model_version), "run_id": mlflow.active_run().info.run_id}
