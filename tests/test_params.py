@@ -103,11 +103,14 @@ def test_every_entry_point_answers_help_without_running(tmp_path, monkeypatch, c
 @pytest.mark.slow
 def test_dvc_exp_run_set_refuses_bad_params(tmp_path):
     env = make_project(tmp_path, TINY)
-    for args, message in [(["-S", "+train_refiner.lamda=1"], "error: params.yaml: train_refiner.lamda: Extra inputs"),
-                          (["-S", "train_refiner.steps=many"], "error: params.yaml: train_refiner.steps: Input should"),
-                          (["-S", "task=hand_pose"], "'hand_pose' are missing from 'params.yaml'")]:
-        result = subprocess.run(["dvc", "exp", "run", *args], cwd=tmp_path, env=env, capture_output=True, text=True,
-                                timeout=300)
+    front_door = [sys.executable, "-m", "refiner.cli", "run", "--set"]  # simrefinery run --set: dvc exp run -S
+    for command, message in [(["dvc", "exp", "run", "-S", "+train_refiner.lamda=1"],
+                              "error: params.yaml: train_refiner.lamda: Extra inputs"),
+                             (["dvc", "exp", "run", "-S", "train_refiner.steps=many"],
+                              "error: params.yaml: train_refiner.steps: Input should"),
+                             (["dvc", "exp", "run", "-S", "task=hand_pose"], "'hand_pose' are missing from 'params.yaml'"),
+                             ([*front_door, "train_refiner.steps=many"], "error: params.yaml: train_refiner.steps: Input")]:
+        result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
         assert result.returncode != 0 and message in result.stdout + result.stderr, result.stdout + result.stderr
         sh("git", "checkout", "--", "params.yaml", cwd=tmp_path, env=env)
     # refused at the first stage, before anything was written (DVC itself makes empty output folders)

@@ -296,8 +296,12 @@ def test_the_front_door_runs_reports_validates_and_serves_the_ui(project, tmp_pa
     cli = (sys.executable, "-m", "refiner.cli")
     out = sh(*cli, "run", cwd=repo, env=env)
     table = (repo / "metrics/eval.md").read_text()
-    assert stages_run(out) == [] and out.endswith(table)
+    assert stages_run(out) == [] and out.endswith(table) and out.count(table) == 1
     assert sh(*cli, "report", cwd=repo, env=env) == table
+    # --flow --set reaches the flow's own --set (run --set: test_dvc_exp_run_set_refuses_bad_params)
+    refused = subprocess.run([*cli, "run", "--flow", "--set", "train_refiner.lamda=1"], cwd=repo, env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "train_refiner.lamda: Extra inputs are not permitted" in refused.stderr
     rows = data.open_dataset(repo / "data/refined").num_rows
     assert f"data/refined: valid, {rows} rows" in sh(*cli, "validate", "data/refined", cwd=repo, env=env)
     tampered = tmp_path / "refined"
