@@ -422,7 +422,7 @@ def test_a_sweep_profile_is_a_dvc_experiment_that_reruns_only_dependent_stages(p
     assert "| lambda-2" in (repo / "experiments/results/sweep.md").read_text()
     assert "lambda-2-" in sh("dvc", "exp", "list", cwd=repo, env=env)
     assert "refined" in sh("dvc", "metrics", "show", "--json", cwd=repo, env=env)
-    assert "losses.csv" in sh("dvc", "plots", "show", "--json", cwd=repo, env=env)
+    assert "refiner losses" in sh("dvc", "plots", "show", "--json", cwd=repo, env=env)  # losses.csv, drawn
     old_digest, _ = first_refined
     new_tree, old_tree = lineage(repo, env, "data/refined"), lineage(repo, env, old_digest)
     assert "lambda=2.0" in new_tree and "simrefinery-refiner v2" in new_tree
