@@ -238,18 +238,20 @@ def test_ray_data_reads_raw_images_as_its_tensor_type(local_ray, tmp_path):
     assert batch["image"].shape == (12, 8, 9, 3) and np.array_equal(batch["image"], images)
 
 
-def test_raw_image_of_the_wrong_size_is_refused_naming_file_and_row(tmp_path):
+@pytest.mark.parametrize("cell, problem", [(lambda c: c[:-1], "image holds 63 bytes"),  # one byte short
+                                           (lambda c: None, "image is missing")])      # null: its own row named
+def test_raw_image_of_the_wrong_size_is_refused_naming_file_and_row(tmp_path, cell, problem):
     write_small(tmp_path / "ds", image_encoding="raw")
     part = tmp_path / "ds" / "part-00001.parquet"
     table = pq.read_table(part)
     cells = table.column("image").to_pylist()
-    cells[4] = cells[4][:-1]  # one byte short
+    cells[4] = cell(cells[4])
     broken = table.set_column(1, table.schema.field("image"), pa.array(cells, pa.large_binary()))
     pq.write_table(broken, part)
     manifest = json.loads((tmp_path / "ds" / "_manifest.json").read_text())
     manifest["files"][1]["sha256"] = data.file_sha256(part)  # well-formed files, one bad row
     (tmp_path / "ds" / "_manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(DatasetError, match=r"part-00001.parquet: row id='id-14': image holds 63 bytes, the "
+    with pytest.raises(DatasetError, match=rf"part-00001.parquet: row id='id-14': {problem}, the "
                                            r"dataset's 8x8 images take 64"):
         validate(tmp_path / "ds")
 

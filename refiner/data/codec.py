@@ -75,12 +75,13 @@ def decode_raw_column(table: pa.Table, file_name: str, shape: list[int] | None) 
     column = table.column("image").combine_chunks().cast(RAW_TYPE)
     lengths = pc.binary_length(column).to_numpy(zero_copy_only=False)
     size = int(np.prod(shape))
-    wrong = (lengths != size) if column.null_count == 0 else np.ones(len(column), bool)
+    wrong = lengths != size  # a null cell's length is NaN: wrong too, at its own row
     if wrong.any():
         ids = table.column("id").to_pylist()
         row = int(np.flatnonzero(wrong)[0])
-        raise DatasetError(f"{file_name}: row id={ids[row]!r}: image holds {lengths[row]} bytes, the dataset's "
-                           f"{shape_text(shape)} images take {size}")
+        problem = "image is missing" if column[row].as_py() is None else f"image holds {int(lengths[row])} bytes"
+        raise DatasetError(f"{file_name}: row id={ids[row]!r}: {problem}, the dataset's {shape_text(shape)} images "
+                           f"take {size}")
     offsets = np.frombuffer(column.buffers()[1], np.int64, len(column) + 1, column.offset * 8)
     pixels = np.frombuffer(column.buffers()[2], np.uint8, offsets[-1] - offsets[0], offsets[0])
     return pixels.reshape(len(column), *shape)
