@@ -18,10 +18,8 @@ nothing is dropped silently.
 
 from __future__ import annotations
 
-import io
 import json
 import re
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,9 +30,10 @@ import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 
 from refiner.data import IMAGE_TYPE, MANIFEST, DatasetError, decode_image_column_uint8, encode_png
+from refiner.tasks.images.pixels import (IMAGE_SUFFIXES, Preprocess, common_size, list_images, load_image,
+                                         move_points, sized)
 from refiner.tasks.world import read_summary
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 KIND = re.compile(r"^(class|float|box|mask|keypoints\[(\d+)\]|vector\[(\d+)\])$")
 GEOMETRIC_NAMES = {"keypoints": ("keypoint", "landmark", "kp"), "box": ("box",)}
 
@@ -56,17 +55,6 @@ def arrow_type(kind: str) -> pa.DataType:
     if length:
         return pa.list_(pa.float32(), length)
     return {"class": pa.int64(), "float": pa.float32(), "mask": IMAGE_TYPE}[kind]
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    size: tuple[int, int] | None   # (height, width); None: the most common size among the images
-    fit: str                       # "resize" (stretch) or "crop" (centre-crop to the aspect, then resize)
-    color: str                     # "rgb" or "gray"
-    common: bool = False           # size is the most common one: an image far from it is skipped, not stretched
-
-
-FAR = 4.0  # an image over 4x larger or smaller than the common size, in either side, is not of this world
 
 
 @dataclass
@@ -164,60 +152,6 @@ def _label_value(value, kind: str):
 
 
 # ---------------------------------------------------------------- images
-
-def list_images(folder: Path) -> dict[str, Path | ValueError]:
-    """Image files under ``folder`` (recursively), keyed by their path relative to it; a link
-    that resolves outside the folder is listed as the refusal ``load_image`` raises for it."""
-    inside = folder.resolve()
-    return {p.relative_to(folder).as_posix(): p if p.resolve().is_relative_to(inside) else
-            ValueError(f"a link to {p.resolve()}, outside {folder}")
-            for p in sorted(folder.rglob("*")) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES}
-
-
-def fit_box(width: int, height: int, pre: Preprocess) -> tuple[float, float, float, float]:
-    """The region of a width x height image that becomes the output: all of it (resize) or the
-    centred region of the output's aspect ratio (crop)."""
-    out_h, out_w = pre.size
-    if pre.fit == "resize":
-        return 0.0, 0.0, float(width), float(height)
-    aspect = out_w / out_h
-    crop_w, crop_h = (height * aspect, float(height)) if width / height > aspect else (float(width), width / aspect)
-    left, top = (width - crop_w) / 2, (height - crop_h) / 2
-    return left, top, left + crop_w, top + crop_h
-
-
-def move_points(values: list[float], box, size) -> list[float]:
-    """x,y pairs in the source image's pixels -> the output's pixels."""
-    left, top, right, bottom = box
-    out_h, out_w = size
-    scale_x, scale_y = out_w / (right - left), out_h / (bottom - top)
-    points = np.asarray(values, np.float64).reshape(-1, 2)
-    return (np.c_[(points[:, 0] - left) * scale_x, (points[:, 1] - top) * scale_y]).reshape(-1).tolist()
-
-
-HIGH_DEPTH_MODES = ("I", "F", "I;16", "I;16B", "I;16L", "I;16N")  # what an 8-bit conversion would clip
-
-
-def load_image(source, pre: Preprocess, mode: str | None = None, resample=Image.Resampling.BILINEAR):
-    """(uint8 pixels, the box of the source that became them, the source's width and height).
-    ``source``: a path or image bytes. 16-bit and float images are refused (an 8-bit
-    conversion clips them to white), as is an image over Pillow's decompression-bomb limit;
-    palette and alpha images are converted (the alpha dropped), as docs/your-own-world.md says."""
-    if isinstance(source, ValueError):  # list_images' refusal (a link out of the folder)
-        raise source
-    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
-        if image.mode in HIGH_DEPTH_MODES:
-            raise ValueError(f"a {image.mode} image (16-bit or float): the contract takes 8-bit images; convert it")
-        size = pre.size or (image.height, image.width)
-        ratios = (image.height / size[0], image.width / size[1])
-        if pre.common and mode is None and (max(ratios) > FAR or min(ratios) < 1 / FAR):
-            raise ValueError(f"{image.width}x{image.height} pixels, far from the {size[1]}x{size[0]} most of the "
-                             "images have (set the size, --size H W, to keep it)")
-        image = image.convert(mode or ("RGB" if pre.color == "rgb" else "L"))
-        box = fit_box(image.width, image.height, Preprocess(size, pre.fit, pre.color))
-        pixels = np.asarray(image.resize(size[::-1], resample, box=box), np.uint8)
-    return pixels, box, size
-
 
 def _mask_file(name: str, folder: Path | None) -> Path:
     """A mask's file, named relative to the labels file (or table) that names it, and inside its folder."""
@@ -353,29 +287,6 @@ def first_image_size(images: Path, pre: Preprocess) -> tuple[int, int]:
     if size is None:
         raise DatasetError(f"{images}: no readable image")
     return size
-
-
-SIZE_SAMPLE = 2000  # images whose headers set the common size
-
-
-def common_size(sources: dict) -> tuple[int, int] | None:
-    """The most common (height, width) among the first ``SIZE_SAMPLE`` readable images (headers
-    only); None when none is readable."""
-    sizes = Counter()
-    for source in [s for s in sources.values() if not isinstance(s, ValueError)][:SIZE_SAMPLE]:
-        try:
-            with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
-                sizes[(image.height, image.width)] += 1
-        except (UnidentifiedImageError, OSError, ValueError, TypeError, Image.DecompressionBombError):
-            continue
-    return sizes.most_common(1)[0][0] if sizes else None
-
-
-def sized(pre: Preprocess, sources: dict) -> Preprocess:
-    """``pre`` with its size fixed: as given, or the images' most common size (none readable:
-    unset, and every image is skipped and reported)."""
-    size = pre.size or common_size(sources)
-    return pre if pre.size or size is None else Preprocess(size, pre.fit, pre.color, common=True)
 
 
 def read_unlabelled(images: Path, pre: Preprocess) -> Read:
