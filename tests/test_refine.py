@@ -171,14 +171,21 @@ with the token, is the one that connects)."""
     assert wrong.returncode != 0 and "Authentication token is missing or incorrect" in wrong.stderr
 
 
-# a local Ray as the refine job starts it; prints the process name of each listener that serves /metrics
+# a local Ray as the refine job starts it; once its agent is up, prints the process name of
+# each of its own listeners that serves /metrics (another Ray on this machine, the session's
+# own, may hold the dashboard's and the monitor's fixed ports: only the agent is looked for)
 METRICS_LISTENERS = """
-import os, time, urllib.request
+import time, urllib.request
 import psutil
 from refiner.simgan.refine_job import ensure_ray
 ensure_ray()
-time.sleep(5)
-mine = {child.pid for child in psutil.Process().children(recursive=True)}
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline:
+    mine = {child.pid: child.name() for child in psutil.Process().children(recursive=True)}
+    if "ray::DashboardAgent" in mine.values():
+        break
+    time.sleep(1)
+time.sleep(3)
 for listener in psutil.net_connections("inet"):
     if listener.status == "LISTEN" and listener.pid in mine:
         try:
@@ -186,17 +193,22 @@ for listener in psutil.net_connections("inet"):
         except Exception:
             continue
         if body.startswith(b"# HELP"):
-            print(psutil.Process(listener.pid).name())
+            print(mine[listener.pid])
 """
+
+
+def metrics_servers(**env_vars) -> list[str]:
+    env = {key: value for key, value in os.environ.items() if key not in ("RAY_ADDRESS", "RAY_enable_metrics_collection")}
+    return subprocess.run([sys.executable, "-c", METRICS_LISTENERS], env={**env, **env_vars, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=180, check=True).stdout.split()
 
 
 def test_a_local_refine_serves_no_metrics_from_the_dashboard_agent():
     """Ray's agent serves Prometheus metrics on every interface without a token; the refine
-    job's local Ray turns its collection off (the dashboard's and the monitor's stay: docs)."""
-    env = {key: value for key, value in os.environ.items() if key not in ("RAY_ADDRESS", "RAY_enable_metrics_collection")}
-    shown = subprocess.run([sys.executable, "-c", METRICS_LISTENERS], env={**env, "PYTHONPATH": str(ROOT)},
-                           capture_output=True, text=True, timeout=180, check=True).stdout.split()
-    assert "ray::DashboardAgent" not in shown and shown  # the other two still answer: the probe sees endpoints
+    job's local Ray turns its collection off (the dashboard's and the monitor's stay: docs).
+    The control, collection switched back on, shows that the probe sees the agent's endpoint."""
+    assert "ray::DashboardAgent" in metrics_servers(RAY_enable_metrics_collection="1")
+    assert "ray::DashboardAgent" not in metrics_servers()
 
 
 def test_simrefinery_refine_takes_a_dataset_or_a_folder_of_frames_and_leaves_params_alone(local_ray, synthetic,
