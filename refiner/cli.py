@@ -23,7 +23,7 @@ import tyro
 import yaml
 from pydantic import BaseModel, Field
 
-from refiner.config import RefineParams
+from refiner.config import Adaptation, RefineParams
 from refiner.errors import Refused
 from refiner.simgan import sizing
 from refiner.tasks.images import ImagesParams, ImagesWorld
@@ -52,7 +52,9 @@ except PackageNotFoundError:  # a checkout on sys.path that was never installed
 
 class Init(ImagesParams):
     """Write params.yaml's images task from your folders (the images section's keys, plus these)."""
-    self_training_rounds: int = Field(2, ge=0, description="for a class target: pseudo-labelling rounds (0: off)")
+    adaptation: Adaptation | None = Field(None, description=(
+        "the estimator's label-free adaptation (train_estimator.adaptation); unset: the params' for a class "
+        "target, none for others"))
     fast: bool = Field(False, description="a small refiner and few steps: a first look in minutes on a CPU")
     params: Path = Field(Path("params.yaml"), description="the params file to write (its comments are not kept)")
 
@@ -65,9 +67,9 @@ class Init(ImagesParams):
         section = self.model_dump(mode="json", include=set(ImagesParams.model_fields), exclude_none=True)
         section.update({key: _relative(section[key]) for key in PATHS if key in section})
         raw.update(task=ImagesWorld.name, images=section)
-        # the target decides self-training and the conditional discriminator: find it with both off
+        # the target decides the adaptation and the conditional discriminator: find it with both off
         probe = {**raw, "train_refiner": {**raw.get("train_refiner", {}), **NO_CLASSES},
-                 "train_estimator": {**raw.get("train_estimator", {}), "self_training_rounds": 0}}
+                 "train_estimator": {**raw.get("train_estimator", {}), "adaptation": "none"}}
         probe_params = validate_params(probe, str(self.params))
         world = task_for(probe_params)
         shape = world.image_shape(probe_params)
@@ -79,9 +81,10 @@ class Init(ImagesParams):
         head = world.head
         if head is not None and head.has_classes:
             raw["images"]["num_classes"] = head.num_classes
-            estimator["self_training_rounds"] = self.self_training_rounds
+            if self.adaptation:
+                estimator["adaptation"] = self.adaptation
         else:
-            estimator["self_training_rounds"] = 0
+            estimator["adaptation"] = self.adaptation or "none"
             refiner.update(NO_CLASSES)
         params = validate_params(raw, str(self.params))
         task_for(params)

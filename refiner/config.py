@@ -85,6 +85,9 @@ class RefineParams(Section):
     ray_address: str | None = Field(None, description='null: local Ray (or RAY_ADDRESS); "ray://host:10001"')
 
 
+Adaptation = Literal["none", "self_training", "mean_teacher"]
+
+
 class EstimatorParams(Section):
     """One recipe for the task's estimator, trained on synthetic, refined or (oracle only) real data."""
     num_seeds: int = Field(3, ge=1, description="models per training set; evaluate reports mean and sd over them")
@@ -95,10 +98,20 @@ class EstimatorParams(Section):
     weight_decay: float = Field(1e-4, ge=0)
     max_shift: int = Field(1, ge=0, description="random translation augmentation, pixels")
     val_fraction: float = Field(0.1, ge=0, lt=1, description="held out of the *training* data (never real labels)")
-    self_training_rounds: int = Field(2, ge=0, description=(
-        "rounds of pseudo-labelling the unlabelled real pool and retraining (0: off; never real labels)"))
-    pseudo_label_threshold: float = Field(0.9, ge=0, description="only real images the model is this sure of")
-    pseudo_label_repeat: int = Field(5, ge=1, description="each pseudo-labelled real image counts this many times")
+    adaptation: Adaptation = Field("self_training", description=(
+        "label-free learning of the unlabelled real pool on top of the labelled set: none, self_training "
+        "(thresholded pseudo-labels, retrained from scratch) or mean_teacher (self-ensembling, French et al. 2018; "
+        "the only one for tasks without classes). Never a real label"))
+    self_training_rounds: int = Field(2, ge=1, description="self_training: rounds of pseudo-labelling and retraining")
+    pseudo_label_threshold: float = Field(0.9, ge=0, description=(
+        "only real images the model (mean_teacher: the teacher) is this sure of are learnt from"))
+    pseudo_label_repeat: int = Field(5, ge=1, description="self_training: each pseudo-labelled real image counts this many times")
+    teacher_steps: int = Field(600, ge=1, description="mean_teacher: steps after the labelled training, from its model")
+    teacher_ema: float = Field(0.99, ge=0, lt=1, description="mean_teacher: the teacher's weights' moving-average decay")
+    consistency_weight: float = Field(1.0, ge=0, description=(
+        "mean_teacher: weight of the student's agreement with the teacher on a second augmented view"))
+    class_balanced: bool = Field(True, description=(
+        "mean_teacher with classes: the teacher's pool predictions balanced to the labelled set's class shares"))
 
 
 class EvaluateParams(Section):

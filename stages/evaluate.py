@@ -58,7 +58,7 @@ class Args(common.StageArgs):
 
 def load_estimators(world, directory: Path, training_set: data.ImageDataset, kind: str = "model") -> list:
     """The models a train_estimator stage wrote, one per seed: ``model`` (end to end) or
-    ``plain`` (before self-training; the same files when self-training was off); refused when
+    ``plain`` (before adaptation; the same files when the recipe has none); refused when
     they were trained on another dataset than ``training_set``, the one they are scored with."""
     paths = sorted(directory.glob(f"{kind}-seed*.pt")) or sorted(directory.glob("model-seed*.pt"))
     return [load_model(p, world, training_set.digest) for p in paths]
@@ -100,8 +100,9 @@ def evaluate(params: Params, world, inputs: dict[str, data.ImageDataset], estima
              plain: dict[str, list], pool_labels: Path, plots_dir: Path, refiner_dir: Path,
              progress: bool = True) -> tuple[Report, list]:
     """The whole report: real-test results per training set (and the oracle), the refinery
-    gain (``plain``: the estimators before self-training) for our estimator and for a
-    scikit-learn one, the label-free figures and the selection score; and the head's plots."""
+    gain (``plain``: the estimators before adaptation) for our estimator and for a
+    scikit-learn one, what the adaptation buys on each training set, the label-free figures
+    and the selection score; and the head's plots."""
     head = world.head
     pool = inputs["real-unlabeled"].load()
     if head is None or "real-test" not in inputs:
@@ -125,6 +126,8 @@ def evaluate(params: Params, world, inputs: dict[str, data.ImageDataset], estima
                     refinery_gain=scoring.refinery_gain(head, plain, test["image"], test_targets),
                     baseline=scoring.baseline_gain(head, training_sets, test["image"], test_targets),
                     end_to_end_gain=scoring.end_to_end_gain(head, results),
+                    adaptation_gain=scoring.adaptation_gain(head, results, plain, test["image"], test_targets),
+                    adaptation=params.train_estimator.adaptation,
                     **label_free.label_free(head, estimators, plain, training_sets, pool["image"],
                                             params.train_estimator, params.seed,
                                             label_kept_sets(refiner_dir, training_sets)))
@@ -195,6 +198,7 @@ def log_report(report: Report) -> None:
     figures = {f"{trained_on}_{report.metric}": r.mean for trained_on, r in report.results.items()}
     if report.results:
         figures |= {"refinery_gain": report.refinery_gain.gain, "end_to_end_gain": report.end_to_end_gain.gain}
+        figures |= {f"adaptation_gain_{name}": gain.gain for name, gain in (report.adaptation_gain or {}).items()}
     if report.baseline:
         figures["baseline_gain"] = report.baseline.gain
     for figure in ("realism", "class_realism", "label_kept", "real_confidence", "reverse_score"):

@@ -2,7 +2,7 @@
 
 Trains ``num_seeds`` models (seeds seed, seed+1, ...): evaluate reports mean and sd over
 them. Real data with labels is refused here: only ``evaluate`` touches real labels; the
-unlabelled real pool is read for self-training when it is on.
+unlabelled real pool is read for the label-free adaptation when the recipe has one.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ TrainingSet = Literal["synthetic", "refined"]
 class Args(common.StageArgs):
     trained_on: TrainingSet = Field(description="which training set this is (names the run and the model)")
     data: Path = Field(description="the training set (a dataset directory)")
-    pool: Path = Field(description="the unlabelled real pool, for self-training")
+    pool: Path = Field(description="the unlabelled real pool, for the adaptation")
     out: Path = Field(description="the model directory to write (one model-seed<N>.pt per seed)")
     history: Path = Field(description="the seeds' mean training curve (CSV)")
 
@@ -42,7 +42,7 @@ def mean_history(runs, metric: str) -> list[dict]:
 def train_estimator(params: Params, world, training_set: data.ImageDataset, unlabeled: data.ImageDataset | None,
                     out_dir: Path, history_csv: Path, progress: bool = True, desc: str = "train_estimator"):
     """Returns (a SeedRun per seed, the mean history, two training images). Saves each seed's
-    model, and with self-training on also the model before it (``plain-seed*.pt``): evaluate
+    model, and with an adaptation also the model before it (``plain-seed*.pt``): evaluate
     measures the refiner alone with those."""
     rows = training_set.load()
     pool = unlabeled.load()["image"] if unlabeled is not None else None
@@ -88,19 +88,19 @@ def train(params: Params, args: Args) -> dict:
         no_estimator(args.out, args.history)
         print(f"train_estimator@{trained_on}: no estimator fits the labels {world.labels.names}; nothing to train")
         return {f"estimator-{trained_on}": None}
-    self_training = params.train_estimator.self_training_rounds > 0
+    adapting = params.train_estimator.adaptation != "none"
     logged = {**common.declared_params("train_estimator", params), "trained_on": trained_on}
     with tracking.stage_run(f"train_estimator@{trained_on}", logged) as mlflow_run:
         training_set = data.open_training_set(args.data, world.labels, world.bad_labels)
         tracking.log_dataset(training_set, "input", trained_on)
-        unlabeled = data.open_unlabeled(args.pool) if self_training else None
+        unlabeled = data.open_unlabeled(args.pool) if adapting else None
         if unlabeled is not None:
             tracking.log_dataset(unlabeled, "input", "real-unlabeled")
         runs, history, example = train_estimator(params, world, training_set, unlabeled, args.out, args.history,
                                                    desc=f"train_estimator@{trained_on}")
         for entry in history:
             mlflow.log_metrics({k: v for k, v in entry.items() if k != "step"}, step=entry["step"])
-        if self_training:
+        if adapting:
             mlflow.log_metric("pseudo_labelled", float(np.mean([run.history[-1]["pseudo_labelled"] for run in runs])))
         first_seed, first_model = runs[0].seed, runs[0].model  # the registry holds the first seed's model
         tracking.log_model(first_model.eval(), f"estimator-{trained_on}", tracking.ESTIMATOR_MODEL, example,

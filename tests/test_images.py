@@ -173,7 +173,7 @@ def test_the_world_is_built_from_params_and_its_checkpoints_refuse_another_world
     save(tmp_path / "img/a.png")
     labels = labels_table([{"file": "a.png", "kind": 4, "kp": [1.0, 2.0]}], tmp_path / "labels.csv")
     regression = {"task": "images", "images.synthetic": str(tmp_path / "img"), "images.labels": str(labels),
-                  "train_estimator.self_training_rounds": 0}
+                  "train_estimator.adaptation": "none"}
     with pytest.raises(ParamsError, match=r"train_refiner\.conditional: task images has no classes \(\['kp'\]\)"):
         task_for(load_params(overrides=regression))
     params = load_params(overrides={**regression, "train_refiner.conditional": False})
@@ -194,7 +194,7 @@ def test_the_world_is_built_from_params_and_its_checkpoints_refuse_another_world
     assert classifier.head.estimator((8, 8, 3))(torch.zeros(2, 3, 8, 8)).shape == (2, 5)
     with pytest.raises(CheckpointError, match=r"model.pt: an estimator for task images .* not for this task"):
         load_model(tmp_path / "model.pt", classifier)
-    with pytest.raises(ParamsError, match=r"self_training_rounds: task images has no classes to pseudo-label"):
+    with pytest.raises(ParamsError, match=r"adaptation: task images has no classes to pseudo-label"):
         task_for(load_params(overrides={
             "task": "images", "images.synthetic": str(tmp_path / "img"), "images.labels": str(labels),
             "train_refiner.conditional": False}))

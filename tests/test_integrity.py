@@ -263,7 +263,7 @@ def test_ingest_refuses_a_source_with_no_usable_images_in_one_line(workspace):
     try:
         edited = yaml.safe_load(kept)
         edited.update(task="gaze", gaze={**edited["gaze"], "real": "eyes"})
-        edited["train_estimator"]["self_training_rounds"] = 0
+        edited["train_estimator"]["adaptation"] = "none"
         edited["train_refiner"]["conditional"] = False  # gaze has no classes
         params.write_text(yaml.safe_dump(edited))
         line = refusal(run_stage(workspace, "ingest"))

@@ -52,9 +52,9 @@ def test_bad_params_are_refused_naming_the_dotted_key_and_the_file(overrides, me
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"task": "gaze"}, r"train_estimator\.self_training_rounds: task gaze has no classes to pseudo-label with "
-                       r"\(it regresses \['gaze_pitch', 'gaze_yaw'\]\): set it to 0"),
-    ({"task": "gaze", "train_estimator.self_training_rounds": 0, "train_refiner.conditional": True},
+    ({"task": "gaze"}, r"train_estimator\.adaptation: task gaze has no classes to pseudo-label with "
+                       r"\(it regresses \['gaze_pitch', 'gaze_yaw'\]\): set it to mean_teacher or none"),
+    ({"task": "gaze", "train_estimator.adaptation": "none", "train_refiner.conditional": True},
      r"train_refiner\.conditional: task gaze has no classes"),
 ])
 def test_a_recipe_that_needs_classes_is_refused_for_a_world_without_them(overrides, message):

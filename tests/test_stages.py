@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from refiner import data
-from refiner.estimator.training import predict, self_train, train_model
+from refiner.estimator.training import adapted, predict, train_model
 from refiner.evaluation import label_free
 from refiner.evaluation.report import PerSet, Report
 from refiner.params import load_params
@@ -328,18 +328,58 @@ def test_self_training_pseudo_labels_only_the_real_images_the_model_is_sure_of(r
     synthetic = counts_to_unit(images)
     unlabeled = real[0].load()["image"][:200]
     config = load_params().train_estimator.model_copy(update={"steps": 30, "eval_every": 30, "batch_size": 32,
-                                                              "self_training_rounds": 1})
+                                                              "adaptation": "self_training", "self_training_rounds": 1})
     plain, plain_history = train_model(DIGITS, synthetic, labels, config, seed=0, progress=False)
 
-    nobody_sure, history, kept, first = self_train(DIGITS, synthetic, labels, unlabeled,
-                                            config.model_copy(update={"pseudo_label_threshold": 1.01}), 0, False)
+    nobody_sure, history, kept, first = adapted(DIGITS, synthetic, labels, unlabeled,
+                                                config.model_copy(update={"pseudo_label_threshold": 1.01}), 0, False)
     assert kept == 0.0 and history == plain_history  # no pseudo-label: the same model as plain training
-    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), nobody_sure.state_dict().values()))
-    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), nobody_sure.state_dict().values()))
+    assert same_weights(plain, nobody_sure) and same_weights(first, nobody_sure)
 
-    everyone, history, kept, first_everyone = self_train(DIGITS, synthetic, labels, unlabeled,
-                                         config.model_copy(update={"pseudo_label_threshold": 0.0}), 0, False)
+    everyone, history, kept, first_everyone = adapted(DIGITS, synthetic, labels, unlabeled,
+                                                      config.model_copy(update={"pseudo_label_threshold": 0.0}), 0, False)
     assert kept == 1.0
     # the model before self-training is kept: the same as plain training (evaluate's refinery gain uses it)
-    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), first_everyone.state_dict().values()))
-    assert not all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), everyone.state_dict().values()))
+    assert same_weights(plain, first_everyone) and not same_weights(plain, everyone)
+
+
+def same_weights(a, b) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_mean_teacher_learns_from_the_views_its_teacher_is_sure_of_and_keeps_the_labelled_model(real):
+    from refiner.tasks.digits.renderer import counts_to_unit, render_digits
+    _, images, labels = render_digits(300, seed=2, progress=False)
+    synthetic, unlabeled = counts_to_unit(images), real[0].load()["image"][:200]
+    config = load_params().train_estimator.model_copy(update={
+        "steps": 30, "eval_every": 10, "batch_size": 32, "adaptation": "mean_teacher", "teacher_steps": 20})
+    plain, _ = train_model(DIGITS, synthetic, labels, config, seed=0, progress=False)
+    untaught, _, kept, first = adapted(DIGITS, synthetic, labels, unlabeled,
+                                       config.model_copy(update={"consistency_weight": 0.0}), 0, False)
+    assert same_weights(first, plain) and not same_weights(untaught, plain)  # the labelled model, then more steps
+    nobody_sure, _, kept, _ = adapted(DIGITS, synthetic, labels, unlabeled,
+                                      config.model_copy(update={"pseudo_label_threshold": 1.01}), 0, False)
+    assert kept == 0.0 and same_weights(nobody_sure, untaught)  # a teacher sure of nothing teaches nothing
+    taught, _, kept, _ = adapted(DIGITS, synthetic, labels, unlabeled,
+                                 config.model_copy(update={"pseudo_label_threshold": 0.0}), 0, False)
+    assert kept == 1.0 and not same_weights(taught, untaught)
+    again, *_ = adapted(DIGITS, synthetic, labels, unlabeled,
+                        config.model_copy(update={"pseudo_label_threshold": 0.0}), 0, False)
+    assert same_weights(again, taught)  # same seed, same teacher
+
+
+def test_a_view_is_drawn_per_image_and_stays_an_image():
+    from refiner.estimator.training import augmented_view
+    batch = torch.rand(8, 1, 12, 12)
+    first = augmented_view(batch, 1, torch.Generator().manual_seed(0))
+    assert first.shape == batch.shape and first.min() >= 0 and first.max() <= 1
+    assert torch.equal(first, augmented_view(batch, 1, torch.Generator().manual_seed(0)))
+    same_image = augmented_view(batch[:1].repeat(8, 1, 1, 1), 1, torch.Generator().manual_seed(1))
+    assert (same_image[1:] - same_image[:1]).abs().amax(dim=(1, 2, 3)).min() > 0.01  # each copy its own view
+
+
+def test_a_regression_head_is_taught_by_the_teachers_outputs_and_is_sure_of_every_image():
+    gaze = world("gaze").head
+    outputs, taught = torch.tensor([[0.1, 0.2], [0.0, -0.1]]), torch.tensor([[0.1, 0.0], [0.3, -0.1]])
+    assert gaze.consistency(outputs, taught, None, 0.9).item() == pytest.approx(gaze.loss(outputs, taught).item())
+    assert gaze.sure(taught.numpy(), 0.9).all()

@@ -75,11 +75,11 @@ WORLDS = {
                    "render": {"num_images": 96}, "gaze": {"num_real": 80},
                    # no classes: the paper's discriminator and lambda, as the gaze profile and `simrefinery init` set
                    "train_refiner": {**TINY["train_refiner"], "conditional": False, "lambda": 10.0},
-                   "train_estimator": {**ONE_SEED, "self_training_rounds": 0, "steps": 120, "eval_every": 60},
+                   "train_estimator": {**ONE_SEED, "adaptation": "none", "steps": 120, "eval_every": 60},
                    "evaluate": {**TINY["evaluate"], "oracle": False}},  # the digits run tests the oracle
                   [35, 55], "error_deg", "errors.png"),
     "toy": World({**TINY, "task": "toy", "toy": {"size": 10},
-                  "train_estimator": {**ONE_SEED, "self_training_rounds": 0}},
+                  "train_estimator": {**ONE_SEED, "adaptation": "none"}},
                  [10, 10], "accuracy", "confusion-refined.png", extra_files={"refiner/tasks/toy.py": TOY_WORLD}),
     # a user's own folders, without Python: the example world, `simrefinery init`, `dvc repro`
     "images": World({**TINY, "train_estimator": {**ONE_SEED, "steps": 60, "eval_every": 30}},

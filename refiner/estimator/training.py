@@ -1,9 +1,11 @@
 """One generic training recipe for every head: the head gives the network, loss, score and
-(for self-training) pseudo-labels; this module gives the training loop, seeds,
-self-training and prediction."""
+(for adaptation) pseudo-labels and its consistency; this module gives the training loop,
+seeds, the label-free adaptation to the unlabelled real pool, and prediction."""
 
 from __future__ import annotations
 
+import copy
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -22,6 +24,21 @@ def random_shift(batch: torch.Tensor, max_shift: int, generator: torch.Generator
     padded = F.pad(batch, [max_shift] * 4)
     dy, dx = torch.randint(0, 2 * max_shift + 1, (2,), generator=generator).tolist()
     return padded[..., dy:dy + batch.shape[-2], dx:dx + batch.shape[-1]]
+
+
+def augmented_view(batch: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Another view of each image, drawn per image (mean_teacher's two views differ): a shift
+    of up to ``max_shift`` pixels, up to 10 degrees of rotation and 10% of scale, and a little
+    pixel noise; the edge pixels fill what moves in. French et al. use like transforms."""
+    n, _, height, width = batch.shape
+    angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(10)
+    scale = 1 + (torch.rand(n, generator=generator) * 2 - 1) * 0.1
+    shift = (torch.rand(n, 2, generator=generator) * 2 - 1) * max_shift * 2 / torch.tensor([width, height])
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(batch.shape), align_corners=False)
+    view = F.grid_sample(batch, grid, padding_mode="border", align_corners=False)
+    return (view + 0.03 * torch.randn(view.shape, generator=generator)).clamp(0, 1)
 
 
 def train_model(head, images01: np.ndarray, targets: np.ndarray, config: EstimatorParams, seed: int,
@@ -60,32 +77,97 @@ def train_model(head, images01: np.ndarray, targets: np.ndarray, config: Estimat
     return model, history
 
 
-def self_train(head, images01: np.ndarray, targets: np.ndarray, unlabeled01: np.ndarray | None,
-               config: EstimatorParams, seed: int, progress: bool = True, desc: str = "train estimator"):
-    """Self-training on unlabelled real images: train on the labelled (synthetic or refined)
-    set, then each round give the real images the model is sure of its own predictions as
-    targets and retrain from scratch on both. Uses no real label. Returns (model, history,
-    fraction of real images pseudo-labelled in the last round, the model before self-training)."""
-    rounds = config.self_training_rounds if unlabeled01 is not None else 0
-    model, history = train_model(head, images01, targets, config, seed, progress,
-                                 desc=f"{desc} seed {seed}" + (f" round 0/{rounds}" if rounds else ""))
-    plain, kept = model, 0.0
-    for round_ in range(1, rounds + 1):
+def self_train(head, images01: np.ndarray, targets: np.ndarray, unlabeled01: np.ndarray,
+               config: EstimatorParams, seed: int, progress: bool, desc: str, model: nn.Module):
+    """Self-training: from the labelled set's ``model``, each round give the real images the
+    model is sure of its own predictions as targets and retrain from scratch on both.
+    Returns (model, fraction of real images pseudo-labelled in the last round, its history)."""
+    kept, history = 0.0, None
+    for round_ in range(1, config.self_training_rounds + 1):
         sure, pseudo = head.pseudo_labels(predict(head, model, unlabeled01), config.pseudo_label_threshold)
         kept = float(sure.mean())
         model, history = train_model(
             head, images01, targets, config, seed, progress,
             extra_images01=np.repeat(unlabeled01[sure], config.pseudo_label_repeat, axis=0),
             extra_targets=np.repeat(pseudo[sure], config.pseudo_label_repeat, axis=0),
-            desc=f"{desc} seed {seed} round {round_}/{rounds} ({kept:.0%} pseudo-labelled)")
-    return model, history, kept, plain
+            desc=f"{desc} round {round_}/{config.self_training_rounds} ({kept:.0%} pseudo-labelled)")
+    return model, kept, history
+
+
+def mean_teacher(head, images01: np.ndarray, targets: np.ndarray, unlabeled01: np.ndarray,
+                 config: EstimatorParams, seed: int, progress: bool, desc: str, model: nn.Module):
+    """Self-ensembling (French et al., ICLR 2018), from the labelled set's ``model``: the
+    student goes on learning the labelled images and learns to agree, on one augmented view of
+    each unlabelled real image, with the teacher (the moving average of its weights) on
+    another view. With classes, the targets are the teacher's pool predictions balanced to
+    the labelled set's class shares (refreshed every ``eval_every`` steps), learnt where the
+    teacher is sure. Returns (the teacher, the share of the pool it is sure of at the end,
+    None: no new held-out curve)."""
+    generator = torch.Generator().manual_seed(seed + 7919)  # not train_model's stream: its draws stay as they were
+    student, teacher = copy.deepcopy(model), copy.deepcopy(model).eval()
+    for weight in teacher.parameters():
+        weight.requires_grad_(False)
+    x, y, pool = channels_first(images01), torch.from_numpy(np.asarray(targets)), channels_first(unlabeled01)
+    prior = np.bincount(targets, minlength=head.num_classes) if head.has_classes and config.class_balanced else None
+    optimizer = torch.optim.AdamW(student.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.lr, total_steps=config.teacher_steps)
+    pool_targets = None
+    for step in bar(range(config.teacher_steps), desc=f"{desc} mean teacher", enabled=progress):
+        if head.has_classes and step % config.eval_every == 0:
+            pool_targets = teacher_targets(head, teacher, unlabeled01, prior)
+        student.train()
+        index = torch.randint(len(x), (config.batch_size,), generator=generator)
+        supervised = head.loss(student(random_shift(x[index], config.max_shift, generator)), y[index])
+        real_index = torch.randint(len(pool), (config.batch_size,), generator=generator)
+        real = pool[real_index]
+        with torch.no_grad():
+            taught = head.predictions(teacher(augmented_view(real, config.max_shift, generator)))
+        learnt = student(augmented_view(real, config.max_shift, generator))
+        real_targets = None if pool_targets is None else pool_targets[real_index]
+        loss = supervised + config.consistency_weight * head.consistency(learnt, taught, real_targets,
+                                                                          config.pseudo_label_threshold)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        with torch.no_grad():
+            for mean, current in zip(teacher.parameters(), student.parameters()):
+                mean.lerp_(current, 1 - config.teacher_ema)
+    sure = head.sure(predict(head, teacher, unlabeled01), config.pseudo_label_threshold)
+    return teacher, float(np.mean(sure)), None
+
+
+def teacher_targets(head, teacher: nn.Module, unlabeled01: np.ndarray, prior: np.ndarray | None) -> torch.Tensor:
+    """The teacher's classes for the pool, balanced to ``prior`` where it is given."""
+    probabilities = predict(head, teacher, unlabeled01)
+    classes = balanced_pseudo_labels(probabilities, prior) if prior is not None else probabilities.argmax(1)
+    return torch.from_numpy(classes)
+
+
+ADAPTATIONS = {"self_training": self_train, "mean_teacher": mean_teacher}
+
+
+def adapted(head, images01: np.ndarray, targets: np.ndarray, unlabeled01: np.ndarray | None,
+            config: EstimatorParams, seed: int, progress: bool = True, desc: str = "train estimator"):
+    """The labelled set's model, then (with an unlabelled pool and an adaptation) that model
+    adapted to the pool without a real label. Returns (model, history, the share of the pool
+    the adaptation learnt from, the model before adaptation)."""
+    adapting = unlabeled01 is not None and config.adaptation != "none"
+    desc = f"{desc} seed {seed}"
+    plain, history = train_model(head, images01, targets, config, seed, progress,
+                                 desc=desc + (" labelled" if adapting else ""))
+    if not adapting:
+        return plain, history, 0.0, plain
+    model, kept, adapted_history = ADAPTATIONS[config.adaptation](head, images01, targets, unlabeled01, config, seed,
+                                                                  progress, desc, plain)
+    return model, adapted_history or history, kept, plain
 
 
 class SeedRun(NamedTuple):
     seed: int
-    model: nn.Module        # the end-to-end model (self-trained when the recipe says so)
+    model: nn.Module        # the end-to-end model (adapted to the real pool when the recipe says so)
     history: list[dict]
-    plain: nn.Module        # the same recipe without self-training: what measures the refiner alone
+    plain: nn.Module        # the same recipe without adaptation: what measures the refiner alone
 
 
 def train_seeds(head, images01: np.ndarray, targets: np.ndarray, config: EstimatorParams, seed: int,
@@ -95,8 +177,8 @@ def train_seeds(head, images01: np.ndarray, targets: np.ndarray, config: Estimat
     domain shift the spread over seeds is as large as the effects being measured."""
     runs = []
     for model_seed in range(seed, seed + config.num_seeds):
-        model, history, pseudo_labelled, plain = self_train(head, images01, targets, unlabeled01, config,
-                                                            model_seed, progress, desc)
+        model, history, pseudo_labelled, plain = adapted(head, images01, targets, unlabeled01, config, model_seed,
+                                                         progress, desc)
         history[-1]["pseudo_labelled"] = pseudo_labelled
         runs.append(SeedRun(model_seed, model, history, plain))
     return runs

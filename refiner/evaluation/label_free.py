@@ -30,7 +30,7 @@ def class_realism(head, synthetic_models: list, training_sets: dict[str, tuple[n
     """Realism class by class: for each class, how well a fresh logistic regression tells the
     training set's images of that class from the real pool's images of that class (0.5 =
     indistinguishable), averaged with the pool's class shares as weights. The pool's classes
-    are the synthetic-trained estimators' (self-training off) pseudo-labels balanced to the
+    are the synthetic-trained estimators' (before adaptation) pseudo-labels balanced to the
     synthetic class shares (``balanced_pseudo_labels``): no real label. A refined 3 must look
     like the pool's 3s, not merely like some real digit; a refiner that turns 3s into 8s or
     into prototypes of 3 is told apart. None for tasks without classes."""
@@ -65,7 +65,7 @@ def reverse_score(head, models: list, real_pool01: np.ndarray, synthetic: tuple[
     labels the unlabelled real pool; a fresh estimator trained on those labels alone is scored
     on the labelled *synthetic* images. Right labels on the real pool make a reverse model that
     scores well back home; a model that is only sure of itself does not. No real label is read."""
-    recipe = recipe.model_copy(update={"self_training_rounds": 0})
+    recipe = recipe.model_copy(update={"adaptation": "none"})
     images, targets = synthetic
     scores = []
     for offset, model in enumerate(models):

@@ -35,7 +35,7 @@ class Gain(_Model):
 
 
 class RefineryGain(Gain):
-    """What the refiner alone buys: the estimators before self-training."""
+    """What the refiner alone buys: the estimators before adaptation."""
     synthetic: float
     synthetic_sd: float
     refined: float
@@ -62,6 +62,8 @@ class Report(_Model):
     results: dict[str, Score] = {}               # synthetic, refined (end to end) and the oracle, on real test
     refinery_gain: RefineryGain | None = None
     end_to_end_gain: Gain | None = None
+    adaptation_gain: dict[str, Gain] | None = None  # per training set: adapted minus before, paired by seed
+    adaptation: str | None = None                   # the recipe's (train_estimator.adaptation)
     baseline: BaselineGain | None = None
     # label-free: no real label in any of these (what chooses params, checkpoints, champions)
     realism: PerSet
@@ -95,26 +97,32 @@ class Report(_Model):
 
 
 def table(report: Report, metric) -> str:
-    """The markdown result table: the refiner alone (self-training off), end to end, and a
-    scikit-learn model, each trained on synthetic and on refined data; the paired gains; the
-    oracle. ``metric``: the head's (its title and cell format)."""
+    """The markdown result table: the refiner alone (no adaptation), end to end (+ the
+    adaptation) and what the adaptation buys, and a scikit-learn model, each trained on
+    synthetic and on refined data; the paired gains; the oracle. ``metric``: the head's (its
+    title and cell format)."""
     cell, gain, end_to_end, baseline = metric.cell.format, report.refinery_gain, report.end_to_end_gain, report.baseline
+    adapted = report.adaptation_gain or {}
+    recipe = (report.adaptation or "adaptation").replace("_", "-")
     seeds = len(report.results["synthetic"].per_seed)
     baseline_title = f"scikit-learn {baseline.model}" if baseline else "scikit-learn"
     lines = [f"{metric.title}, mean ± sd over {seeds} seeds:", "",
-             f"| trained on | estimator, self-training off | estimator + self-training (end to end) | {baseline_title} |",
-             "|---|---|---|---|"]
+             f"| trained on | estimator, no adaptation | estimator + {recipe} (end to end) | {recipe} gain "
+             f"(paired) | {baseline_title} |",
+             "|---|---|---|---|---|"]
     for trained_on in TRAINING_SETS:
         r = report.results[trained_on]
         plain, plain_sd = getattr(gain, trained_on), getattr(gain, f"{trained_on}_sd")
+        adapted_gain = adapted.get(trained_on)
         lines.append(f"| {trained_on} | {cell(plain)} ± {cell(plain_sd)} | {cell(r.mean)} ± {cell(r.sd)} "
+                     f"| {_signed(cell, adapted_gain.gain) + ' ± ' + cell(adapted_gain.gain_sd) if adapted_gain else '-'} "
                      f"| {cell(getattr(baseline, trained_on)) if baseline else '-'} |")
     lines.append(f"| **refinery gain** (refined − synthetic, paired by seed) | **{_signed(cell, gain.gain)} ± "
-                 f"{cell(gain.gain_sd)}** | {_signed(cell, end_to_end.gain)} ± {cell(end_to_end.gain_sd)} "
+                 f"{cell(gain.gain_sd)}** | {_signed(cell, end_to_end.gain)} ± {cell(end_to_end.gain_sd)} | "
                  f"| {_signed(cell, baseline.gain) if baseline else '-'} |")
     if "oracle" in report.results:
         r = report.results["oracle"]
-        lines.append(f"| oracle: real labels (reference only) | | {cell(r.mean)} ± {cell(r.sd)} | |")
+        lines.append(f"| oracle: real labels (reference only) | | {cell(r.mean)} ± {cell(r.sd)} | | |")
     return "\n".join(lines)
 
 
@@ -138,8 +146,8 @@ def _signed(cell, value: float) -> str:
 def headline(report: Report) -> dict[str, float]:
     """A few figures, rounded, for ``dvc metrics show`` and ``dvc exp show`` at 120 columns
     (``metrics/headline.json``; everything else: ``metrics/eval.json``). For a class task:
-    accuracies of the estimators before self-training on synthetic and refined data, the
-    refinery gain and its sd over seeds, end to end (refined, self-trained) and the oracle;
+    accuracies of the estimators before adaptation on synthetic and refined data, the
+    refinery gain and its sd over seeds, end to end (refined, adapted) and the oracle;
     and the refined images' realism (label-free, 0.5 = indistinguishable)."""
     gain, results = report.refinery_gain, report.results
     figures = {"synthetic": gain and gain.synthetic, "refined": gain and gain.refined, "gain": gain and gain.gain,

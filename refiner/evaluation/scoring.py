@@ -32,18 +32,26 @@ def paired_gain(head, synthetic: list[float], refined: list[float]) -> Gain:
 
 
 def end_to_end_gain(head, results: dict[str, Score]) -> Gain:
-    """The paired gain of the end-to-end estimators (self-training on, when the recipe says so)."""
+    """The paired gain of the end-to-end estimators (adapted, when the recipe says so)."""
     return paired_gain(head, results["synthetic"].per_seed, results["refined"].per_seed)
 
 
 def refinery_gain(head, plain: dict[str, list], images01: np.ndarray, targets: np.ndarray) -> RefineryGain:
-    """What the refiner alone buys: the same recipe without self-training, trained on refined
+    """What the refiner alone buys: the same recipe without adaptation, trained on refined
     vs on synthetic data, scored on real labelled images, paired by seed."""
     scores = {name: [head.score(predict(head, model, images01), targets) for model in models]
               for name, models in plain.items()}
     return RefineryGain(synthetic=float(np.mean(scores["synthetic"])), synthetic_sd=float(np.std(scores["synthetic"])),
                         refined=float(np.mean(scores["refined"])), refined_sd=float(np.std(scores["refined"])),
                         **paired_gain(head, scores["synthetic"], scores["refined"]).model_dump())
+
+
+def adaptation_gain(head, results: dict[str, Score], plain: dict[str, list], images01: np.ndarray,
+                    targets: np.ndarray) -> dict[str, Gain]:
+    """What the label-free adaptation buys on each training set: its end-to-end estimators
+    against the same seeds' estimators before it, paired by seed (0 when the recipe has none)."""
+    return {name: paired_gain(head, [head.score(predict(head, model, images01), targets) for model in models],
+                              results[name].per_seed) for name, models in plain.items()}
 
 
 def baseline_gain(head, training_sets: dict[str, tuple[np.ndarray, np.ndarray]], images01: np.ndarray,

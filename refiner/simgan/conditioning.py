@@ -23,7 +23,7 @@ def frozen_estimator(world, config: SimGANParams, synthetic01: np.ndarray, targe
     the one the refiner learnt to satisfy."""
     if not (config.semantic_weight or config.conditional):
         return None
-    recipe = EstimatorParams(steps=config.semantic_steps, self_training_rounds=0)
+    recipe = EstimatorParams(steps=config.semantic_steps, adaptation="none")
     estimator, history = train_model(world.head, synthetic01, targets, recipe, seed + FROZEN_SEED_OFFSET, progress,
                                      desc="train_refiner: the frozen estimator")
     metric = world.head.metric.name

@@ -37,9 +37,9 @@ def task_for(params) -> World:
     world = WORLDS[params.task](params)
     has_classes = world.head is not None and world.head.has_classes
     learns = f"{world.head.columns}" if world.head is not None else "no labels"
-    if params.train_estimator.self_training_rounds and world.head is not None and not has_classes:
-        raise ParamsError(f"train_estimator.self_training_rounds: task {world.name} has no classes to pseudo-label "
-                          f"with (it regresses {learns}): set it to 0")
+    if params.train_estimator.adaptation == "self_training" and world.head is not None and not has_classes:
+        raise ParamsError(f"train_estimator.adaptation: task {world.name} has no classes to pseudo-label with (it "
+                          f"regresses {learns}): set it to mean_teacher or none")
     if params.train_refiner.conditional and not has_classes:
         raise ParamsError(f"train_refiner.conditional: task {world.name} has no classes ({learns}) to condition "
                           "the discriminator on: set it to false (and lambda to 10, the paper's)")

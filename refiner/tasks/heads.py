@@ -66,6 +66,17 @@ class Head:
         """How sure the models are on unlabelled images, higher is surer (needs no label)."""
         raise NotImplementedError
 
+    def sure(self, predictions: np.ndarray, threshold: float) -> np.ndarray:
+        """Mask of the unlabelled images a model is sure enough of to learn from."""
+        return np.ones(len(predictions), bool)
+
+    def consistency(self, outputs: torch.Tensor, taught: torch.Tensor, targets: torch.Tensor | None,
+                    threshold: float) -> torch.Tensor:
+        """mean_teacher's term: the student's ``outputs`` on one view of unlabelled images
+        against the teacher's predictions ``taught`` on another (``targets``: the teacher's
+        balanced classes for them, where the head has classes)."""
+        return self.loss(outputs, taught)
+
     def baseline(self):
         """A scikit-learn model on flattened pixels: the refinery gain of a model that is not
         ours (users train their own on the refined dataset)."""
@@ -117,7 +128,17 @@ class ClassificationHead(Head):
 
     def pseudo_labels(self, predictions: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
         """(mask of the predictions sure enough to train on, their targets)."""
-        return predictions.max(1) >= threshold, self.as_targets(predictions)
+        return self.sure(predictions, threshold), self.as_targets(predictions)
+
+    def sure(self, predictions, threshold):
+        return predictions.max(1) >= threshold
+
+    def consistency(self, outputs, taught, targets, threshold):
+        """Cross-entropy to the teacher's class (balanced where ``targets`` are given), on the
+        images whose view the teacher is sure of; averaged over all, so few sure ones weigh little."""
+        sure = (taught.max(1).values >= threshold).float()
+        chosen = taught.argmax(1) if targets is None else targets
+        return (F.cross_entropy(outputs, chosen, reduction="none") * sure).mean()
 
     def as_targets(self, predictions):
         return predictions.argmax(1)

@@ -1,0 +1,83 @@
+"""The estimator's label-free adaptation, recipe by recipe, on the datasets a `make run` left.
+
+    python -m experiments.adaptation [--seeds 0 1 2] [--recipes none self_training mean_teacher ...] [--sets refined]
+
+For each recipe (``train_estimator.adaptation`` and its settings) and each training set
+(synthetic, refined): the seeds' estimators, their reverse score (the label-free rule that
+chooses, experiments/README.md) and, for the report only, their accuracy on the real test
+split. Writes experiments/results/adaptation-<source>.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from refiner import data
+from refiner.estimator.training import predict, train_seeds
+from refiner.evaluation.label_free import reverse_score
+from refiner.params import load_params
+from refiner.tasks import task_for
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = {  # name -> train_estimator overrides
+    "none": {"adaptation": "none"},
+    "self_training": {"adaptation": "self_training"},
+    "mean_teacher": {"adaptation": "mean_teacher"},
+    "mean_teacher_unbalanced": {"adaptation": "mean_teacher", "class_balanced": False},
+    "mean_teacher_all": {"adaptation": "mean_teacher", "pseudo_label_threshold": 0.0},
+}
+
+
+def measure(recipe: str, seeds: list[int], params, world, sets: dict, synthetic: tuple, pool01: np.ndarray, test01,
+            test_targets) -> dict:
+    head, out = world.head, {}
+    config = params.train_estimator.model_copy(update={**RECIPES[recipe], "num_seeds": 1})
+    for name, (images01, targets) in sets.items():
+        started, models = time.perf_counter(), []
+        for seed in seeds:
+            models += [run.model for run in train_seeds(head, images01, targets, config, seed, False, pool01)]
+        seconds = (time.perf_counter() - started) / len(seeds)
+        reverse = reverse_score(head, models, pool01, synthetic, params.train_estimator, seeds[0])
+        accuracy = [head.score(predict(head, model, test01), test_targets) for model in models]
+        out[name] = {"reverse_score": reverse, "accuracy": accuracy, "mean": float(np.mean(accuracy)),
+                     "sd": float(np.std(accuracy)), "seconds_per_seed": seconds}
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    parser.add_argument("--sets", nargs="+", default=["synthetic", "refined"], choices=["synthetic", "refined"])
+    parser.add_argument("--data", type=Path, default=ROOT / "data")
+    args = parser.parse_args(argv)
+    params = load_params(ROOT / "params.yaml")
+    world = task_for(params)
+    sets = {}
+    for name in dict.fromkeys(["synthetic", *args.sets]):  # synthetic: the reverse score goes back to it
+        rows = data.open_dataset(args.data / name).load()
+        sets[name] = (rows["image"], world.head.targets(rows))
+    trained = {name: sets[name] for name in args.sets}
+    pool01 = data.open_dataset(args.data / "real/unlabeled").load()["image"]
+    test = data.open_dataset(args.data / "real/test").load()
+    test_targets = world.head.targets(test)
+    results = {}
+    for recipe in args.recipes:
+        results[recipe] = measure(recipe, args.seeds, params, world, trained, sets["synthetic"], pool01, test["image"],
+                                  test_targets)
+        for name, r in results[recipe].items():
+            print(f"{recipe:26s} {name:9s} reverse {r['reverse_score']:.4f}  test {r['mean']:.1%} ± {r['sd']:.1%}  "
+                  f"{r['seconds_per_seed']:.0f} s/seed", flush=True)
+    out = ROOT / "experiments" / "results" / (f"adaptation-{params.digits.real}-seeds{'-'.join(map(str, args.seeds))}"
+                                                   f"{'' if len(args.sets) == 2 else '-' + args.sets[0]}.json")
+    out.write_text(json.dumps({"seeds": args.seeds, "results": results}, indent=1) + "\n")
+    print(out)
+
+
+if __name__ == "__main__":
+    main()
