@@ -98,7 +98,7 @@ class EstimatorParams(Section):
     weight_decay: float = Field(1e-4, ge=0)
     max_shift: int = Field(1, ge=0, description="random translation augmentation, pixels")
     val_fraction: float = Field(0.1, ge=0, lt=1, description="held out of the *training* data (never real labels)")
-    adaptation: Adaptation = Field("self_training", description=(
+    adaptation: Adaptation = Field("mean_teacher", description=(
         "label-free learning of the unlabelled real pool on top of the labelled set: none, self_training "
         "(thresholded pseudo-labels, retrained from scratch) or mean_teacher (self-ensembling, French et al. 2018; "
         "the only one for tasks without classes). Never a real label"))

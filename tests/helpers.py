@@ -26,7 +26,8 @@ TINY = {
                       "semantic_steps": 60,
                       "history_size": 64, "log_every": 5},
     "refine": {"batch_size": 64},
-    "train_estimator": {"steps": 80, "eval_every": 40, "batch_size": 64, "num_seeds": 2, "self_training_rounds": 1},
+    "train_estimator": {"steps": 80, "eval_every": 40, "batch_size": 64, "num_seeds": 2, "self_training_rounds": 1,
+                        "teacher_steps": 40},
     # the gate of tasks without classes: 200 images and 2 seeds measure label keeping to a few
     # points only, a looser gate lets a tiny run promote a champion (the gate: test_stages)
     "evaluate": {"label_kept_min": 0.8},

@@ -14,6 +14,7 @@ import yaml
 
 from refiner import data
 from refiner.evaluation.report import Report
+from refiner.params import load_params
 from tests.helpers import ROOT, mlflow_server, sh
 from tests.worlds import WORLDS
 
@@ -81,9 +82,17 @@ def test_digits_report_the_oracle_per_class_accuracy_and_a_baseline_that_is_not_
     assert report.class_realism is not None and report.selection_rule == "class_realism"  # the rule for classes
     assert report.results["oracle"].mean > 0.5  # real labels, even 80 tiny steps: a working recipe
     assert report.results["oracle"].mean > report.results["synthetic"].mean
-    # the refiner alone: the estimators before self-training, kept beside the end-to-end ones
-    assert sorted(p.name for p in (repo / "models/estimator-refined").glob("*.pt")) == [
+    # the refiner alone: the estimators before adaptation, kept beside the end-to-end ones
+    models = repo / "models/estimator-refined"
+    assert sorted(p.name for p in models.glob("*.pt")) == [
         "model-seed0.pt", "model-seed1.pt", "plain-seed0.pt", "plain-seed1.pt"]
+    assert data.file_sha256(models / "model-seed0.pt") != data.file_sha256(models / "plain-seed0.pt")
+    # the levers, paired by seed: (adapted - plain on refined) - (the same on synthetic) = end to end - refinery
+    adapted = report.adaptation_gain
+    assert report.adaptation == load_params(repo / "params.yaml").train_estimator.adaptation != "none"
+    for seed in range(2):
+        assert adapted["refined"].gain_per_seed[seed] - adapted["synthetic"].gain_per_seed[seed] == pytest.approx(
+            report.end_to_end_gain.gain_per_seed[seed] - report.refinery_gain.gain_per_seed[seed])
     # a model that is not ours, on the Parquet datasets: the same SVC trained here scores the same
     from sklearn.svm import SVC
     train, test = data.open_dataset(repo / "data/refined").load(), data.open_dataset(repo / "data/real/test").load()
@@ -112,6 +121,10 @@ def test_gaze_estimators_beat_straight_ahead_and_its_rule_is_reverse_validation(
     assert report.class_realism is None and report.selection_rule == "reverse_validation"  # gaze has no classes
     assert report.selection_score is None or report.selection_score <= 0  # minus the seeds' disagreement
     assert "angular error" in (repo / "metrics/eval.md").read_text()
+    # no classes: the mean teacher learnt the teacher's outputs on the pool, the plain model kept beside it
+    models = repo / "models/estimator-refined"
+    assert data.file_sha256(models / "model-seed0.pt") != data.file_sha256(models / "plain-seed0.pt")
+    assert report.adaptation == "mean_teacher" and set(report.adaptation_gain) == {"synthetic", "refined"}
 
 
 @pytest.mark.slow

@@ -102,13 +102,14 @@ def table(report: Report, metric) -> str:
     synthetic and on refined data; the paired gains; the oracle. ``metric``: the head's (its
     title and cell format)."""
     cell, gain, end_to_end, baseline = metric.cell.format, report.refinery_gain, report.end_to_end_gain, report.baseline
-    adapted = report.adaptation_gain or {}
-    recipe = (report.adaptation or "adaptation").replace("_", "-")
+    adapting = report.adaptation not in (None, "none")
+    adapted = report.adaptation_gain if adapting and report.adaptation_gain else {}
+    recipe = report.adaptation.replace("_", "-") if adapting else "adaptation"
+    end_to_end_title = f"estimator + {recipe} (end to end)" if adapting else "end to end (adaptation off)"
     seeds = len(report.results["synthetic"].per_seed)
     baseline_title = f"scikit-learn {baseline.model}" if baseline else "scikit-learn"
     lines = [f"{metric.title}, mean ± sd over {seeds} seeds:", "",
-             f"| trained on | estimator, no adaptation | estimator + {recipe} (end to end) | {recipe} gain "
-             f"(paired) | {baseline_title} |",
+             f"| trained on | estimator, no adaptation | {end_to_end_title} | {recipe} gain (paired) | {baseline_title} |",
              "|---|---|---|---|---|"]
     for trained_on in TRAINING_SETS:
         r = report.results[trained_on]
