@@ -197,7 +197,7 @@ def test_the_world_is_built_from_params_and_its_checkpoints_refuse_another_world
     with pytest.raises(ParamsError, match=r"adaptation: task images has no classes to pseudo-label"):
         task_for(load_params(overrides={
             "task": "images", "images.synthetic": str(tmp_path / "img"), "images.labels": str(labels),
-            "train_refiner.conditional": False}))
+            "train_refiner.conditional": False, "train_estimator.adaptation": "self_training"}))
     with pytest.raises(ParamsError, match="images.synthetic: not set"):
         task_for(load_params(overrides={"task": "images"}))
 

@@ -52,8 +52,9 @@ def test_bad_params_are_refused_naming_the_dotted_key_and_the_file(overrides, me
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"task": "gaze"}, r"train_estimator\.adaptation: task gaze has no classes to pseudo-label with "
-                       r"\(it regresses \['gaze_pitch', 'gaze_yaw'\]\): set it to mean_teacher or none"),
+    ({"task": "gaze", "train_estimator.adaptation": "self_training"},
+     r"train_estimator\.adaptation: task gaze has no classes to pseudo-label with "
+     r"\(it regresses \['gaze_pitch', 'gaze_yaw'\]\): set it to mean_teacher or none"),
     ({"task": "gaze", "train_estimator.adaptation": "none", "train_refiner.conditional": True},
      r"train_refiner\.conditional: task gaze has no classes"),
 ])
@@ -122,3 +123,9 @@ def test_flow_command_refuses_a_bad_override(tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
     assert "error: params.yaml with overrides ['train_refiner.lamda']: train_refiner.lamda: Extra inputs" in result.stderr
+
+
+def test_the_default_adaptation_needs_no_class():
+    from refiner.tasks import task_for
+    params = load_params(overrides={"task": "gaze", "train_refiner.conditional": False})
+    assert params.train_estimator.adaptation == "mean_teacher" and not task_for(params).head.has_classes
