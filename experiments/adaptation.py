@@ -1,6 +1,7 @@
 """The estimator's label-free adaptation, recipe by recipe, on the datasets a `make run` left.
 
     python -m experiments.adaptation [--seeds 0 1 2] [--recipes none self_training mean_teacher ...] [--sets refined]
+    python -m experiments.adaptation --profile gaze --recipes none mean_teacher   # after `make run PROFILE=gaze`
 
 For each recipe (``train_estimator.adaptation`` and its settings) and each training set
 (synthetic, refined): the seeds' estimators, their reverse score (the label-free rule that
@@ -16,6 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from refiner import data
 from refiner.estimator.training import predict, train_seeds
@@ -55,8 +57,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     parser.add_argument("--sets", nargs="+", default=["synthetic", "refined"], choices=["synthetic", "refined"])
     parser.add_argument("--data", type=Path, default=ROOT / "data")
+    parser.add_argument("--profile", help="a profiles.yaml entry the datasets were made with (e.g. gaze)")
     args = parser.parse_args(argv)
-    params = load_params(ROOT / "params.yaml")
+    overrides = yaml.safe_load((ROOT / "profiles.yaml").read_text())[args.profile] if args.profile else None
+    params = load_params(ROOT / "params.yaml", overrides)
     world = task_for(params)
     sets = {}
     for name in dict.fromkeys(["synthetic", *args.sets]):  # synthetic: the reverse score goes back to it
@@ -70,11 +74,13 @@ def main(argv: list[str] | None = None) -> None:
     for recipe in args.recipes:
         results[recipe] = measure(recipe, args.seeds, params, world, trained, sets["synthetic"], pool01, test["image"],
                                   test_targets)
+        cell = world.head.metric.cell.format
         for name, r in results[recipe].items():
-            print(f"{recipe:26s} {name:9s} reverse {r['reverse_score']:.4f}  test {r['mean']:.1%} ± {r['sd']:.1%}  "
+            print(f"{recipe:26s} {name:9s} reverse {r['reverse_score']:.4f}  test {cell(r['mean'])} ± {cell(r['sd'])}  "
                   f"{r['seconds_per_seed']:.0f} s/seed", flush=True)
-    out = ROOT / "experiments" / "results" / (f"adaptation-{params.digits.real}-seeds{'-'.join(map(str, args.seeds))}"
-                                                   f"{'' if len(args.sets) == 2 else '-' + args.sets[0]}.json")
+    source = params.digits.real if params.task == "digits" else params.task
+    sets_named = "" if len(args.sets) == 2 else "-" + args.sets[0]
+    out = ROOT / "experiments" / "results" / f"adaptation-{source}-seeds{'-'.join(map(str, args.seeds))}{sets_named}.json"
     out.write_text(json.dumps({"seeds": args.seeds, "results": results}, indent=1) + "\n")
     print(out)
 
