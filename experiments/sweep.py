@@ -148,7 +148,7 @@ def metric_table(metric: str, rows: list[Row]) -> str:
         score = row.report.results.get(trained_on)
         return "-" if score is None else f"{score.mean:.4g} ± {score.sd:.2g} ({score.ensemble:.4g})"
     chosen = select(rows)
-    lines = [f"| profile | refinery gain (self-training off) | scikit-learn gain | synthetic {metric} (end to end) "
+    lines = [f"| profile | refinery gain (no adaptation) | scikit-learn gain | synthetic {metric} (end to end) "
              "| refined | oracle | realism syn / ref | class realism syn / ref | label kept syn / ref "
              "| reverse validation syn / ref | selection score | refiner train | whole run |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
