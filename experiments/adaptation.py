@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     parser.add_argument("--sets", nargs="+", default=["synthetic", "refined"], choices=["synthetic", "refined"])
     parser.add_argument("--data", type=Path, default=ROOT / "data")
+    parser.add_argument("--name", help="the results file's draw name (default: the task; e.g. optdigits, mnist)")
     parser.add_argument("--profile", help="a profiles.yaml entry the datasets were made with (e.g. gaze)")
     args = parser.parse_args(argv)
     overrides = yaml.safe_load((ROOT / "profiles.yaml").read_text())[args.profile] if args.profile else None
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
         for name, r in results[recipe].items():
             print(f"{recipe:26s} {name:9s} reverse {r['reverse_score']:.4f}  test {cell(r['mean'])} ± {cell(r['sd'])}  "
                   f"{r['seconds_per_seed']:.0f} s/seed", flush=True)
-    source = params.digits.real if params.task == "digits" else params.task
+    source = args.name or params.task
     sets_named = "" if len(args.sets) == 2 else "-" + args.sets[0]
     out = ROOT / "experiments" / "results" / f"adaptation-{source}-seeds{'-'.join(map(str, args.seeds))}{sets_named}.json"
     out.write_text(json.dumps({"seeds": args.seeds, "results": results}, indent=1) + "\n")
