@@ -109,7 +109,8 @@ def pipeline(params: Params | None = None, ray_address: str | None = None, force
         configured = run_stage.with_options(task_run_name=stage.name, retries=RETRIES.get(module_name, 0),
                                             retry_delay_seconds=RETRY_DELAY_SECONDS,
                                             refresh_cache=force or outputs_missing(stage))
-        results[stage.name] = configured(stage.name, params)
+        state = configured(stage.name, params, return_state=True)
+        results[stage.name] = {**state.result(), "cached": state.name == "Cached"}
     create_markdown_artifact(report(results), key="simrefinery-evaluation",
                              description="Accuracy on real test data and the MLflow runs behind it")
     return results
@@ -129,7 +130,8 @@ def main(argv: list[str] | None = None) -> None:
     except Refused as err:
         raise SystemExit(f"error: {err}") from None
     results = pipeline(params=params, ray_address=args.ray_address, force=args.force)
-    print(results["evaluate"]["table"])
+    if results["evaluate"]["cached"]:  # else its task just printed the table
+        print(results["evaluate"]["table"])
 
 
 if __name__ == "__main__":

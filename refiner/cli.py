@@ -6,6 +6,7 @@
     simrefinery lineage data/refined         # where a dataset, run or model came from
     simrefinery refine FRAMES OUT [--refiner models/refiner]   # a trained refiner on new frames
     simrefinery run [--set KEY=VALUE] [--flow]   # the pipeline: dvc repro, an experiment, or Prefect
+    simrefinery experiments                  # DVC's experiments side by side, in 120 columns
     simrefinery report | validate DATASET | ui | --version
 
 init reads the labels, infers and prints their kinds and the estimator they choose, and
@@ -232,6 +233,18 @@ class Report(BaseModel):
         print(table.read_text(), end="")
 
 
+class Experiments(BaseModel):
+    """DVC's experiments side by side: the headline figures and the params each changed
+    (`dvc exp show` gives all 121 params and deps a column)."""
+
+    def run(self) -> None:
+        from refiner.experiment_table import dvc_experiments, side_by_side
+        try:
+            print(side_by_side(dvc_experiments()))
+        except RuntimeError as err:
+            raise Refused(str(err)) from None
+
+
 class Validate(BaseModel):
     """Check a dataset against the contract (manifest, file digests, schema, labels) and summarise it."""
     dataset: Annotated[str, tyro.conf.Positional] = Field(description="a dataset directory or s3://bucket/prefix")
@@ -260,7 +273,7 @@ class Ui(BaseModel):
 
 
 COMMANDS = {"run": Run, "init": Init, "example": Example, "refine": Refine, "report": Report,
-            "validate": Validate, "lineage": Lineage, "ui": Ui}
+            "experiments": Experiments, "validate": Validate, "lineage": Lineage, "ui": Ui}
 
 
 def _refiner_summary(config, shape) -> str:

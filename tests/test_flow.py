@@ -125,14 +125,26 @@ def test_a_served_deployment_runs_the_pipeline_from_the_same_results(flow_projec
 
 
 @pytest.mark.slow
-def test_rerun_is_served_from_cache_and_a_changed_param_reruns_only_dependents(flow_project):
+def test_rerun_is_served_from_cache_and_a_changed_param_reruns_only_dependents(flow_project, capfd, caplog):
+    """Through the flow's command, which prints the result table once: from the evaluate task
+    when it runs (into its log: pytest's log capture here, the console outside), from the
+    cache's result when it does not."""
+    from flows.pipeline import main
     repo, pipeline, first, _ = flow_project
     before = stage_runs(repo)
     again = pipeline()
     assert stage_runs(repo) == before  # nothing ran: every stage came from the cache
     assert again["refine"]["refined"] == first["refine"]["refined"]
-    pipeline(params=load_params(overrides={"train_estimator.steps": 150}))
-    assert stage_runs(repo)[len(before):] == ["train_estimator@synthetic", "train_estimator@refined", "evaluate"]
+    assert again["evaluate"]["cached"] and not first["evaluate"]["cached"]
+    for argv, reran in ([], []), (["--set", "train_estimator.steps=150"],
+                                  ["train_estimator@synthetic", "train_estimator@refined", "evaluate"]):
+        capfd.readouterr()
+        caplog.clear()
+        runs = len(stage_runs(repo))
+        main(argv)
+        assert stage_runs(repo)[runs:] == reran
+        printed = capfd.readouterr()
+        assert (printed.out + printed.err + caplog.text).count("| trained on |") == 1
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from refiner import data
-from refiner.evaluation.report import Report
+from refiner.evaluation.report import Report, headline
 from refiner.params import load_params
 from tests.helpers import ROOT, mlflow_server, sh
 from tests.worlds import WORLDS
@@ -434,6 +434,11 @@ def test_a_sweep_profile_is_a_dvc_experiment_that_reruns_only_dependent_stages(p
     assert row.cached and row.refiner_train_seconds > 0  # read back from the experiment's MLflow run
     assert "| lambda-2" in (repo / "experiments/results/sweep.md").read_text()
     assert "lambda-2-" in sh("dvc", "exp", "list", cwd=repo, env=env)
+    side_by_side = sh(sys.executable, "-m", "refiner.cli", "experiments", cwd=repo, env=env)
+    assert max(map(len, side_by_side.splitlines())) <= 120  # `dvc exp show` has 121 columns
+    [experiment] = re.findall(r"^└ lambda-2-.*(?:\n {60,}\S+)*", side_by_side, re.MULTILINE)  # its changed params below
+    assert f" {headline(row.report)['end_to_end']:.3f} " in experiment.splitlines()[0]
+    assert "lambda=2.0" in experiment.split() and "conditional=False" in experiment.split()
     assert "refined" in sh("dvc", "metrics", "show", "--json", cwd=repo, env=env)
     assert "refiner losses" in sh("dvc", "plots", "show", "--json", cwd=repo, env=env)  # losses.csv, drawn
     old_digest, _ = first_refined
