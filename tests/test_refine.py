@@ -2,6 +2,7 @@
 
 import contextlib
 import io
+import json
 import os
 import signal
 import subprocess
@@ -15,11 +16,11 @@ import pytest
 import torch
 
 from refiner import data
-from refiner.simgan.refine_job import refine_dataset, refine_in_process
+from refiner.simgan.refine_job import NO_METRICS, refine_dataset, refine_in_process
 from refiner.config import SimGANParams
 from refiner.errors import CheckpointError
 from refiner.simgan.trainer import SimGANTrainer, load_refiner
-from tests.helpers import KILLED_JOB, ROOT, job_env
+from tests.helpers import KILLED_JOB, ROOT, free_port, job_env
 
 
 @pytest.fixture(scope="module")
@@ -171,44 +172,59 @@ with the token, is the one that connects)."""
     assert wrong.returncode != 0 and "Authentication token is missing or incorrect" in wrong.stderr
 
 
-# a local Ray as the refine job starts it; once its agent is up, prints the process name of
-# each of its own listeners that serves /metrics (another Ray on this machine, the session's
-# own, may hold the dashboard's and the monitor's fixed ports: only the agent is looked for)
-METRICS_LISTENERS = """
-import time, urllib.request
-import psutil
+# a local Ray as the refine job starts it, after a Ray Data job on an actor pool (as refine
+# runs) has started its workers: prints, for each listener of its own processes, the process,
+# address, port and the HTTP status of GET /metrics without a token (0: no HTTP answer)
+LISTENERS = """
+import json, time, urllib.error, urllib.request
+import psutil, ray
 from refiner.simgan.refine_job import ensure_ray
 ensure_ray()
+class Double:
+    def __call__(self, batch):
+        return {"id": batch["id"] * 2}
+assert ray.data.range(64).map_batches(Double, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.5).sum("id") == 4032
 deadline = time.monotonic() + 60
 while time.monotonic() < deadline:
     mine = {child.pid: child.name() for child in psutil.Process().children(recursive=True)}
     if "ray::DashboardAgent" in mine.values():
         break
     time.sleep(1)
-time.sleep(3)
+time.sleep(5)  # the dashboard's and the monitor's servers start after the agent
 for listener in psutil.net_connections("inet"):
     if listener.status == "LISTEN" and listener.pid in mine:
+        host = listener.laddr.ip if listener.laddr.ip not in ("0.0.0.0", "::") else "127.0.0.1"
         try:
-            body = urllib.request.urlopen(f"http://127.0.0.1:{listener.laddr.port}/metrics", timeout=2).read(200)
+            status = urllib.request.urlopen(f"http://{host}:{listener.laddr.port}/metrics", timeout=2).status
+        except urllib.error.HTTPError as refused:
+            status = refused.code
         except Exception:
-            continue
-        if body.startswith(b"# HELP"):
-            print(mine[listener.pid])
+            status = 0
+        print(json.dumps([mine[listener.pid], listener.laddr.ip, listener.laddr.port, status]))
 """
 
 
-def metrics_servers(**env_vars) -> list[str]:
-    env = {key: value for key, value in os.environ.items() if key not in ("RAY_ADDRESS", "RAY_enable_metrics_collection")}
-    return subprocess.run([sys.executable, "-c", METRICS_LISTENERS], env={**env, **env_vars, "PYTHONPATH": str(ROOT)},
-                          capture_output=True, text=True, timeout=180, check=True).stdout.split()
+def ray_listeners(**env_vars) -> list[tuple[str, str, int, int]]:
+    env = {key: value for key, value in os.environ.items() if key not in ("RAY_ADDRESS", *NO_METRICS)}
+    probe = subprocess.run([sys.executable, "-c", LISTENERS], env={**env, **env_vars, "PYTHONPATH": str(ROOT)},
+                           capture_output=True, text=True, timeout=240, check=True)
+    return [tuple(json.loads(line)) for line in probe.stdout.splitlines()]
 
 
-def test_a_local_refine_serves_no_metrics_from_the_dashboard_agent():
-    """Ray's agent serves Prometheus metrics on every interface without a token; the refine
-    job's local Ray turns its collection off (the dashboard's and the monitor's stay: docs).
-    The control, collection switched back on, shows that the probe sees the agent's endpoint."""
-    assert "ray::DashboardAgent" in metrics_servers(RAY_enable_metrics_collection="1")
-    assert "ray::DashboardAgent" not in metrics_servers()
+def test_a_local_refine_leaves_no_listener_answering_without_a_token():
+    """Ray serves Prometheus metrics without a token on every interface from three processes
+    (dashboard agent, dashboard, autoscaler monitor); the refine job's local Ray starts none of
+    them. Its other listeners (gcs_server, raylet, workers: gRPC with Ray's token; the agent's
+    HTTP server: 401 without it) answer no unauthenticated GET. The control, Ray's metrics
+    switched back on at ports of the test's choosing, shows that the probe sees all three."""
+    ports = {"DASHBOARD_METRIC_PORT": free_port(), "AUTOSCALER_METRIC_PORT": free_port()}
+    control = ray_listeners(RAY_enable_metrics_collection="1", **{key: str(port) for key, port in ports.items()})
+    served = {(name, port) for name, _, port, status in control if status == 200}
+    assert {port for _, port in served} >= set(ports.values())
+    assert "ray::DashboardAgent" in {name for name, _ in served}
+    listeners = ray_listeners()
+    assert {"gcs_server", "raylet"} <= {name for name, *_ in listeners}  # the probe saw Ray's own servers
+    assert [listener for listener in listeners if listener[3] == 200] == []
 
 
 def test_simrefinery_refine_takes_a_dataset_or_a_folder_of_frames_and_leaves_params_alone(local_ray, synthetic,

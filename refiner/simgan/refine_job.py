@@ -88,6 +88,9 @@ def refine_table(model: torch.nn.Module, table: pa.Table, image_shape: list[int]
                             pa.array(["refined"] * table.num_rows, pa.string()))
 
 
+NO_METRICS = {"RAY_enable_metrics_collection": "0", "DASHBOARD_METRIC_PORT": "-1", "AUTOSCALER_METRIC_PORT": "-1"}
+
+
 def ensure_ray(address: str | None = None) -> None:
     import ray
     if ray.is_initialized():
@@ -97,9 +100,14 @@ def ensure_ray(address: str | None = None) -> None:
         ray.init(address=address)
     else:
         # "local": a new instance even where `ray start` runs a cluster on this machine (else
-        # ray.init joins it, and refuses the resource arguments). No metrics collection: its
-        # agent would serve Prometheus metrics on every interface without a token.
-        os.environ.setdefault("RAY_enable_metrics_collection", "0")
+        # ray.init joins it, and refuses the resource arguments). No Prometheus endpoint:
+        # Ray serves them on every interface without a token. Collection off closes the
+        # agent's; the dashboard's and the autoscaler monitor's bind to every interface
+        # unless the node address is loopback, which ray.init never makes it (it resolves
+        # 127.0.0.1 to a reachable address), so an invalid port keeps each from starting (a
+        # line in its own log under Ray's session directory; nothing else reads them).
+        for setting, value in NO_METRICS.items():
+            os.environ.setdefault(setting, value)
         ray.init(address="local", num_cpus=os.cpu_count(), object_store_memory=512 * 2**20,
                  include_dashboard=False, log_to_driver=False)
 
