@@ -19,6 +19,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+from contextlib import contextmanager
 from pathlib import Path
 
 import tyro
@@ -96,6 +98,31 @@ def report(results: dict[str, dict]) -> str:
                       f"## MLflow runs (local store: `make ui`, then {base})", *links])
 
 
+@contextmanager
+def stage_lock(stage):
+    """DVC's own read/write locks on a stage's deps and outs (.dvc/tmp/rwlock), held while it
+    runs, as `dvc repro` holds them for each stage it runs: of a flow and a `dvc repro` (or two
+    flows) on one workspace, neither writes what the other reads or writes; the second is
+    refused, naming the path and the holder. (DVC frees a dead holder's entries.)"""
+    from dvc.lock import LockError
+    from dvc.rwlock import rwlock
+    repo = stage.repo
+    held = rwlock(repo.tmp_dir, repo.fs, f"simrefinery flow: {stage.name}", [dep.fs_path for dep in stage.deps],
+                  [out.fs_path for out in stage.outs], repo.config["core"].get("hardlink_lock", False))
+    try:
+        held.__enter__()
+    except LockError as err:
+        # DVC's message names the stage's last path, not the busy one: name the holders only
+        holders = "; ".join(re.sub(r"\S*dvc/__main__\.py", "dvc", line.strip())
+                            for line in str(err).splitlines() if line.strip().startswith("(PID"))
+        raise Refused(f"{stage.name}: what it reads or writes is in use by {holders or str(err)}; wait for it to "
+                      "finish or stop it (DVC's locks: .dvc/tmp/rwlock)") from None
+    try:
+        yield
+    finally:
+        held.__exit__(None, None, None)
+
+
 @flow(name="simrefinery-pipeline", log_prints=True)
 def pipeline(params: Params | None = None, ray_address: str | None = None, force: bool = False) -> dict[str, dict]:
     """Runs every stage of dvc.yaml in order with ``params`` (default: params.yaml)."""
@@ -109,7 +136,8 @@ def pipeline(params: Params | None = None, ray_address: str | None = None, force
         configured = run_stage.with_options(task_run_name=stage.name, retries=RETRIES.get(module_name, 0),
                                             retry_delay_seconds=RETRY_DELAY_SECONDS,
                                             refresh_cache=force or outputs_missing(stage))
-        state = configured(stage.name, params, return_state=True)
+        with stage_lock(stage):
+            state = configured(stage.name, params, return_state=True)
         results[stage.name] = {**state.result(), "cached": state.name == "Cached"}
     create_markdown_artifact(report(results), key="simrefinery-evaluation",
                              description="Accuracy on real test data and the MLflow runs behind it")
@@ -129,7 +157,10 @@ def main(argv: list[str] | None = None) -> None:
         params = load_params(overrides=parse_overrides(args.set))
     except Refused as err:
         raise SystemExit(f"error: {err}") from None
-    results = pipeline(params=params, ray_address=args.ray_address, force=args.force)
+    try:
+        results = pipeline(params=params, ray_address=args.ray_address, force=args.force)
+    except Refused as err:
+        raise SystemExit(f"error: {err}") from None
     if results["evaluate"]["cached"]:  # else its task just printed the table
         print(results["evaluate"]["table"])
 

@@ -182,3 +182,36 @@ def test_a_bad_flow_parameter_is_refused_before_anything_runs(flow_project, sect
     with pytest.raises(ParameterTypeError, match=message):
         pipeline(params=section)
     assert stage_runs(repo) == before
+
+
+@pytest.mark.slow
+def test_the_flow_and_dvc_repro_on_one_workspace_the_second_is_refused(flow_project):
+    """A real `dvc repro` running a stage: the flow is refused at the first stage that writes
+    what that stage reads (render: data/synthetic), and the repro finishes; the flow holding a
+    stage: `dvc repro` of it is refused. Both through DVC's own locks (.dvc/tmp/rwlock).
+    (Last in this module: the forced stage rewrites a model the cached reruns above read.)"""
+    import psutil
+    from flows.pipeline import dvc_stage, stage_lock
+    from refiner.errors import Refused
+    repo, pipeline, _, _ = flow_project
+    stage = "train_estimator@synthetic"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}  # dvc.yaml's `python`
+    before = stage_runs(repo)
+    dvc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--force", "--single-item", stage], cwd=repo,
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while not any("stages.train_estimator" in " ".join(child.cmdline())
+                  for child in psutil.Process(dvc.pid).children(recursive=True)):
+        assert dvc.poll() is None and time.monotonic() < deadline, "dvc repro never started its stage"
+        time.sleep(0.2)
+    with pytest.raises(Refused, match=rf"^render: what it reads or writes is in use by \(PID {dvc.pid}\): dvc repro --force"):
+        pipeline()
+    output, _ = dvc.communicate(timeout=300)
+    assert dvc.returncode == 0, output
+    assert stage_runs(repo)[len(before):] == [stage]  # the repro's own run, none from the flow
+    with stage_lock(dvc_stage(stage)):
+        refused = subprocess.run([sys.executable, "-m", "dvc", "repro", "--force", "--single-item", stage], cwd=repo,
+                                 env=env, capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and f"(PID {os.getpid()}): simrefinery flow: {stage}" in refused.stderr
+    assert stage_runs(repo)[len(before):] == [stage]
+    assert "up to date" in sh(sys.executable, "-m", "dvc", "status", stage, cwd=repo, env=env)  # the lock was let go
