@@ -32,7 +32,22 @@ RECIPES = {  # name -> train_estimator overrides
     "mean_teacher": {"adaptation": "mean_teacher"},
     "mean_teacher_unbalanced": {"adaptation": "mean_teacher", "class_balanced": False},
     "mean_teacher_all": {"adaptation": "mean_teacher", "pseudo_label_threshold": 0.0},
+    "mean_teacher_long": {"adaptation": "mean_teacher", "teacher_steps": 2000},
+    "mean_teacher_threshold_0.8": {"adaptation": "mean_teacher", "pseudo_label_threshold": 0.8},
 }
+
+
+def pool_agreement(head, models, pool01: np.ndarray, labelled_classes: np.ndarray) -> dict:
+    """Label-free candidates for a better rule than the reverse score (lab notes only): how often
+    the seeds' estimators agree on a pool image's class, and how far the pool's predicted class
+    shares (the seeds' mean prediction) lie from the labelled set's (total variation)."""
+    classes = np.stack([predict(head, model, pool01).argmax(1) for model in models])
+    ensemble = np.mean([predict(head, model, pool01) for model in models], axis=0).argmax(1)
+    num_classes = max(int(labelled_classes.max()), int(classes.max())) + 1
+    shares = np.bincount(ensemble, minlength=num_classes) / len(ensemble)
+    prior = np.bincount(labelled_classes.astype(int), minlength=num_classes) / len(labelled_classes)
+    return {"pool_agreement": float((classes == classes[0]).all(0).mean()),
+            "class_share_gap": float(0.5 * np.abs(shares - prior).sum())}
 
 
 def measure(recipe: str, seeds: list[int], params, world, sets: dict, synthetic: tuple, pool01: np.ndarray, test01,
@@ -47,7 +62,8 @@ def measure(recipe: str, seeds: list[int], params, world, sets: dict, synthetic:
         reverse = reverse_score(head, models, pool01, synthetic, params.train_estimator, seeds[0])
         accuracy = [head.score(predict(head, model, test01), test_targets) for model in models]
         out[name] = {"reverse_score": reverse, "accuracy": accuracy, "mean": float(np.mean(accuracy)),
-                     "sd": float(np.std(accuracy)), "seconds_per_seed": seconds}
+                     "sd": float(np.std(accuracy)), "seconds_per_seed": seconds,
+                     **(pool_agreement(head, models, pool01, targets) if head.has_classes else {})}
     return out
 
 
@@ -77,8 +93,9 @@ def main(argv: list[str] | None = None) -> None:
                                   test_targets)
         cell = world.head.metric.cell.format
         for name, r in results[recipe].items():
-            print(f"{recipe:26s} {name:9s} reverse {r['reverse_score']:.4f}  test {cell(r['mean'])} ± {cell(r['sd'])}  "
-                  f"{r['seconds_per_seed']:.0f} s/seed", flush=True)
+            agreement = f"agree {r['pool_agreement']:.3f} share gap {r['class_share_gap']:.3f}  " if "pool_agreement" in r else ""
+            print(f"{recipe:26s} {name:9s} reverse {r['reverse_score']:.4f}  {agreement}test {cell(r['mean'])} ± "
+                  f"{cell(r['sd'])}  {r['seconds_per_seed']:.0f} s/seed", flush=True)
     source = args.name or params.task
     sets_named = "" if len(args.sets) == 2 else "-" + args.sets[0]
     out = ROOT / "experiments" / "results" / f"adaptation-{source}-seeds{'-'.join(map(str, args.seeds))}{sets_named}.json"
