@@ -106,7 +106,7 @@ class EstimatorParams(Section):
     pseudo_label_threshold: float = Field(0.9, ge=0, description=(
         "only real images the model (mean_teacher: the teacher) is this sure of are learnt from"))
     pseudo_label_repeat: int = Field(5, ge=1, description="self_training: each pseudo-labelled real image counts this many times")
-    teacher_steps: int = Field(600, ge=1, description="mean_teacher: steps after the labelled training, from its model")
+    teacher_steps: int = Field(2000, ge=1, description="mean_teacher: steps after the labelled training, from its model")
     teacher_ema: float = Field(0.99, ge=0, lt=1, description="mean_teacher: the teacher's weights' moving-average decay")
     consistency_weight: float = Field(1.0, ge=0, description=(
         "mean_teacher: weight of the student's agreement with the teacher on a second augmented view"))
