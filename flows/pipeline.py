@@ -103,7 +103,7 @@ def stage_lock(stage):
     """DVC's own read/write locks on a stage's deps and outs (.dvc/tmp/rwlock), held while it
     runs, as `dvc repro` holds them for each stage it runs: of a flow and a `dvc repro` (or two
     flows) on one workspace, neither writes what the other reads or writes; the second is
-    refused, naming the path and the holder. (DVC frees a dead holder's entries.)"""
+    refused, naming the holder (PID and command). DVC frees a dead holder's entries."""
     from dvc.lock import LockError
     from dvc.rwlock import rwlock
     repo = stage.repo
