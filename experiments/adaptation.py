@@ -41,8 +41,8 @@ def pool_agreement(head, models, pool01: np.ndarray, labelled_classes: np.ndarra
     """Label-free candidates for a better rule than the reverse score (lab notes only): how often
     the seeds' estimators agree on a pool image's class, and how far the pool's predicted class
     shares (the seeds' mean prediction) lie from the labelled set's (total variation)."""
-    classes = np.stack([predict(head, model, pool01).argmax(1) for model in models])
-    ensemble = np.mean([predict(head, model, pool01) for model in models], axis=0).argmax(1)
+    probabilities = np.stack([predict(head, model, pool01) for model in models])
+    classes, ensemble = probabilities.argmax(2), probabilities.mean(0).argmax(1)
     num_classes = max(int(labelled_classes.max()), int(classes.max())) + 1
     shares = np.bincount(ensemble, minlength=num_classes) / len(ensemble)
     prior = np.bincount(labelled_classes.astype(int), minlength=num_classes) / len(labelled_classes)

@@ -18,9 +18,9 @@ NAME_WIDTH = 24
 WIDTH = 120
 
 
-def dvc_experiments(*flags: str) -> list[dict]:
+def dvc_experiments() -> list[dict]:
     """`dvc exp show --json` as DVC gives it (its own errors are raised, with its words)."""
-    shown = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json", *flags], capture_output=True, text=True)
+    shown = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], capture_output=True, text=True)
     if shown.returncode:
         raise RuntimeError(f"dvc exp show: {shown.stderr.strip() or shown.stdout.strip()}")
     return json.loads(shown.stdout)
