@@ -140,7 +140,7 @@ from refiner.simgan import refine_job
 write_part = data.DatasetWriter.write_part
 def slow_write_part(self, index, table):  # injected fault: a slow writer, so the kill lands mid-job
     write_part(self, index, table)
-    time.sleep(1.0)
+    time.sleep(0.5)  # six parts after the second: 3 s for a kill or a second writer to land
 data.DatasetWriter.write_part = slow_write_part
 refine_job.refine_dataset(data.open_dataset(sys.argv[1]), sys.argv[2], sys.argv[3], batch_size=16,
                           num_actors=1, progress=False)

@@ -49,6 +49,14 @@ def synthetic(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def refined(local_ray, synthetic, checkpoint, tmp_path_factory):
+    """``synthetic`` refined by the Ray job in batches of 32 on two actors: the tests that
+    compare another run with it share the one run (each job starts its actors afresh)."""
+    return refine_dataset(synthetic, checkpoint, tmp_path_factory.mktemp("refined") / "refined", batch_size=32,
+                          num_actors=2, actor_num_cpus=0.5, progress=False)
+
+
+@pytest.fixture(scope="module")
 def synthetic_many(tmp_path_factory):
     """Eight small parts, so a job can be killed between parts."""
     path = tmp_path_factory.mktemp("data") / "synthetic_many"
@@ -60,11 +68,9 @@ def synthetic_many(tmp_path_factory):
     return data.open_dataset(path)
 
 
-def test_ray_refine_matches_plain_torch_loop(local_ray, synthetic, checkpoint, tmp_path):
-    refined = refine_dataset(synthetic, checkpoint, tmp_path / "refined", batch_size=32, num_actors=2,
-                             actor_num_cpus=0.5, progress=False)
+def test_ray_refine_matches_plain_torch_loop(synthetic, checkpoint, refined):
     assert [f["rows"] for f in refined.manifest["files"]] == [60, 60, 60, 50]  # the input's parts
-    source, out = synthetic.load(), data.validate(tmp_path / "refined").load()
+    source, out = synthetic.load(), data.validate(refined.path).load()
     assert list(out["id"]) == list(source["id"])  # every id once, in order
     assert np.array_equal(out["label"], source["label"])
     expected = refine_in_process(load_refiner(checkpoint, (8, 8)), source["image"])
@@ -73,21 +79,19 @@ def test_ray_refine_matches_plain_torch_loop(local_ray, synthetic, checkpoint, t
     assert {s for t in [f for _, f in refined.tables()] for s in t.column("source").to_pylist()} == {"refined"}
 
 
-def test_ray_refine_reads_and_writes_raw_images_with_the_same_pixels(local_ray, synthetic, checkpoint, tmp_path):
+def test_ray_refine_reads_and_writes_raw_images_with_the_same_pixels(synthetic, checkpoint, refined, tmp_path):
     source = synthetic.load()
     raw_source = tmp_path / "raw-synthetic"
     data.write_dataset(raw_source, source["id"], data.to_uint8(source["image"]), {"label": source["label"]},
                           source="synthetic", producer="test", rows_per_file=60, image_encoding="raw")
     from_raw = refine_dataset(data.open_dataset(raw_source), checkpoint, tmp_path / "from-raw", batch_size=32,
                               num_actors=1, progress=False, image_encoding="raw")
-    from_png = refine_dataset(synthetic, checkpoint, tmp_path / "from-png", batch_size=32, num_actors=1, progress=False)
-    assert from_raw.manifest["image_encoding"] == "raw" and from_png.manifest["image_encoding"] == "png"
-    raw, png = data.validate(from_raw.path).load(), data.validate(from_png.path).load()
+    assert from_raw.manifest["image_encoding"] == "raw" and refined.manifest["image_encoding"] == "png"
+    raw, png = data.validate(from_raw.path).load(), data.validate(refined.path).load()
     assert list(raw["id"]) == list(png["id"]) and np.array_equal(raw["image"], png["image"])
 
 
-def test_ray_refine_reads_from_and_writes_to_s3_with_the_local_runs_digest(local_ray, s3_env, synthetic, checkpoint,
-                                                                           tmp_path):
+def test_ray_refine_reads_from_and_writes_to_s3_with_the_local_runs_digest(s3_env, synthetic, checkpoint, refined):
     """Ray's read tasks fetch the parts from the bucket themselves (no shared filesystem)."""
     from tests.helpers import BUCKET
     for file in [*synthetic.files, synthetic.path / data.MANIFEST]:  # the same bytes, in the bucket
@@ -95,14 +99,13 @@ def test_ray_refine_reads_from_and_writes_to_s3_with_the_local_runs_digest(local
     source = data.open_dataset(f"s3://{BUCKET}/synthetic")
     assert source.digest == synthetic.digest
     remote = refine_dataset(source, checkpoint, f"s3://{BUCKET}/refined", batch_size=32, num_actors=1, progress=False)
-    local = refine_dataset(synthetic, checkpoint, tmp_path / "refined", batch_size=32, num_actors=1, progress=False)
-    assert data.validate(f"s3://{BUCKET}/refined").digest == remote.digest == local.digest
+    assert data.validate(f"s3://{BUCKET}/refined").digest == remote.digest == refined.digest  # the local run's
 
 
-def test_ray_refine_is_deterministic(local_ray, synthetic, checkpoint, tmp_path):
-    digests = {refine_dataset(synthetic, checkpoint, tmp_path / f"r{i}", batch_size=50, num_actors=2,
-                              progress=False).digest for i in range(2)}
-    assert len(digests) == 1
+def test_ray_refine_is_deterministic(synthetic, checkpoint, refined, tmp_path):
+    again = refine_dataset(synthetic, checkpoint, tmp_path / "again", batch_size=32, num_actors=2, actor_num_cpus=0.5,
+                           progress=False)
+    assert again.digest == refined.digest
 
 
 def test_mismatched_checkpoint_fails_before_any_work(local_ray, checkpoint, tmp_path):
