@@ -48,12 +48,15 @@ def synthetic(tmp_path_factory):
     return data.open_dataset(path)
 
 
+SHARED_RUN = {"batch_size": 32, "num_actors": 2, "actor_num_cpus": 0.5, "progress": False}
+
+
 @pytest.fixture(scope="module")
 def refined(local_ray, synthetic, checkpoint, tmp_path_factory):
-    """``synthetic`` refined by the Ray job in batches of 32 on two actors: the tests that
-    compare another run with it share the one run (each job starts its actors afresh)."""
-    return refine_dataset(synthetic, checkpoint, tmp_path_factory.mktemp("refined") / "refined", batch_size=32,
-                          num_actors=2, actor_num_cpus=0.5, progress=False)
+    """``synthetic`` refined by the Ray job as ``SHARED_RUN`` says: the tests that compare
+    another run with it share this one (each job starts its actors afresh). Those runs use
+    one actor: the same batches, so the same bytes, whatever the number of actors."""
+    return refine_dataset(synthetic, checkpoint, tmp_path_factory.mktemp("refined") / "refined", **SHARED_RUN)
 
 
 @pytest.fixture(scope="module")
@@ -103,8 +106,7 @@ def test_ray_refine_reads_from_and_writes_to_s3_with_the_local_runs_digest(s3_en
 
 
 def test_ray_refine_is_deterministic(synthetic, checkpoint, refined, tmp_path):
-    again = refine_dataset(synthetic, checkpoint, tmp_path / "again", batch_size=32, num_actors=2, actor_num_cpus=0.5,
-                           progress=False)
+    again = refine_dataset(synthetic, checkpoint, tmp_path / "again", **SHARED_RUN)
     assert again.digest == refined.digest
 
 
