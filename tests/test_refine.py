@@ -54,8 +54,8 @@ SHARED_RUN = {"batch_size": 32, "num_actors": 2, "actor_num_cpus": 0.5, "progres
 @pytest.fixture(scope="module")
 def refined(local_ray, synthetic, checkpoint, tmp_path_factory):
     """``synthetic`` refined by the Ray job as ``SHARED_RUN`` says: the tests that compare
-    another run with it share this one (each job starts its actors afresh). Those runs use
-    one actor: the same batches, so the same bytes, whatever the number of actors."""
+    another run with it share this one (each job starts its actors afresh). The raw and S3
+    runs use one actor: the same batches, so the same bytes, whatever the number of actors."""
     return refine_dataset(synthetic, checkpoint, tmp_path_factory.mktemp("refined") / "refined", **SHARED_RUN)
 
 
