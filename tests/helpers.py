@@ -25,7 +25,7 @@ TINY = {
                       "pretrain_refiner_steps": 60, "pretrain_disc_steps": 5, "lr": 0.003, "steps": 10,
                       "semantic_steps": 60,
                       "history_size": 64, "log_every": 5},
-    "refine": {"batch_size": 64},
+    "refine": {"batch_size": 64, "num_actors": 1},  # one actor's start-up, not two (two: tests/test_refine.py)
     "train_estimator": {"steps": 80, "eval_every": 40, "batch_size": 64, "num_seeds": 2, "self_training_rounds": 1,
                         "teacher_steps": 40},
     # the gate of tasks without classes: 200 images and 2 seeds measure label keeping to a few

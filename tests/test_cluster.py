@@ -26,7 +26,8 @@ from refiner.simgan.trainer import load_refiner
 from tests.helpers import BUCKET, CREDENTIALS, free_port, sh
 
 RAY = str(Path(sys.executable).parent / "ray")
-REFINE = "python -m stages.refine --refiner models/refiner"  # the README's job: the stage, with the paths it is given
+# the README's job: the stage, with the paths it is given (and the default's two actors, not the tiny params' one)
+REFINE = "python -m stages.refine --refiner models/refiner --set refine.num_actors=2"
 
 
 def start_node(args: list[str], env: dict, log: Path) -> subprocess.Popen:

@@ -81,3 +81,21 @@ def test_the_adversarial_phase_starts_with_a_fresh_refiner_optimizer():
     trainer.train(progress=False)
     steps = {int(state["step"]) for state in trainer.opt_r.state.values()}
     assert steps == {config.steps * config.kg}
+
+
+def test_the_refiners_step_computes_no_gradient_for_the_discriminators_weights():
+    """Its gradients for the judges' weights would be thrown away at their own step's
+    zero_grad: not computed at all, and the weights train again in their own step."""
+    import numpy as np
+    from refiner.config import SimGANParams
+    from refiner.simgan.trainer import SimGANTrainer
+    rng = np.random.default_rng(0)
+    synthetic, real = rng.random((40, 8, 8), dtype=np.float32), rng.random((30, 8, 8), dtype=np.float32)
+    config = SimGANParams(channels=4, num_blocks=1, disc_layers=[[8, 1]], batch_size=8, disc_global=8, conditional=False)
+    trainer = SimGANTrainer(synthetic, real, config)
+    judges = [p for judge in (trainer.discriminator, trainer.global_discriminator) for p in judge.parameters()]
+    trainer.refiner_step()
+    assert all(p.grad is None for p in judges) and all(p.requires_grad for p in judges)
+    assert all(p.grad is not None for p in trainer.refiner.parameters())
+    trainer.discriminator_step()
+    assert all(p.grad is not None for p in judges)

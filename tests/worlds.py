@@ -75,8 +75,8 @@ WORLDS = {
                    "render": {"num_images": 96}, "gaze": {"num_real": 80},
                    # no classes: the paper's discriminator and lambda, as the gaze profile and `simrefinery init` set
                    "train_refiner": {**TINY["train_refiner"], "conditional": False, "lambda": 10.0},
-                   "train_estimator": {**ONE_SEED, "adaptation": "mean_teacher", "teacher_steps": 60, "steps": 120,
-                                       "eval_every": 60},  # no classes: the teacher's outputs
+                   "train_estimator": {**ONE_SEED, "adaptation": "mean_teacher", "teacher_steps": 40, "steps": 80,
+                                       "eval_every": 40},  # no classes: the teacher's outputs
                    "evaluate": {**TINY["evaluate"], "oracle": False}},  # the digits run tests the oracle
                   [35, 55], "error_deg", "errors.png"),
     "toy": World({**TINY, "task": "toy", "toy": {"size": 10},

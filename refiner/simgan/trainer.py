@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import pickle
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -87,6 +89,19 @@ def build_refiner(config: SimGANParams, in_channels: int = 1) -> Refiner | Camer
     return CameraRefiner(residual, Camera(in_channels)) if config.camera else residual
 
 
+@contextmanager
+def frozen(modules: list[torch.nn.Module]) -> Iterator[None]:
+    """What runs inside records no gradient for ``modules``' weights (their inputs' still flow)."""
+    weights = [p for module in modules for p in module.parameters() if p.requires_grad]
+    for weight in weights:
+        weight.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for weight in weights:
+            weight.requires_grad_(True)
+
+
 class SimGANTrainer:
     """``semantic(refined, index)``: the task-consistency loss of refined images (in the
     networks' range) made from the synthetic images at ``index``; weighted by
@@ -110,8 +125,8 @@ class SimGANTrainer:
         self.global_discriminator = GlobalDiscriminator(self.in_channels, synthetic01.shape[1:3],
                                                         config.disc_global).to(device) if config.disc_global else None
         self.opt_r = self.refiner_optimizer()
-        judges = [self.discriminator] + ([self.global_discriminator] if self.global_discriminator else [])
-        self.opt_d = torch.optim.Adam([p for judge in judges for p in judge.parameters()], lr=config.lr,
+        self.judges = [self.discriminator] + ([self.global_discriminator] if self.global_discriminator else [])
+        self.opt_d = torch.optim.Adam([p for judge in self.judges for p in judge.parameters()], lr=config.lr,
                                       betas=(0.5, 0.999))
         self.history = HistoryBuffer(config.history_size, self.generator)
         self.log: list[dict] = []
@@ -155,8 +170,9 @@ class SimGANTrainer:
         synthetic = self.synthetic[index].to(self.device)
         scene, refined = self.refiner.parts(synthetic)
         classes = None if self.synthetic_classes is None else self.synthetic_classes[index].to(self.device)
-        total, adversarial, regularization = refiner_loss(self.judge(refined, classes), scene, synthetic,
-                                                          self.config.lam, self.config.psi)
+        with frozen(self.judges):  # their weights' gradients: most of the backward pass, and unused here
+            logits = self.judge(refined, classes)
+        total, adversarial, regularization = refiner_loss(logits, scene, synthetic, self.config.lam, self.config.psi)
         semantic = torch.zeros(())
         if self.semantic is not None and self.config.semantic_weight:
             semantic = self.semantic(refined, index)

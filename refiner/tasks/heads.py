@@ -5,6 +5,9 @@ plots. Two kinds: ``ClassificationHead`` (one integer class column, accuracy) an
 ``RegressionHead`` (float columns regressed jointly; mean absolute error unless the world
 gives its own per-sample error, as gaze's angular error). A world names its head; the
 images world builds one from the label kinds it reads.
+
+torch is imported where a head trains or scores, not here: the stages that only render or
+ingest, and every command's ``--help``, start without it (about 1 s a process).
 """
 
 from __future__ import annotations
@@ -12,17 +15,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
-import torch
-import torch.nn.functional as F
-from torch import nn
 
-from refiner.estimator.networks import small_classifier, small_regressor
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
-# (number of outputs, image shape (H, W) or (H, W, C)) -> the estimator network
-Network = Callable[[int, tuple[int, ...]], nn.Module]
+# (number of outputs, image shape (H, W) or (H, W, C)) -> the estimator network; None: the
+# small CNNs of refiner.estimator.networks
+Network = Callable[[int, tuple[int, ...]], "nn.Module"]
 
 
 @dataclass(frozen=True)
@@ -104,7 +108,7 @@ class ClassificationHead(Head):
     has_classes = True
     metric = Metric("accuracy", True, "{:.1%}", "accuracy on real test")
 
-    def __init__(self, num_classes: int, column: str = "label", network: Network = small_classifier):
+    def __init__(self, num_classes: int, column: str = "label", network: Network | None = None):
         self.num_classes, self.columns, self.network = num_classes, [column], network
 
     @property
@@ -112,12 +116,14 @@ class ClassificationHead(Head):
         return self.columns[0]
 
     def estimator(self, image_shape):
-        return self.network(self.num_classes, image_shape)
+        from refiner.estimator.networks import small_classifier
+        return (self.network or small_classifier)(self.num_classes, image_shape)
 
     def targets(self, labels):
         return np.asarray(labels[self.column], np.int64)
 
     def loss(self, outputs, targets):
+        import torch.nn.functional as F
         return F.cross_entropy(outputs, targets)
 
     def predictions(self, outputs):
@@ -136,6 +142,7 @@ class ClassificationHead(Head):
     def consistency(self, outputs, taught, targets, threshold):
         """Cross-entropy to the teacher's class (balanced where ``targets`` are given), on the
         images whose view the teacher is sure of; averaged over all, so few sure ones weigh little."""
+        import torch.nn.functional as F
         sure = (taught.max(1).values >= threshold).float()
         chosen = taught.argmax(1) if targets is None else targets
         return (F.cross_entropy(outputs, chosen, reduction="none") * sure).mean()
@@ -187,24 +194,27 @@ class RegressionHead(Head):
 
     def __init__(self, labels: pa.Schema, columns: list[str] | None = None, metric: Metric = MEAN_ABSOLUTE_ERROR,
                  errors: Callable[[np.ndarray, np.ndarray], np.ndarray] = mean_absolute_errors,
-                 network: Network = small_regressor, loss_scale: np.ndarray | None = None):
+                 network: Network | None = None, loss_scale: np.ndarray | None = None):
         self.columns = list(columns or labels.names)
         self.num_outputs = sum(labels.field(name).type.list_size if pa.types.is_fixed_size_list(labels.field(name).type)
                                else 1 for name in self.columns)
         self.metric, self.errors, self.network = metric, errors, network
-        self.loss_scale = None if loss_scale is None else torch.as_tensor(loss_scale, dtype=torch.float32)
+        self.loss_scale = None if loss_scale is None else np.asarray(loss_scale, np.float32)
 
     def estimator(self, image_shape):
-        return self.network(self.num_outputs, image_shape)
+        from refiner.estimator.networks import small_regressor
+        return (self.network or small_regressor)(self.num_outputs, image_shape)
 
     def targets(self, labels):
         return np.concatenate([np.asarray(labels[name], np.float32).reshape(len(labels[name]), -1)
                                for name in self.columns], axis=1)
 
     def loss(self, outputs, targets):
+        import torch.nn.functional as F
         if self.loss_scale is None:
             return F.mse_loss(outputs, targets)
-        return F.mse_loss(outputs / self.loss_scale, targets / self.loss_scale)
+        scale = outputs.new_tensor(self.loss_scale)  # on the outputs' device
+        return F.mse_loss(outputs / scale, targets / scale)
 
     def score(self, predictions, targets):
         return float(self.errors(predictions, targets).mean())

@@ -12,9 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import torch
 from pydantic import Field
-from torch import nn
 
 from refiner.config import Section
 from refiner.errors import DatasetError
@@ -59,24 +57,8 @@ def load_eyes(source: str, num_images: int, seed: int, max_head_pose_deg: float 
     return Images(ids, pixels, labels)
 
 
-class GazeCNN(nn.Module):
-    """A small version of the paper's gaze estimator: convs, then dense layers that keep
-    where in the 35x55 eye things are (the iris position relative to the lids is the answer)."""
-
-    def __init__(self):
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d((4, 6)))
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(64 * 4 * 6, 128), nn.ReLU(inplace=True),
-                                  nn.Linear(128, 2))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
-
-
-def gaze_network(outputs: int, image_shape: tuple[int, ...]) -> nn.Module:
+def gaze_network(outputs: int, image_shape: tuple[int, ...]):
+    from refiner.tasks.gaze.network import GazeCNN  # torch only when an estimator is built
     return GazeCNN()  # 35 x 55 eyes, (pitch, yaw) out
 
 

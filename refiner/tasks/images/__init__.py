@@ -27,7 +27,6 @@ from pydantic import Field, field_validator
 from refiner import data
 from refiner.config import Section
 from refiner.errors import ParamsError
-from refiner.estimator.networks import StridedCNN
 from refiner.tasks.heads import ClassificationHead, Head, RegressionHead
 from refiner.tasks.images import readers
 from refiner.tasks.world import Images, World
@@ -105,13 +104,13 @@ class ImagesWorld(World):
                 raise ParamsError(f"images.target: one class column at a time, got {target}")
             if section.num_classes is None:
                 self._state["num_classes"] = int(frame[target[0]].max()) + 1
-            return ClassificationHead(self._state["num_classes"], target[0], network=StridedCNN)
+            return ClassificationHead(self._state["num_classes"], target[0], network=strided_cnn)
         if any(kinds[t] in ("class", "mask") for t in target):
             raise ParamsError(f"images.target: {target} mixes classes or masks with floats; regress floats or classify one class")
         size = self.preprocess.size or readers.first_image_size(Path(section.synthetic), self.preprocess)
         offset, scale = target_scale(frame, kinds, target, size)
         self._state.update(offset=offset, scale=scale)
-        return RegressionHead(self.labels, target, network=partial(StridedCNN, offset=np.float32(offset), scale=np.float32(scale)),
+        return RegressionHead(self.labels, target, network=partial(strided_cnn, offset=np.float32(offset), scale=np.float32(scale)),
                               loss_scale=np.asarray(scale, np.float32))
 
     @property
@@ -158,6 +157,12 @@ class ImagesWorld(World):
         negative = {f"label {name!r} is a negative class": np.asarray(labels[name]) < 0
                     for name, kind in self.kinds.items() if kind == "class" and name in labels}
         return {**negative, **super().bad_labels(labels)}
+
+
+def strided_cnn(outputs: int, image_shape: tuple[int, ...], **scaling):
+    """The estimator of images of any size (torch imported only when one is built)."""
+    from refiner.estimator.networks import StridedCNN
+    return StridedCNN(outputs, image_shape, **scaling)
 
 
 def _label_frame(section):
