@@ -1,8 +1,8 @@
 """A real two-node Ray cluster on this machine (`ray start --head`, `ray start --address`),
 each node advertising one GPU it does not have. The README's `ray job submit` command runs
-the refine stage there: its actors take the GPU branch, one per GPU, on both nodes, say
-they run it on CPU, and the dataset equals the local run's, digest for digest; then again
-with the dataset in a real local S3 server and none on disk."""
+the refine stage there, from a real local S3 server into it: its actors take the GPU branch,
+one per GPU, on both nodes, say they run it on CPU, and the dataset equals the local run's,
+digest for digest."""
 
 import json
 import os
@@ -73,8 +73,7 @@ def stop(node: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="module")
 def two_node_cluster(dvc_project, tmp_path_factory):
-    """(a copy of the tiny reproduced project, its environment, the GCS and dashboard ports);
-    one cluster for the module's tests (starting one takes about 20 s)."""
+    """(a copy of the tiny reproduced project, its environment, the GCS and dashboard ports)."""
     tmp_path = tmp_path_factory.mktemp("cluster")
     repo = tmp_path / "project"
     shutil.copytree(dvc_project[0], repo, symlinks=True)
@@ -103,26 +102,6 @@ def two_node_cluster(dvc_project, tmp_path_factory):
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-@pytest.mark.slow
-def test_readme_job_submit_refines_on_two_nodes_through_the_gpu_branch(dvc_project, two_node_cluster):
-    repo, env, gcs, dashboard = two_node_cluster
-    local_digest = dvc_project[3]["refined"]
-    shutil.rmtree(repo / "data/refined")
-    out = submit(dashboard, "--", "bash", "-c", f"cd {repo} && {REFINE} --source data/synthetic --out data/refined",
-                 cwd=repo, env=env)
-    assert "refine: the cluster has 2 GPUs: 2 actors, one GPU each" in out
-    listing = sh("ray", "list", "actors", "--address", f"127.0.0.1:{gcs}", "--detail", "--limit", "1000",
-                 "--format", "json", cwd=repo, env=env)
-    actors = json.loads(listing[listing.index("["):])
-    refiners = [a for a in actors if "RefinerPredictor" in a["class_name"]]
-    assert len({a["node_id"] for a in refiners}) == 2  # one actor on each node
-    assert all(a["required_resources"].get("GPU") == 1 for a in refiners)
-    # each actor said it ran the GPU branch on CPU (Ray may print a line twice: count actors by pid)
-    said = set(re.findall(r"pid=(\d+)\S* refine: this actor holds GPU \[0\] but the node has no CUDA device", out))
-    assert len(said) == len(refiners), out[-3000:]
-    assert data.validate(repo / "data/refined").digest == local_digest  # the same bytes as the local run
-
-
 def test_bf16_channels_last_branch_stays_within_a_few_levels_of_fp32(dvc_project):
     """The GPU branch's numerics, run on CPU: bf16 autocast and a channels-last input."""
     repo = dvc_project[0]
@@ -135,21 +114,35 @@ def test_bf16_channels_last_branch_stays_within_a_few_levels_of_fp32(dvc_project
 
 
 @pytest.mark.slow
-def test_readme_job_submit_refines_from_s3_into_s3_with_no_dataset_on_disk(two_node_cluster, s3_env):
-    """The stage's source and output at s3:// prefixes, the S3 settings in the job's runtime
-    environment (the README's recipe): the workers of both nodes read the parts from the
-    bucket, since the project holds no synthetic dataset any more."""
+def test_readme_job_submit_refines_from_s3_into_s3_on_two_nodes_through_the_gpu_branch(dvc_project, two_node_cluster,
+                                                                                         s3_env):
+    """The README's `ray job submit`, the stage's source and output at s3:// prefixes and the S3
+    settings in the job's runtime environment: its actors take the GPU branch, one per node,
+    and the workers of both nodes read the parts from the bucket (the project holds no
+    synthetic dataset any more); the dataset equals the local run's, digest for digest. (The
+    shared-filesystem form of the job differs only in its paths, which a local refine reads
+    the same way.)"""
     repo, env, gcs, dashboard = two_node_cluster
-    expected = data.open_dataset(repo / "data/refined").digest  # the local run's (or the job's above: the same)
+    local_digest = dvc_project[3]["refined"]
     for file in sorted((repo / "data/synthetic").iterdir()):
         s3_env.upload_file(str(file), BUCKET, f"synthetic/{file.name}")
     shutil.rmtree(repo / "data/synthetic")
     settings = {**CREDENTIALS, "AWS_ENDPOINT_URL": os.environ["AWS_ENDPOINT_URL"]}
-    submit(dashboard, "--runtime-env-json", json.dumps({"env_vars": settings}), "--",
-           "bash", "-c", f"cd {repo} && {REFINE} --source s3://{BUCKET}/synthetic --out s3://{BUCKET}/refined",
-           cwd=repo, env=env)
+    out = submit(dashboard, "--runtime-env-json", json.dumps({"env_vars": settings}), "--",
+                 "bash", "-c", f"cd {repo} && {REFINE} --source s3://{BUCKET}/synthetic --out s3://{BUCKET}/refined",
+                 cwd=repo, env=env)
+    assert "refine: the cluster has 2 GPUs: 2 actors, one GPU each" in out
+    listing = sh("ray", "list", "actors", "--address", f"127.0.0.1:{gcs}", "--detail", "--limit", "1000",
+                 "--format", "json", cwd=repo, env=env)
+    actors = json.loads(listing[listing.index("["):])
+    refiners = [a for a in actors if "RefinerPredictor" in a["class_name"]]
+    assert len({a["node_id"] for a in refiners}) == 2  # one actor on each node
+    assert all(a["required_resources"].get("GPU") == 1 for a in refiners)
+    # each actor said it ran the GPU branch on CPU (Ray may print a line twice: count actors by pid)
+    said = set(re.findall(r"pid=(\d+)\S* refine: this actor holds GPU \[0\] but the node has no CUDA device", out))
+    assert len(said) == len(refiners), out[-3000:]
     refined = data.validate(f"s3://{BUCKET}/refined")
-    assert refined.digest == expected
+    assert refined.digest == local_digest  # the same bytes as the local run
     import mlflow  # the run records where it read its input (MLflow keeps one source per digest)
     tracking = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
     run = tracking.search_runs([tracking.get_experiment_by_name("simrefinery").experiment_id],

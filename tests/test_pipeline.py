@@ -15,7 +15,7 @@ import yaml
 from refiner import data
 from refiner.evaluation.report import Report, headline
 from refiner.params import load_params
-from tests.helpers import ROOT, mlflow_server, sh
+from tests.helpers import ROOT, sh
 from tests.worlds import WORLDS
 
 DEFAULT_LAMBDA = yaml.safe_load(open(ROOT / "params.yaml"))["train_refiner"]["lambda"]  # TINY keeps the default
@@ -263,33 +263,6 @@ def test_the_registered_refiner_stands_alone_on_uint8_images(project, tmp_path):
 
 
 @pytest.mark.slow
-def test_mlflow_server_rest_shows_refine_inputs_and_champion_alias(project):
-    repo, env, _ = project
-    with mlflow_server(repo, env, "--backend-store-uri", f"sqlite:///{repo / 'mlflow.db'}") as base:
-        def call(path, body=None):
-            request = urllib.request.Request(f"{base}/api/2.0/mlflow/{path}", method="POST" if body else "GET",
-                                             data=json.dumps(body).encode() if body else None,
-                                             headers={"Content-Type": "application/json"})
-            return json.load(urllib.request.urlopen(request, timeout=10))
-
-        experiment = call("experiments/get-by-name?experiment_name=simrefinery")["experiment"]
-        assert {"key": "mlflow.experimentKind", "value": "custom_model_development"} in experiment["tags"]
-        found = call("runs/search", {"experiment_ids": [experiment["experiment_id"]],
-                                     "filter": "tags.`simrefinery.stage` = 'refine'"})["runs"]
-        run_id = found[0]["info"]["run_id"]
-        run = call(f"runs/get?run_id={run_id}")["run"]
-        inputs = run["inputs"]  # search results omit model inputs
-        metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
-        rows = data.open_dataset(repo / "data/refined").num_rows
-        assert metrics["rows"] == rows and metrics["images_per_s"] == pytest.approx(rows / metrics["seconds"], rel=0.01)
-        assert "synthetic" in [i["dataset"]["name"] for i in inputs["dataset_inputs"]]
-        refiner = json.loads((repo / "models/refiner.mlflow.json").read_text())
-        assert refiner["model_id"] in [m["model_id"] for m in inputs.get("model_inputs", [])]
-        version = call("registered-models/alias?name=simrefinery-estimator&alias=champion")["model_version"]
-        assert version["name"] == "simrefinery-estimator" and "champion" in version["aliases"]
-
-
-@pytest.mark.slow
 def test_second_repro_does_nothing(project):
     repo, env, _ = project
     assert stages_run(sh("dvc", "repro", cwd=repo, env=env)) == []
@@ -300,7 +273,7 @@ def test_second_repro_does_nothing(project):
 def test_the_front_door_runs_reports_validates_and_serves_the_ui(project, tmp_path):
     """`simrefinery run` is `dvc repro` plus the table (nothing reruns here), `report` prints
     metrics/eval.md, `validate` summarises a dataset and refuses a tampered one in one line,
-    `ui` serves this project's store on 127.0.0.1."""
+    `ui` serves this project's store on 127.0.0.1 (the refine run's inputs, the champion)."""
     import shutil
     import subprocess
     import time
@@ -330,16 +303,39 @@ def test_the_front_door_runs_reports_validates_and_serves_the_ui(project, tmp_pa
         deadline = time.monotonic() + 90
         while True:
             try:
-                found = json.load(urllib.request.urlopen(
-                    f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name?experiment_name=simrefinery", timeout=2))
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
                 break
             except OSError:
                 assert server.poll() is None and time.monotonic() < deadline, "simrefinery ui did not answer"
                 time.sleep(1)
-        assert found["experiment"]["name"] == "simrefinery"
+        the_ui_shows_refine_inputs_and_champion_alias(f"http://127.0.0.1:{port}", repo)
     finally:
         os.killpg(server.pid, 15)
         server.wait(timeout=30)
+
+
+def the_ui_shows_refine_inputs_and_champion_alias(base: str, repo) -> None:
+    """Through the MLflow server's REST API, as the UI reads it."""
+    def call(path, body=None):
+        request = urllib.request.Request(f"{base}/api/2.0/mlflow/{path}", method="POST" if body else "GET",
+                                         data=json.dumps(body).encode() if body else None,
+                                         headers={"Content-Type": "application/json"})
+        return json.load(urllib.request.urlopen(request, timeout=10))
+
+    experiment = call("experiments/get-by-name?experiment_name=simrefinery")["experiment"]
+    assert {"key": "mlflow.experimentKind", "value": "custom_model_development"} in experiment["tags"]
+    found = call("runs/search", {"experiment_ids": [experiment["experiment_id"]],
+                                 "filter": "tags.`simrefinery.stage` = 'refine'"})["runs"]
+    run = call(f"runs/get?run_id={found[0]['info']['run_id']}")["run"]
+    inputs = run["inputs"]  # search results omit model inputs
+    metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
+    rows = data.open_dataset(repo / "data/refined").num_rows
+    assert metrics["rows"] == rows and metrics["images_per_s"] == pytest.approx(rows / metrics["seconds"], rel=0.01)
+    assert "synthetic" in [i["dataset"]["name"] for i in inputs["dataset_inputs"]]
+    refiner = json.loads((repo / "models/refiner.mlflow.json").read_text())
+    assert refiner["model_id"] in [m["model_id"] for m in inputs.get("model_inputs", [])]
+    version = call("registered-models/alias?name=simrefinery-estimator&alias=champion")["model_version"]
+    assert version["name"] == "simrefinery-estimator" and "champion" in version["aliases"]
 
 
 @pytest.mark.slow
