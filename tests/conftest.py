@@ -22,7 +22,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from tests.helpers import BUCKET, CREDENTIALS, free_port  # noqa: E402
-from tests.worlds import reproduced  # noqa: E402
+from tests.worlds import WORLDS, reproduced  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -46,14 +46,15 @@ def local_ray():
 
 
 @pytest.fixture(scope="session")
-def worlds(tmp_path_factory):
+def worlds(tmp_path_factory, request):
     """``worlds(name)``: the world's tiny project, reproduced by the real `dvc repro` once per
     session however many tests ask (``tests/worlds.py``)."""
     cache = {}
 
     def project(name: str):
         if name not in cache:
-            cache[name] = reproduced(name, tmp_path_factory.mktemp(f"project-{name}"))
+            ray = None if WORLDS[name].starts_ray else request.getfixturevalue("local_ray")
+            cache[name] = reproduced(name, tmp_path_factory.mktemp(f"project-{name}"), ray)
         return cache[name]
     return project
 

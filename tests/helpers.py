@@ -125,10 +125,16 @@ def mlflow_server(cwd: Path, env: dict, *stores: str):
         server.wait(timeout=30)
 
 
+def joining(ray) -> dict:
+    """The variables that make a process join the tests' local Ray (a second local cluster
+    would cost a start-up and share the same two cores): its address, and Ray's token
+    authentication (the token: the file the local Ray wrote under ~/.ray)."""
+    return {"RAY_ADDRESS": ray.get_runtime_context().gcs_address, "RAY_AUTH_MODE": "token"}
+
+
 def job_env(ray) -> dict:
-    """The environment of a job in a process of its own, joining the tests' local Ray (a second
-    local cluster would cost a start-up and share the same two cores)."""
-    return {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    """The environment of a job in a process of its own, joining the tests' local Ray."""
+    return {**os.environ, "PYTHONPATH": str(ROOT), **joining(ray)}
 
 
 # The refine job in a process of its own, with a slow writer (an injected fault), so a kill

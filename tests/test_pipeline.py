@@ -15,7 +15,7 @@ import yaml
 from refiner import data
 from refiner.evaluation.report import Report, headline
 from refiner.params import load_params
-from tests.helpers import ROOT, sh
+from tests.helpers import ROOT, joining, sh
 from tests.worlds import WORLDS
 
 DEFAULT_LAMBDA = yaml.safe_load(open(ROOT / "params.yaml"))["train_refiner"]["lambda"]  # TINY keeps the default
@@ -369,11 +369,13 @@ main(sys.argv[1:])
 
 
 @pytest.mark.slow
-def test_simrefinery_refine_streams_a_folder_through_the_champion_refiner_and_resumes_after_a_kill(project, tmp_path):
+def test_simrefinery_refine_streams_a_folder_through_the_champion_refiner_and_resumes_after_a_kill(project, local_ray,
+                                                                                                  tmp_path):
     """The front door: a folder of frames streamed in parts of 1024, `--refiner
     models:/simrefinery-refiner@champion` (the checkpoint logged beside the registered model),
     killed mid-job, rerun: it resumes and ends with every frame refined as the plain torch
-    loop refines it."""
+    loop refines it. (Both runs join the test worker's Ray, as a cluster is joined: a Ray start-up
+    fewer each.)"""
     import signal
     import subprocess
     import time
@@ -381,6 +383,7 @@ def test_simrefinery_refine_streams_a_folder_through_the_champion_refiner_and_re
     from refiner.simgan.refine_job import refine_in_process
     from refiner.simgan.trainer import load_refiner
     repo, env, _ = project
+    env = {**env, **joining(local_ray)}
     frames = tmp_path / "frames"
     frames.mkdir()
     pixels = np.random.default_rng(5).integers(0, 256, (1100, 8, 8), dtype=np.uint8)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.helpers import TINY, make_project, sh
+from tests.helpers import TINY, joining, make_project, sh
 
 TOY_WORLD = '''
 """A toy world: one bright 2x2 square, on the left half (0) or the right half (1)."""
@@ -67,10 +67,13 @@ class World:
     extra_files: dict = field(default_factory=dict)
     user_commands: tuple = ()           # what a user runs before `dvc repro`
     num_seeds: int = 1
+    # True: its refine starts a local Ray, as a user's `dvc repro` does; else it joins the test
+    # worker's Ray (RAY_ADDRESS, as a stage joins a cluster): a Ray start-up fewer (about 10 CPU-s)
+    starts_ray: bool = False
 
 
 WORLDS = {
-    "digits": World(TINY, [8, 8], "accuracy", "confusion-refined.png", num_seeds=2),
+    "digits": World(TINY, [8, 8], "accuracy", "confusion-refined.png", num_seeds=2, starts_ray=True),
     "gaze": World({**TINY, "task": "gaze", "image_encoding": "png",  # the digits run holds raw images
                    "render": {"num_images": 96}, "gaze": {"num_real": 80},
                    # no classes: the paper's discriminator and lambda, as the gaze profile and `simrefinery init` set
@@ -103,10 +106,11 @@ class Project:
     digests: dict[str, str]     # its datasets' digests right after the repro
 
 
-def reproduced(name: str, repo: Path) -> Project:
+def reproduced(name: str, repo: Path, ray=None) -> Project:
+    """``ray``: the tests' local Ray, which its refine joins (a world that does not start its own)."""
     from refiner import data
     world = WORLDS[name]
-    env = make_project(repo, world.params, world.extra_files)
+    env = {**make_project(repo, world.params, world.extra_files), **(joining(ray) if ray else {})}
     output = "".join(sh(*command, cwd=repo, env=env) for command in world.user_commands)
     output += sh("dvc", "repro", cwd=repo, env=env)
     digests = {name: data.open_dataset(repo / "data" / name).digest
