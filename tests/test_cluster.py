@@ -32,10 +32,13 @@ REFINE = "python -m stages.refine --refiner models/refiner --set refine.num_acto
 
 def start_node(args: list[str], env: dict, log: Path) -> subprocess.Popen:
     """A node in its own process group (`--block` keeps `ray start` in the foreground), so
-    the test stops exactly its processes: `ray stop` would stop every Ray on the machine."""
+    the test stops exactly its processes: `ray stop` would stop every Ray on the machine.
+    Its dashboard agent on a free port: every Ray's default is 52365, and a node whose agent
+    cannot have it takes no job (with the tests' local Ray holding it, `ray job submit` said
+    "No available agent to submit job" for 160 s)."""
     return subprocess.Popen([RAY, "start", *args, "--num-cpus", "2", "--num-gpus", "1", "--block",
-                             "--disable-usage-stats"], env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+                             "--dashboard-agent-listen-port", str(free_port()), "--disable-usage-stats"],
+                            env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def submit(dashboard: int, *args: str, cwd, env) -> str:
