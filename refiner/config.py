@@ -49,9 +49,16 @@ class SimGANParams(Section):
         "refined 9 must look like the pool's 9s, not like any real digit (classification tasks only: "
         "set false, with lambda 10, for a task without classes)"))
     camera: bool = Field(False, description=(
-        "learn a camera model after the residual refiner: blur, tone curve, white balance, vignetting and "
-        "sensor noise as explicit parameters (refiner/simgan/camera.py); it moves no pixel, so labels hold "
-        "by construction, and lambda holds the residual refiner only"))
+        "learn a camera model after the residual refiner: blur, tone curve, white balance, vignetting, "
+        "Poisson-Gaussian sensor noise with its grain, and JPEG as explicit parameters (refiner/simgan/camera.py); "
+        "it moves no pixel, so labels hold by construction, and lambda holds the residual refiner only"))
+    jpeg: bool = Field(True, description=(
+        "the camera model codes JPEG where the real frames are JPEG-coded, each image at one of their own "
+        "qualities (read off their DCT coefficients by train_refiner, which prints them); false: never"))
+    sensor_weight: float = Field(1.0, ge=0, description=(
+        "weight of the sensor-statistics term: the refined images' noise level by brightness, grain and JPEG "
+        "blocks must match the real pool's (refiner/simgan/sensor.py; the adversarial loss alone leaves the "
+        "noise where it starts); 0: the game alone"))
     residual: bool = Field(True, description="the paper's residual refiner; false (with camera): the camera alone")
     camera_lr: float = Field(0.004, gt=0, description=(
         "the camera's learning rate: its few parameters must travel far (a gain of 0.85 is 0.16 in log); "

@@ -11,7 +11,7 @@ from refiner.config import SimGANParams
 from refiner.simgan.camera import Camera, describe
 from refiner.simgan.refine_job import refine_in_process
 from refiner.simgan.trainer import SimGANTrainer, build_refiner, load_refiner
-from refiner.tasks.images.example import CAMERA, make_example
+from refiner.tasks.images.example import CAMERA, JPEG_QUALITY, make_example
 
 
 def test_the_camera_moves_no_pixel():
@@ -94,8 +94,9 @@ def test_describe_says_the_camera_in_words():
 @pytest.mark.slow
 def test_the_camera_learns_the_shapes_examples_camera(tmp_path):
     """Against the example's camera images, the camera alone (no residual refiner) with a
-    global discriminator learns its white balance, vignetting and blur to within 25%. Not its
-    noise: JPEG at quality 35-80 leaves about 1 of its 7 levels in the pixels."""
+    global discriminator learns its white balance, vignetting and blur to within 25%, and its
+    noise (7 levels before JPEG) to within 30%: it reads the frames' JPEG qualities (35-79)
+    and codes its images as they were, so the noise it learns is the one before JPEG."""
     paths = make_example(tmp_path, num_synthetic=600, num_camera=600, num_test=1)
     load = lambda folder: np.stack([np.asarray(Image.open(f), np.float32) / 255  # noqa: E731
                                     for f in sorted(folder.glob("*.*"))])
@@ -109,3 +110,7 @@ def test_the_camera_learns_the_shapes_examples_camera(tmp_path):
     for key in ("gain_r", "gain_b", "vignetting", "blur_sigma_px"):
         assert learned[f"camera_{key}"] == pytest.approx(CAMERA[key], rel=0.25), (key, learned)
         assert abs(learned[f"camera_{key}"] - CAMERA[key]) < abs(before[f"camera_{key}"] - CAMERA[key]), key
+    assert learned["camera_noise_sigma_levels"] == pytest.approx(CAMERA["noise_sigma_levels"], rel=0.3), learned
+    assert before["camera_noise_sigma_levels"] < 0.3 * CAMERA["noise_sigma_levels"]  # learnt, not started there
+    assert JPEG_QUALITY[0] <= learned["camera_jpeg_quality_low"] < learned["camera_jpeg_quality"] \
+        < learned["camera_jpeg_quality_high"] <= JPEG_QUALITY[1], learned

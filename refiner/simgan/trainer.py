@@ -25,7 +25,8 @@ from refiner.data import channels
 from refiner.errors import CheckpointError
 from refiner.simgan.history import HistoryBuffer
 from refiner.simgan.losses import discriminator_loss, refiner_loss, self_regularization_loss
-from refiner.simgan.camera import Camera, CameraRefiner
+from refiner.simgan import sensor
+from refiner.simgan.camera import SENSOR_LR, Camera, CameraRefiner
 from refiner.simgan.networks import Discriminator, GlobalDiscriminator, Refiner
 from refiner.tensors import channels_first, channels_last
 
@@ -84,9 +85,26 @@ def discriminator_at_chance(log: list[dict]) -> bool:
     return bool(accuracies) and max(accuracies) < CHANCE_ACCURACY
 
 
-def build_refiner(config: SimGANParams, in_channels: int = 1) -> Refiner | CameraRefiner:
+def build_refiner(config: SimGANParams, in_channels: int = 1, jpeg_qualities=None) -> Refiner | CameraRefiner:
+    """``jpeg_qualities``: the camera model's JPEG stage's (``Camera``), None: none."""
     residual = Refiner(in_channels, config.channels, config.num_blocks) if config.residual else None
-    return CameraRefiner(residual, Camera(in_channels)) if config.camera else residual
+    return CameraRefiner(residual, Camera(in_channels, jpeg_qualities)) if config.camera else residual
+
+
+def read_jpeg(config: SimGANParams, real01: np.ndarray):
+    """The real pool's JPEG qualities where the camera model codes JPEG (``sensor.frame_qualities``),
+    else None; says what it read."""
+    if not (config.camera and config.jpeg):
+        return None
+    qualities = sensor.frame_qualities(np.asarray(real01))
+    if qualities is None:
+        print("train_refiner: the real frames are not JPEG-coded on their 8x8 grid (or at quality 85 and up): "
+              "the camera model has no JPEG stage")
+    else:
+        low, median, high = np.percentile(qualities, [10, 50, 90])
+        print(f"train_refiner: the real frames are JPEG at quality {median:.0f} ({low:.0f}-{high:.0f} for 80% of "
+              "them), read off their DCT coefficients: the camera model codes each image at one of them")
+    return qualities
 
 
 @contextmanager
@@ -116,10 +134,12 @@ class SimGANTrainer:
         self.generator = torch.Generator().manual_seed(seed)
         self.in_channels = channels(synthetic01.shape[1:])
         self.synthetic, self.real = to_model(synthetic01), to_model(real01)
+        # the real pool's sensor statistics, which the camera's refined images must match
+        self.sensor_target = sensor.pool_statistics((self.real + 1) / 2) if config.camera and config.sensor_weight else None
         self.synthetic_classes = self.real_classes = None
         if classes is not None:
             self.synthetic_classes, self.real_classes = (torch.as_tensor(c, dtype=torch.int64) for c in classes[:2])
-        self.refiner = build_refiner(config, self.in_channels).to(device)
+        self.refiner = build_refiner(config, self.in_channels, read_jpeg(config, real01)).to(device)
         self.discriminator = Discriminator(self.in_channels, config.disc_layers,
                                            classes[2] if classes is not None else 0).to(device)
         self.global_discriminator = GlobalDiscriminator(self.in_channels, synthetic01.shape[1:3],
@@ -142,8 +162,9 @@ class SimGANTrainer:
         if camera is None:
             return [{"params": list(self.refiner.parameters())}]
         residual = [] if self.refiner.residual is None else list(self.refiner.residual.parameters())
-        return [group for group in ({"params": residual}, {"params": list(camera.parameters()), "lr": self.config.camera_lr})
-                if group["params"]]
+        optics, sensor_ = camera.parameter_groups()
+        return [group for group in ({"params": residual}, {"params": optics, "lr": self.config.camera_lr},
+                                    {"params": sensor_, "lr": self.config.camera_lr * SENSOR_LR}) if group["params"]]
 
     def judge(self, images: torch.Tensor, classes: torch.Tensor | None) -> list[torch.Tensor]:
         """Every discriminator's logits on ``images``: the local one's per patch, the global one's per image."""
@@ -177,8 +198,21 @@ class SimGANTrainer:
         if self.semantic is not None and self.config.semantic_weight:
             semantic = self.semantic(refined, index)
             total = total + self.config.semantic_weight * semantic
+        if self.sensor_target is not None:
+            total = total + self.config.sensor_weight * self.sensor_mismatch(scene)
         self._step(self.opt_r, total)
         return adversarial.item(), regularization.item(), semantic.item()
+
+    def sensor_mismatch(self, scene: torch.Tensor) -> torch.Tensor:
+        """How far the camera's sensor statistics are from the real pool's, on a second pass of
+        the sensor over the optics' image held fixed: this term steers the sensor (noise and
+        grain) alone, and the optics learn from the game. On half the batch: the statistics need
+        no more pixels, and this pass was half of a refiner step's time."""
+        camera, scene = self.refiner.camera, scene[: max(1, len(scene) // 2)].detach()
+        with torch.no_grad():
+            optics = camera.optics(scene)
+        refined = camera.sensor(optics, scene)
+        return sensor.mismatch((refined + 1) / 2, self.sensor_target)
 
     def discriminator_step(self) -> tuple[float, float, float]:
         real, real_classes = self.batch(self.real, self.real_classes)
@@ -260,7 +294,8 @@ def load_refiner(path, image_shape=None, device: str = "cpu") -> Refiner:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         config = SimGANParams.model_validate(checkpoint["config"])
-        model = build_refiner(config, checkpoint["in_channels"])
+        jpeg = torch.empty(0) if "camera.jpeg_qualities" in checkpoint["state_dict"] else None
+        model = build_refiner(config, checkpoint["in_channels"], jpeg)
         model.load_state_dict(checkpoint["state_dict"])
     except pickle.UnpicklingError as err:  # torch's text suggests weights_only=False: never for a file we did not write
         raise CheckpointError(f"{path}: not a usable refiner checkpoint (it holds Python objects, not only "

@@ -1,0 +1,145 @@
+"""What a camera's sensor adds to an image, measured: statistics of its finest detail that the
+sensor sets and a scene hardly does. The noise level at four brightnesses (a Poisson–Gaussian
+sensor's noise grows with the signal: Foi et al. 2008) and the noise's grain (how much of it
+survives a 2x2 average, and how alike neighbours are); and the JPEG quality each real frame
+was saved at, read off its DCT coefficients.
+
+Why the camera model needs them: the adversarial loss gives its noise no usable gradient.
+The first-order effect of a noise draw on the discriminator averages to zero; what is left is
+second order in the noise level and, through the loss's convexity, pushes the noise *down*
+unless the discriminator happens to measure noise energy (measured: experiments/README.md,
+issue 39). Matching these statistics between refined and real images gives the sensor's few
+parameters a direct, first-order signal, with no label (the real pool's statistics only).
+JPEG's quality is read, not learnt: the differentiable codec's slope in its quality is its
+rounding's, local and misleading, and more noise under harder compression matches the same
+statistics as less noise under lighter compression; a frame's own quantization grid says
+which (exactly, up to quality 85, on the shapes example's frames).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+BRIGHTNESS_EDGES = (0.0, 0.25, 0.5, 0.75, 1.0001)  # four bins of the local brightness
+TRIM = 0.8  # the noise estimate keeps the 80% smallest high-pass values: scene edges are the tail
+MIN_SHARE = 0.02  # a brightness bin with fewer of the pixels is left out of the comparison
+# Immerkaer (1996): zero on flat areas and linear ramps (so vignetting and shading do not
+# count), and white noise of sigma comes out with sigma: its weights' squares sum to 1
+LAPLACE = torch.tensor([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]]) / 6
+
+
+def high_pass(images: torch.Tensor) -> torch.Tensor:
+    """N x C x H x W -> N x C x (H-2) x (W-2): Immerkaer's noise filter on each channel."""
+    channels = images.shape[1]
+    kernel = LAPLACE.to(images).view(1, 1, 3, 3).repeat(channels, 1, 1, 1)
+    return F.conv2d(images, kernel, groups=channels)
+
+
+def trimmed_sigma(values: torch.Tensor) -> torch.Tensor:
+    """A noise sigma robust to edges: the root mean square of the ``TRIM`` smallest magnitudes
+    (for Gaussian noise a fixed share of sigma; only compared with itself, so no constant)."""
+    magnitudes = values.abs().flatten()
+    limit = magnitudes.detach().kthvalue(max(1, int(TRIM * magnitudes.numel()))).values  # 7x quantile's speed
+    kept = magnitudes[magnitudes <= limit]
+    return (kept.square().mean() + 1e-12).sqrt()
+
+
+def statistics(images01: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(values, weights) of images N x C x H x W in [0, 1]: per channel the log noise sigma in
+    each brightness bin (weight 0 where the bin holds under ``MIN_SHARE`` of the pixels), then
+    the grain's two log ratios."""
+    residual = high_pass(images01)
+    brightness = F.avg_pool2d(images01.detach(), 3, stride=1)  # the same pixels as the residual
+    values, weights = [], []
+    for channel in range(images01.shape[1]):
+        for low, high in zip(BRIGHTNESS_EDGES, BRIGHTNESS_EDGES[1:]):
+            inside = (brightness[:, channel] >= low) & (brightness[:, channel] < high)
+            enough = inside.float().mean() >= MIN_SHARE
+            values.append(trimmed_sigma(residual[:, channel][inside]).log() if enough else residual.new_zeros(()))
+            weights.append(float(enough))
+    fine = trimmed_sigma(residual)
+    coarse = trimmed_sigma(high_pass(F.avg_pool2d(images01, 2)))  # white noise: half of fine
+    neighbours = trimmed_sigma(images01.diff(dim=3)) / 2 ** 0.5  # white noise: fine; correlated: less
+    values += [(coarse / fine).log(), (neighbours / fine).log()]
+    weights += [1.0, 1.0]
+    return torch.stack(values), torch.tensor(weights, device=images01.device)
+
+
+def mismatch(refined01: torch.Tensor, target: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """The mean squared difference of ``statistics`` between refined images and the real
+    pool's (``target``), over the statistics both have."""
+    values, weights = statistics(refined01)
+    both = weights * target[1]
+    return (both * (values - target[0]).square()).sum() / both.sum().clamp(min=1)
+
+
+@torch.no_grad()
+def pool_statistics(real01: torch.Tensor, sample: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """The real pool's ``statistics``, on an evenly spread sample of at most ``sample`` images
+    (no random draw: the trainer's RNG stream stays as it was)."""
+    step = max(1, len(real01) // sample)
+    return statistics(real01[::step][:sample])
+
+
+# JPEG's standard luminance table (ITU T.81, Annex K), which libjpeg scales by the quality
+LUMINANCE_TABLE = np.array([
+    [16, 11, 10, 16, 24, 40, 51, 61], [12, 12, 14, 19, 26, 58, 60, 55], [14, 13, 16, 24, 40, 57, 69, 56],
+    [14, 17, 22, 29, 51, 87, 80, 62], [18, 22, 37, 56, 68, 109, 103, 77], [24, 35, 55, 64, 81, 104, 113, 92],
+    [49, 64, 78, 87, 103, 121, 120, 101], [72, 92, 95, 98, 112, 100, 103, 99]])
+# the low AC frequencies: most often non-zero. Not the DC: a flat block's is a multiple of 8 anyway
+FREQUENCIES = ((0, 1), (1, 0), (1, 1), (0, 2), (2, 0), (1, 2), (2, 1), (0, 3), (3, 0))
+ROUNDING = 1.0  # how far a decoded coefficient may sit from its step's multiple (pixel rounding: ~0.2)
+READ = 0.5  # the evidence (0: as random, 1: every coefficient on the grid) that reads a frame's quality
+JPEG_SHARE = 0.5  # frames read as JPEG that make the camera model code JPEG
+
+
+def quality_tables() -> np.ndarray:
+    """100 x len(FREQUENCIES): libjpeg's quantization steps at qualities 1..100."""
+    qualities = np.arange(1, 101)[:, None]
+    scale = np.where(qualities < 50, 5000 / qualities, 200 - 2 * qualities)
+    table = np.array([LUMINANCE_TABLE[u, v] for u, v in FREQUENCIES])[None]
+    return np.clip(np.floor((table * scale + 50) / 100), 1, 255)
+
+
+def frame_quality(image01: np.ndarray) -> float:
+    """The JPEG quality a decoded frame (H x W or H x W x 3 in [0, 1]) was saved at, read off its
+    8x8 blocks' DCT coefficients, which JPEG left on multiples of its quantization steps; NaN
+    where they sit on no quality's grid (never JPEG-coded, resized or cropped since, or so high a
+    quality, about 85 and up, that its steps are within the pixels' rounding)."""
+    from scipy.fft import dctn
+    pixels = image01 * 255
+    luminance = pixels @ np.array([0.299, 0.587, 0.114]) if pixels.ndim == 3 else pixels
+    height, width = (luminance.shape[0] // 8) * 8, (luminance.shape[1] // 8) * 8
+    blocks = (luminance[:height, :width] - 128).reshape(height // 8, 8, width // 8, 8).swapaxes(1, 2).reshape(-1, 8, 8)
+    dct = dctn(blocks, axes=(1, 2), norm="ortho")  # JPEG's DCT is the orthonormal one
+    coefficients = np.stack([dct[:, u, v] for u, v in FREQUENCIES], 1)[None]  # 1 x blocks x frequencies
+    steps = quality_tables()[:, None]  # 100 x 1 x frequencies
+    # a coefficient tests a quality where it is not zero and its step is well above the rounding
+    testable = (np.abs(coefficients) > ROUNDING) & (steps > 4 * ROUNDING)
+    on_grid = np.abs(coefficients - steps * np.round(coefficients / steps)) < ROUNDING
+    chance = 2 * ROUNDING / steps  # a coefficient off any grid lands this close to a multiple by luck
+    count = testable.sum((1, 2))
+    evidence = ((on_grid & testable).sum((1, 2)) - (chance * testable).sum((1, 2))) / \
+        np.maximum((testable * (1 - chance)).sum((1, 2)), 1e-9)
+    evidence = np.where(count >= 10, evidence, -np.inf)
+    best = evidence.max()
+    if best < READ:
+        return float("nan")
+    # a quality's divisors (finer steps) fit as well: the coarsest grid that fits is the one
+    return float(np.flatnonzero(evidence >= best - 0.05).min() + 1)
+
+
+def frame_qualities(real01: np.ndarray, sample: int = 1024) -> np.ndarray | None:
+    """The real pool's JPEG qualities (N x H x W (x C) in [0, 1]), read frame by frame on an
+    evenly spread sample: None unless at least ``JPEG_SHARE`` of them read as JPEG. The frames
+    that do not read (too high a quality) count as 100."""
+    frames = real01[:: max(1, len(real01) // sample)][:sample]
+    if min(frames.shape[1:3]) < 8:
+        return None
+    qualities = np.array([frame_quality(frame) for frame in frames])
+    read = np.isfinite(qualities)
+    if read.mean() < JPEG_SHARE:
+        return None
+    return np.where(read, qualities, 100.0)
