@@ -48,10 +48,11 @@ class Camera(nn.Module):
         self.log_gain = nn.Parameter(torch.zeros(channels))
         self.offset = nn.Parameter(torch.zeros(channels))
         self.vignetting = nn.Parameter(torch.zeros(()))
-        # the sensor: read noise sigma and shot noise (variance per unit of brightness), both
-        # starting at 1 level; the grain's ring weights around a centre of 1 (0: white noise)
+        # the sensor: the read noise's sigma and the shot noise's sigma in white (its variance
+        # grows with the brightness), both starting at 1 level, in log: each travels as far per
+        # step at 1 level as at 20; the grain's ring weights around a centre of 1 (0: white noise)
         self.log_noise = nn.Parameter(torch.tensor(math.log(1 / LEVELS)))
-        self.log_shot = nn.Parameter(torch.tensor(math.log(1 / LEVELS ** 2)))
+        self.log_shot = nn.Parameter(torch.tensor(math.log(1 / LEVELS)))
         self.grain = nn.Parameter(torch.zeros(len(GRAIN_RINGS)))
         if jpeg_qualities is not None:
             quantiles = torch.linspace(0, 1, JPEG_QUANTILES, dtype=torch.float64)
@@ -73,7 +74,7 @@ class Camera(nn.Module):
 
     def sensor(self, image: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Noise (Poisson–Gaussian, grained) and JPEG on the optics' image; back to [-1, 1]."""
-        variance = self.log_shot.exp() * image.clamp(0, 1) + self.log_noise.exp() ** 2
+        variance = self.log_shot.exp() ** 2 * image.clamp(0, 1) + self.log_noise.exp() ** 2
         image = (image + variance.sqrt() * self.grained(self.noise_like(image, x))).clamp(0, 1)
         if self.jpeg_qualities is not None:
             image = jpeg(image, self.jpeg_qualities[self.quality_index(x)])
@@ -104,6 +105,12 @@ class Camera(nn.Module):
         xx = torch.linspace(-0.5, 0.5, width, device=self.vignetting.device).view(1, -1)
         return 1 - self.vignetting * 2 * (xx ** 2 + yy ** 2)
 
+    @torch.no_grad()
+    def start_noise(self, read: float, shot: float) -> None:
+        """Start the noise at these sigmas ([0, 1] units: the read noise, the shot noise in white)."""
+        self.log_noise.fill_(math.log(read))
+        self.log_shot.fill_(math.log(shot))
+
     def grain_kernel(self) -> torch.Tensor:
         """The 5x5 kernel over white noise, scaled to unit energy: the grain changes how the
         noise looks, not how strong it is (that is the noise level's)."""
@@ -131,7 +138,7 @@ class Camera(nn.Module):
         mid-grey (``noise_sigma_levels``), in black (the read noise) and in white, the grain
         (the noise's correlation between neighbouring pixels, 0: white) and the JPEG quality."""
         names = "rgb" if len(self.log_gain) == 3 else [str(c) for c in range(len(self.log_gain))]
-        sigma = lambda brightness: math.sqrt(self.log_shot.exp().item() * brightness  # noqa: E731
+        sigma = lambda brightness: math.sqrt(self.log_shot.exp().item() ** 2 * brightness  # noqa: E731
                                              + self.log_noise.exp().item() ** 2) * LEVELS
         kernel = self.grain_kernel()
         values = {"blur_sigma_px": self.blur_sigma().item(), "vignetting": self.vignetting.item(),
@@ -146,14 +153,16 @@ class Camera(nn.Module):
         return values
 
     def parameter_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-        """(the optics', the sensor's) parameters: the sensor's learn faster (``SENSOR_LR``)."""
+        """(the optics', the sensor's) parameters: the sensor's learn from its statistics, and
+        faster (``SENSOR_LR``)."""
         sensor = [self.log_noise, self.log_shot, self.grain]
         return [p for p in self.parameters() if all(p is not q for q in sensor)], sensor
 
 
-# the sensor's learning rate over the optics': its log noise travels about 2 (1 level to 7) in a
-# few hundred steps, and its statistics, not a game, steer it (measured: experiments/README.md)
-SENSOR_LR = 5.0
+# the sensor's learning rate over the optics': where the statistics' fit starts it is off by the
+# grain and the JPEG, which hide noise (3 levels where 10: tests/test_sensor.py), and it must
+# travel that in a few hundred steps
+SENSOR_LR = 10.0
 
 
 def jpeg(image01: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:

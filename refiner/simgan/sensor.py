@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 BRIGHTNESS_EDGES = (0.0, 0.25, 0.5, 0.75, 1.0001)  # four bins of the local brightness
 TRIM = 0.8  # the noise estimate keeps the 80% smallest high-pass values: scene edges are the tail
+GRAIN_STATISTICS = 2  # the last statistics: the grain's
 MIN_SHARE = 0.02  # a brightness bin with fewer of the pixels is left out of the comparison
 # Immerkaer (1996): zero on flat areas and linear ramps (so vignetting and shading do not
 # count), and white noise of sigma comes out with sigma: its weights' squares sum to 1
@@ -71,8 +72,35 @@ def mismatch(refined01: torch.Tensor, target: tuple[torch.Tensor, torch.Tensor])
     """The mean squared difference of ``statistics`` between refined images and the real
     pool's (``target``), over the statistics both have."""
     values, weights = statistics(refined01)
-    both = weights * target[1]
-    return (both * (values - target[0]).square()).sum() / both.sum().clamp(min=1)
+    both, squares = weights * target[1], (values - target[0]).square()
+    # the noise levels and the grain count alike: else a grain that sharpens the noise reads
+    # as more of it to the levels' four bins a channel, and stood in for it (-0.66 on white noise)
+    levels = (both[:-GRAIN_STATISTICS] * squares[:-GRAIN_STATISTICS]).sum() / both[:-GRAIN_STATISTICS].sum().clamp(min=1)
+    return levels + squares[-GRAIN_STATISTICS:].mean()
+
+
+# Gaussian noise's trimmed sigma over its sigma: the root mean square of the 80% smallest |x| of a
+# standard normal (its 80% quantile z = 1.2816: (0.8 - 2 z phi(z)) / 0.8, square-rooted)
+TRIMMED_GAUSSIAN = 0.6616
+
+
+def noise_levels(target: tuple[torch.Tensor, torch.Tensor]) -> tuple[float, float]:
+    """(read sigma, shot sigma in white), in [0, 1] units, of white Poisson-Gaussian noise that
+    would give the noise levels of ``statistics``' ``target``: a least-squares fit of
+    sigma^2 = read^2 + shot^2 * brightness over the bins, each at its middle. Where the camera's
+    noise starts: the statistics then correct it for the grain and the JPEG (which hide noise)."""
+    values, weights = target
+    levels = values[:-GRAIN_STATISTICS].view(-1, len(BRIGHTNESS_EDGES) - 1)
+    used = weights[:-GRAIN_STATISTICS].view_as(levels)
+    variances = ((levels.exp() / TRIMMED_GAUSSIAN) ** 2 * used).sum(0) / used.sum(0).clamp(min=1)
+    seen = used.sum(0) > 0
+    middles = torch.tensor([(low + high) / 2 for low, high in zip(BRIGHTNESS_EDGES, BRIGHTNESS_EDGES[1:])])
+    design = torch.stack([torch.ones_like(middles), middles], 1)[seen].double()
+    solution = torch.linalg.lstsq(design, variances[seen].double().view(-1, 1)).solution.view(-1)
+    floor = (0.5 / 255) ** 2  # half a level: no noise reads as a little, not as none (a log of 0)
+    if not seen.any():
+        return 0.5 / 255, 0.5 / 255
+    return float(solution[0].clamp(min=floor).sqrt()), float(solution[1].clamp(min=floor).sqrt())
 
 
 @torch.no_grad()
@@ -92,6 +120,7 @@ LUMINANCE_TABLE = np.array([
 FREQUENCIES = ((0, 1), (1, 0), (1, 1), (0, 2), (2, 0), (1, 2), (2, 1), (0, 3), (3, 0))
 ROUNDING = 1.0  # how far a decoded coefficient may sit from its step's multiple (pixel rounding: ~0.2)
 READ = 0.5  # the evidence (0: as random, 1: every coefficient on the grid) that reads a frame's quality
+TOLERANCE = 0.2  # a coarser grid within this much evidence of the best fits as well (0 misread of 400 at 0.2-0.4)
 JPEG_SHARE = 0.5  # frames read as JPEG that make the camera model code JPEG
 
 
@@ -128,7 +157,7 @@ def frame_quality(image01: np.ndarray) -> float:
     if best < READ:
         return float("nan")
     # a quality's divisors (finer steps) fit as well: the coarsest grid that fits is the one
-    return float(np.flatnonzero(evidence >= best - 0.05).min() + 1)
+    return float(np.flatnonzero(evidence >= best - TOLERANCE).min() + 1)
 
 
 def frame_qualities(real01: np.ndarray, sample: int = 1024) -> np.ndarray | None:

@@ -140,6 +140,8 @@ class SimGANTrainer:
         if classes is not None:
             self.synthetic_classes, self.real_classes = (torch.as_tensor(c, dtype=torch.int64) for c in classes[:2])
         self.refiner = build_refiner(config, self.in_channels, read_jpeg(config, real01)).to(device)
+        if self.sensor_target is not None:  # the noise starts at the real pool's, measured
+            self.refiner.camera.start_noise(*sensor.noise_levels(self.sensor_target))
         self.discriminator = Discriminator(self.in_channels, config.disc_layers,
                                            classes[2] if classes is not None else 0).to(device)
         self.global_discriminator = GlobalDiscriminator(self.in_channels, synthetic01.shape[1:3],
@@ -163,8 +165,10 @@ class SimGANTrainer:
             return [{"params": list(self.refiner.parameters())}]
         residual = [] if self.refiner.residual is None else list(self.refiner.residual.parameters())
         optics, sensor_ = camera.parameter_groups()
+        # the sensor's statistics are noisy batch to batch: its steps average over more of them
         return [group for group in ({"params": residual}, {"params": optics, "lr": self.config.camera_lr},
-                                    {"params": sensor_, "lr": self.config.camera_lr * SENSOR_LR}) if group["params"]]
+                                    {"params": sensor_, "lr": self.config.camera_lr * SENSOR_LR, "betas": (0.9, 0.999)})
+                if group["params"]]
 
     def judge(self, images: torch.Tensor, classes: torch.Tensor | None) -> list[torch.Tensor]:
         """Every discriminator's logits on ``images``: the local one's per patch, the global one's per image."""
@@ -198,16 +202,24 @@ class SimGANTrainer:
         if self.semantic is not None and self.config.semantic_weight:
             semantic = self.semantic(refined, index)
             total = total + self.config.semantic_weight * semantic
-        if self.sensor_target is not None:
-            total = total + self.config.sensor_weight * self.sensor_mismatch(scene)
-        self._step(self.opt_r, total)
+        if self.sensor_target is None:
+            self._step(self.opt_r, total)
+            return adversarial.item(), regularization.item(), semantic.item()
+        # the sensor learns from its statistics alone: the game's gradient on the noise is second
+        # order, and its sign is the discriminator's whim (down at first, then up past the truth)
+        self.opt_r.zero_grad(set_to_none=True)
+        total.backward()
+        for weight in self.refiner.camera.parameter_groups()[1]:
+            weight.grad = None
+        (self.config.sensor_weight * self.sensor_mismatch(scene)).backward()
+        self.opt_r.step()
         return adversarial.item(), regularization.item(), semantic.item()
 
     def sensor_mismatch(self, scene: torch.Tensor) -> torch.Tensor:
         """How far the camera's sensor statistics are from the real pool's, on a second pass of
         the sensor over the optics' image held fixed: this term steers the sensor (noise and
-        grain) alone, and the optics learn from the game. On half the batch: the statistics need
-        no more pixels, and this pass was half of a refiner step's time."""
+        grain), and the optics learn from the game. On half the batch: the statistics need no
+        more pixels, and this pass was half of a refiner step's time."""
         camera, scene = self.refiner.camera, scene[: max(1, len(scene) // 2)].detach()
         with torch.no_grad():
             optics = camera.optics(scene)
