@@ -57,6 +57,9 @@ class Init(ImagesParams):
         "the estimator's label-free adaptation (train_estimator.adaptation); unset: the params' for a class "
         "target, none for others"))
     fast: bool = Field(False, description="a small refiner and few steps: a first look in minutes on a CPU")
+    color: Literal["rgb", "gray"] | None = Field(None, description=(
+        "RGB or 8-bit grayscale through the whole pipeline; unset: gray where both the synthetic and the "
+        "real images are grey (one channel, or three equal ones), else rgb"))
     params: Path = Field(Path("params.yaml"), description="the params file to write (its comments are not kept)")
 
     def run(self) -> None:
@@ -67,6 +70,8 @@ class Init(ImagesParams):
         raw = yaml.safe_load(self.params.read_text()) if self.params.is_file() else {}
         section = self.model_dump(mode="json", include=set(ImagesParams.model_fields), exclude_none=True)
         section.update({key: _relative(section[key]) for key in PATHS if key in section})
+        if self.color is None:
+            section["color"] = self.inferred_color()
         raw.update(task=ImagesWorld.name, images=section)
         # the target decides the adaptation and the conditional discriminator: find it with both off
         probe = {**raw, "train_refiner": {**raw.get("train_refiner", {}), **NO_CLASSES},
@@ -96,6 +101,16 @@ class Init(ImagesParams):
             f"{'classifies' if head.has_classes else 'regresses'} {head.columns} ({head.metric.title})"
         print(f"estimator: {learns}")
         print(f"wrote {self.params} (task: images). Next: dvc repro   (or: make run)")
+
+    def inferred_color(self) -> str:
+        """gray where the synthetic and the real images are all grey: a grey camera's frames made RGB
+        got a colour cast and colour noise the camera never had (realism 1.000 on a grey dial world)."""
+        from refiner.tasks.images.readers import images_color
+        modes = {name: images_color(Path(getattr(self, name))) for name in ("synthetic", "real")}
+        color = "gray" if set(modes.values()) == {"gray"} else "rgb"
+        print(f"colour: {color} (synthetic images {modes['synthetic'] or 'unread'}, real {modes['real'] or 'unread'}; "
+              "--color sets it)")
+        return color
 
 
 class Example(BaseModel):

@@ -66,9 +66,17 @@ def through_sensor(images, rng, grain) -> np.ndarray:
     return np.round(np.clip(images + np.sqrt(SHOT * images + READ ** 2) * white, 0, 1) * 255).astype(np.float32) / 255
 
 
-def learnt_sensor(grain: bool, sensor_weight: float = 1.0) -> dict:
+def learnt_sensor(grain: bool, sensor_weight: float = 1.0, colour: str | None = None) -> dict:
+    """The camera alone trained on grey scenes against other scenes through the known sensor;
+    ``colour``: the scenes as RGB, their noise "independent" between channels or "grey" (one)."""
     rng = np.random.default_rng(2)
-    synthetic, real = scenes(400, rng), through_sensor(scenes(400, rng), rng, grain)
+    synthetic, camera_scenes = scenes(400, rng), scenes(400, rng)
+    real = through_sensor(camera_scenes, rng, grain)
+    if colour:
+        synthetic = np.repeat(synthetic[..., None], 3, -1)
+        channels = [real] + ([through_sensor(camera_scenes, rng, grain) for _ in range(2)] if colour == "independent"
+                             else [real, real])
+        real = np.stack(channels, -1)
     config = SimGANParams(channels=4, num_blocks=1, batch_size=32, pretrain_refiner_steps=0, pretrain_disc_steps=20,
                           steps=120, disc_layers=((16, 2), (32, 1)), camera=True, residual=False, disc_global=16,
                           conditional=False, log_every=60, sensor_weight=sensor_weight)
@@ -93,3 +101,13 @@ def test_the_camera_learns_a_known_sensors_noise(grain):
 def test_without_the_statistics_the_noise_does_not_learn():
     learnt = learnt_sensor(False, sensor_weight=0.0)
     assert learnt["noise_sigma_levels"] < 0.5 * np.sqrt(SHOT * 0.5 + READ ** 2) * 255, learnt
+
+
+@pytest.mark.parametrize("colour", ["grey", "independent"])
+def test_the_camera_learns_whether_its_noise_is_colour(colour):
+    """Grey frames read as RGB have one noise in all three channels: colour noise there made
+    refined frames trivially told apart (realism 1.000 on a grey dial world)."""
+    torch.manual_seed(0)
+    learnt = learnt_sensor(False, colour=colour)
+    assert learnt["colour_noise"] < 0.2 if colour == "grey" else learnt["colour_noise"] > 0.7, learnt
+    assert learnt["noise_sigma_levels"] == pytest.approx(np.sqrt(SHOT * 0.5 + READ ** 2) * 255, rel=0.3), learnt

@@ -54,6 +54,9 @@ class Camera(nn.Module):
         self.log_noise = nn.Parameter(torch.tensor(math.log(1 / LEVELS)))
         self.log_shot = nn.Parameter(torch.tensor(math.log(1 / LEVELS)))
         self.grain = nn.Parameter(torch.zeros(len(GRAIN_RINGS)))
+        # colour: the share of the noise's variance that differs between channels (a logit, from
+        # 0.8); the rest is one grey noise, as after demosaicing, JPEG's chroma or on grey frames
+        self.colour_logit = nn.Parameter(torch.logit(torch.tensor(0.8))) if channels == 3 else None
         if jpeg_qualities is not None:
             quantiles = torch.linspace(0, 1, JPEG_QUANTILES, dtype=torch.float64)
             qualities = torch.quantile(torch.as_tensor(jpeg_qualities, dtype=torch.float64), quantiles).float() \
@@ -75,7 +78,7 @@ class Camera(nn.Module):
     def sensor(self, image: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Noise (Poisson–Gaussian, grained) and JPEG on the optics' image; back to [-1, 1]."""
         variance = self.log_shot.exp() ** 2 * image.clamp(0, 1) + self.log_noise.exp() ** 2
-        image = (image + variance.sqrt() * self.grained(self.noise_like(image, x))).clamp(0, 1)
+        image = (image + variance.sqrt() * self.grained(self.coloured(self.noise_like(image, x), x))).clamp(0, 1)
         if self.jpeg_qualities is not None:
             image = jpeg(image, self.jpeg_qualities[self.quality_index(x)])
         return image * 2 - 1
@@ -131,12 +134,22 @@ class Camera(nn.Module):
             return torch.randn_like(image)
         return content_noise(inputs).to(image.dtype)
 
+    def coloured(self, white: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        """Unit noise whose channels share ``1 - colour`` of their variance: a grey draw (in eval
+        mode the negated image's own: another hash, the same reproducibility) mixed in."""
+        if self.colour_logit is None:
+            return white
+        grey = torch.randn_like(white[:, :1]) if self.training else content_noise(-inputs)[:, :1].to(white.dtype)
+        colour = torch.sigmoid(self.colour_logit)
+        return colour.sqrt() * white + (1 - colour).sqrt() * grey
+
     @torch.no_grad()
     def settings(self) -> dict[str, float]:
         """The learned camera in plain numbers: blur sigma in pixels, gamma, gain and offset
         (8-bit levels) per channel, the corners' vignetting; the noise sigma in levels at
         mid-grey (``noise_sigma_levels``), in black (the read noise) and in white, the grain
-        (the noise's correlation between neighbouring pixels, 0: white) and the JPEG quality."""
+        (the noise's correlation between neighbouring pixels, 0: white), for colour the share
+        of the noise that differs between channels, and the JPEG qualities."""
         names = "rgb" if len(self.log_gain) == 3 else [str(c) for c in range(len(self.log_gain))]
         sigma = lambda brightness: math.sqrt(self.log_shot.exp().item() ** 2 * brightness  # noqa: E731
                                              + self.log_noise.exp().item() ** 2) * LEVELS
@@ -144,6 +157,8 @@ class Camera(nn.Module):
         values = {"blur_sigma_px": self.blur_sigma().item(), "vignetting": self.vignetting.item(),
                   "noise_sigma_levels": sigma(0.5), "noise_black_levels": sigma(0), "noise_white_levels": sigma(1),
                   "grain": (kernel[:, 1:] * kernel[:, :-1]).sum().item()}
+        if self.colour_logit is not None:
+            values["colour_noise"] = torch.sigmoid(self.colour_logit).item()
         if self.jpeg_qualities is not None:  # the median and the middle 80% of the frames' qualities
             values |= {"jpeg_quality": self.jpeg_qualities.median().item(),
                        "jpeg_quality_low": torch.quantile(self.jpeg_qualities, 0.1).item(),
@@ -155,7 +170,7 @@ class Camera(nn.Module):
     def parameter_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """(the optics', the sensor's) parameters: the sensor's learn from its statistics, and
         faster (``SENSOR_LR``)."""
-        sensor = [self.log_noise, self.log_shot, self.grain]
+        sensor = [self.log_noise, self.log_shot, self.grain] + ([self.colour_logit] if self.colour_logit is not None else [])
         return [p for p in self.parameters() if all(p is not q for q in sensor)], sensor
 
 
@@ -209,7 +224,8 @@ def _hash32(x: torch.Tensor) -> torch.Tensor:
 def describe(settings: dict[str, float]) -> str:
     """E.g. "the camera is 12% warmer (gain r 1.10, g 1.00, b 0.87), vignetting 0.45 at the
     corners, blur sigma 0.90 px, noise sigma 7.1 levels at mid-grey (2.0 in black, 9.8 in white),
-    grain 0.30, JPEG quality 55"; the sensor's parts are said where ``settings`` has them."""
+    grain 0.30 (40% of it colour), JPEG quality 55 (38-76 for 80% of the frames)"; the sensor's
+    parts are said where ``settings`` has them."""
     gains = {key[5:]: value for key, value in settings.items() if key.startswith("gain_")}
     colour = ", ".join(f"{name} {gain:.2f}" for name, gain in gains.items())
     if {"r", "b"} <= set(gains):
@@ -223,8 +239,11 @@ def describe(settings: dict[str, float]) -> str:
     if "noise_black_levels" in settings:
         text += (f" at mid-grey ({settings['noise_black_levels']:.1f} in black, {settings['noise_white_levels']:.1f} "
                  f"in white), grain {settings['grain']:.2f}")
+    if "colour_noise" in settings:
+        text += f" ({settings['colour_noise']:.0%} of it colour)"
     if "jpeg_quality" in settings:
-        text += f", JPEG quality {settings['jpeg_quality']:.0f}"
+        text += (f", JPEG quality {settings['jpeg_quality']:.0f} ({settings['jpeg_quality_low']:.0f}-"
+                 f"{settings['jpeg_quality_high']:.0f} for 80% of the frames)")
     return text
 
 

@@ -18,13 +18,14 @@ which (exactly, up to quality 85, on the shapes example's frames).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 BRIGHTNESS_EDGES = (0.0, 0.25, 0.5, 0.75, 1.0001)  # four bins of the local brightness
 TRIM = 0.8  # the noise estimate keeps the 80% smallest high-pass values: scene edges are the tail
-GRAIN_STATISTICS = 2  # the last statistics: the grain's
 MIN_SHARE = 0.02  # a brightness bin with fewer of the pixels is left out of the comparison
 # Immerkaer (1996): zero on flat areas and linear ramps (so vignetting and shading do not
 # count), and white noise of sigma comes out with sigma: its weights' squares sum to 1
@@ -47,36 +48,52 @@ def trimmed_sigma(values: torch.Tensor) -> torch.Tensor:
     return (kept.square().mean() + 1e-12).sqrt()
 
 
-def statistics(images01: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(values, weights) of images N x C x H x W in [0, 1]: per channel the log noise sigma in
-    each brightness bin (weight 0 where the bin holds under ``MIN_SHARE`` of the pixels), then
-    the grain's two log ratios."""
+class Statistics(NamedTuple):
+    """``levels``: per channel the log noise sigma in each brightness bin, with ``weights`` (0
+    where the bin holds under ``MIN_SHARE`` of the pixels); ``shape``: the noise's shape, the
+    grain's two log ratios and, for colour, how much of it differs between channels."""
+    levels: torch.Tensor
+    weights: torch.Tensor
+    shape: torch.Tensor
+
+
+def statistics(images01: torch.Tensor) -> Statistics:
+    """Of images N x C x H x W in [0, 1]."""
     residual = high_pass(images01)
     brightness = F.avg_pool2d(images01.detach(), 3, stride=1)  # the same pixels as the residual
-    values, weights = [], []
+    levels, weights = [], []
     for channel in range(images01.shape[1]):
         for low, high in zip(BRIGHTNESS_EDGES, BRIGHTNESS_EDGES[1:]):
             inside = (brightness[:, channel] >= low) & (brightness[:, channel] < high)
             enough = inside.float().mean() >= MIN_SHARE
-            values.append(trimmed_sigma(residual[:, channel][inside]).log() if enough else residual.new_zeros(()))
+            levels.append(trimmed_sigma(residual[:, channel][inside]).log() if enough else residual.new_zeros(()))
             weights.append(float(enough))
     fine = trimmed_sigma(residual)
     coarse = trimmed_sigma(high_pass(F.avg_pool2d(images01, 2)))  # white noise: half of fine
     neighbours = trimmed_sigma(images01.diff(dim=3)) / 2 ** 0.5  # white noise: fine; correlated: less
-    values += [(coarse / fine).log(), (neighbours / fine).log()]
-    weights += [1.0, 1.0]
-    return torch.stack(values), torch.tensor(weights, device=images01.device)
+    shape = [(coarse / fine).log(), (neighbours / fine).log()]
+    if images01.shape[1] == 3:
+        shape.append(colour_share(residual))
+    return Statistics(torch.stack(levels), torch.tensor(weights, device=images01.device), torch.stack(shape))
 
 
-def mismatch(refined01: torch.Tensor, target: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+def colour_share(residual: torch.Tensor) -> torch.Tensor:
+    """How much of the noise differs between channels: 1 where the channels' noise is
+    independent, 0 where it is one grey noise (no log: grey frames' difference is exactly 0)."""
+    differences = trimmed_sigma(residual[:, :2] - residual[:, 1:])  # independent: sqrt 2 sigma
+    grey = trimmed_sigma(residual.mean(1)) * 6 ** 0.5  # independent: sigma / sqrt 3, times sqrt 6
+    return 2 * differences / (differences + grey)
+
+
+def mismatch(refined01: torch.Tensor, target: Statistics) -> torch.Tensor:
     """The mean squared difference of ``statistics`` between refined images and the real
-    pool's (``target``), over the statistics both have."""
-    values, weights = statistics(refined01)
-    both, squares = weights * target[1], (values - target[0]).square()
-    # the noise levels and the grain count alike: else a grain that sharpens the noise reads
-    # as more of it to the levels' four bins a channel, and stood in for it (-0.66 on white noise)
-    levels = (both[:-GRAIN_STATISTICS] * squares[:-GRAIN_STATISTICS]).sum() / both[:-GRAIN_STATISTICS].sum().clamp(min=1)
-    return levels + squares[-GRAIN_STATISTICS:].mean()
+    pool's (``target``): over the levels both have, plus over the shape's. The two count alike:
+    else a grain that sharpens the noise reads as more of it to the levels' four bins a channel,
+    and stood in for it (-0.66 on white noise)."""
+    refined = statistics(refined01)
+    both = refined.weights * target.weights
+    levels = (both * (refined.levels - target.levels).square()).sum() / both.sum().clamp(min=1)
+    return levels + (refined.shape - target.shape).square().mean()
 
 
 # Gaussian noise's trimmed sigma over its sigma: the root mean square of the 80% smallest |x| of a
@@ -84,14 +101,13 @@ def mismatch(refined01: torch.Tensor, target: tuple[torch.Tensor, torch.Tensor])
 TRIMMED_GAUSSIAN = 0.6616
 
 
-def noise_levels(target: tuple[torch.Tensor, torch.Tensor]) -> tuple[float, float]:
+def noise_levels(target: Statistics) -> tuple[float, float]:
     """(read sigma, shot sigma in white), in [0, 1] units, of white Poisson-Gaussian noise that
     would give the noise levels of ``statistics``' ``target``: a least-squares fit of
     sigma^2 = read^2 + shot^2 * brightness over the bins, each at its middle. Where the camera's
     noise starts: the statistics then correct it for the grain and the JPEG (which hide noise)."""
-    values, weights = target
-    levels = values[:-GRAIN_STATISTICS].view(-1, len(BRIGHTNESS_EDGES) - 1)
-    used = weights[:-GRAIN_STATISTICS].view_as(levels)
+    levels = target.levels.view(-1, len(BRIGHTNESS_EDGES) - 1)
+    used = target.weights.view_as(levels)
     variances = ((levels.exp() / TRIMMED_GAUSSIAN) ** 2 * used).sum(0) / used.sum(0).clamp(min=1)
     seen = used.sum(0) > 0
     middles = torch.tensor([(low + high) / 2 for low, high in zip(BRIGHTNESS_EDGES, BRIGHTNESS_EDGES[1:])])
@@ -104,7 +120,7 @@ def noise_levels(target: tuple[torch.Tensor, torch.Tensor]) -> tuple[float, floa
 
 
 @torch.no_grad()
-def pool_statistics(real01: torch.Tensor, sample: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+def pool_statistics(real01: torch.Tensor, sample: int = 1024) -> Statistics:
     """The real pool's ``statistics``, on an evenly spread sample of at most ``sample`` images
     (no random draw: the trainer's RNG stream stays as it was)."""
     step = max(1, len(real01) // sample)

@@ -98,6 +98,28 @@ def common_size(sources: dict) -> tuple[int, int] | None:
     return sizes.most_common(1)[0][0] if sizes else None
 
 
+COLOR_SAMPLE = 64  # images whose pixels say whether a folder is grey
+
+
+def common_color(sources: dict) -> str | None:
+    """"gray" when each of the first ``COLOR_SAMPLE`` readable images is grey (one channel, or
+    three equal ones), else "rgb"; None when none is readable."""
+    seen = 0
+    for source in [s for s in sources.values() if not isinstance(s, ValueError)]:
+        try:
+            with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+                if image.mode not in ("1", "L", "LA", "I", "I;16", "F"):
+                    pixels = np.asarray(image.convert("RGB"))
+                    if not (np.array_equal(pixels[..., 0], pixels[..., 1]) and np.array_equal(pixels[..., 1], pixels[..., 2])):
+                        return "rgb"
+        except (UnidentifiedImageError, OSError, ValueError, TypeError, Image.DecompressionBombError):
+            continue
+        seen += 1
+        if seen == COLOR_SAMPLE:
+            break
+    return "gray" if seen else None
+
+
 def sized(pre: Preprocess, sources: dict) -> Preprocess:
     """``pre`` with its size fixed: as given, or the images' most common size (none readable:
     unset, and every image is skipped and reported)."""

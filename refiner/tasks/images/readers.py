@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 
 from refiner.data import IMAGE_TYPE, MANIFEST, DatasetError, decode_image_column_uint8, encode_png
-from refiner.tasks.images.pixels import (IMAGE_SUFFIXES, Preprocess, common_size, list_images, load_image,
+from refiner.tasks.images.pixels import (IMAGE_SUFFIXES, Preprocess, common_color, common_size, list_images, load_image,
                                          move_points, sized)
 from refiner.tasks.world import read_summary
 
@@ -287,6 +287,12 @@ def first_image_size(images: Path, pre: Preprocess) -> tuple[int, int]:
     if size is None:
         raise DatasetError(f"{images}: no readable image")
     return size
+
+
+def images_color(images: Path) -> str | None:
+    """The colour mode of a folder or table of images (``pixels.common_color``)."""
+    table = table_source(images)
+    return common_color(table[1] if table is not None else list_images(images))
 
 
 def read_unlabelled(images: Path, pre: Preprocess) -> Read:
