@@ -127,6 +127,12 @@ def train(params: Params, args: Args) -> dict:
         if config.camera:
             settings = {key.removeprefix("camera_"): value for key, value in trainer.camera_settings().items()}
             mlflow.set_tag("simrefinery.camera", describe(settings))
+            if "jpeg_quality" in settings:
+                print("train_refiner: the real frames are JPEG-coded; their qualities, read off their 8x8 DCT "
+                      "coefficients, code the refined images")
+            elif config.jpeg:
+                print("train_refiner: the real frames show no JPEG coding on their 8x8 grid (or only at quality 85 "
+                      "and up): the camera model codes none")
             print(f"train_refiner: {describe(settings)}")
         common.write_json(args.metrics, final)
         example = data.to_uint8(trainer.probe[:2])  # uint8, as the datasets hold images

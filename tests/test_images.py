@@ -225,6 +225,25 @@ def test_init_turns_the_conditional_discriminator_off_for_a_regression_and_keeps
     assert yaml.safe_load((tmp_path / "params.yaml").read_text())["train_refiner"] == sized
 
 
+def test_init_makes_grey_folders_a_grey_world_and_says_so(tmp_path, monkeypatch, capsys):
+    """Grey frames (one channel, or three equal ones) made RGB got a colour noise their camera
+    never had; the colour mode is inferred, as the size is, unless --color sets it."""
+    monkeypatch.chdir(tmp_path)
+    save(tmp_path / "img" / "a.png", colour=90, mode="L")
+    save(tmp_path / "img" / "b.png", colour=(70, 70, 70))  # RGB, but grey
+    save(tmp_path / "camera" / "a.jpg", colour=120, mode="L")
+    labels_table([{"file": "a.png", "kp": [1.0, 2.0]}, {"file": "b.png", "kp": [3.0, 4.0]}], tmp_path / "labels.csv")
+    base = ["init", "--synthetic", "img", "--labels", "labels.csv", "--real", "camera", "--params", "params.yaml"]
+    written = lambda: yaml.safe_load((tmp_path / "params.yaml").read_text())["images"]["color"]  # noqa: E731
+    cli(base)
+    assert written() == "gray" and "colour: gray" in capsys.readouterr().out
+    cli([*base, "--color", "rgb"])
+    assert written() == "rgb"
+    save(tmp_path / "camera" / "b.png", colour=(120, 100, 90))  # one colour frame: an RGB world
+    cli(base)
+    assert written() == "rgb" and "real rgb" in capsys.readouterr().out
+
+
 def test_the_refiner_is_pixel_aligned_so_geometric_labels_stay_true():
     """Why keypoints, boxes and masks pass through refinement untouched: a change at one pixel
     moves the output only within the refiner's receptive field around that same pixel (no

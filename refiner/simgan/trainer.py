@@ -93,18 +93,8 @@ def build_refiner(config: SimGANParams, in_channels: int = 1, jpeg_qualities=Non
 
 def read_jpeg(config: SimGANParams, real01: np.ndarray):
     """The real pool's JPEG qualities where the camera model codes JPEG (``sensor.frame_qualities``),
-    else None; says what it read."""
-    if not (config.camera and config.jpeg):
-        return None
-    qualities = sensor.frame_qualities(np.asarray(real01))
-    if qualities is None:
-        print("train_refiner: the real frames are not JPEG-coded on their 8x8 grid (or at quality 85 and up): "
-              "the camera model has no JPEG stage")
-    else:
-        low, median, high = np.percentile(qualities, [10, 50, 90])
-        print(f"train_refiner: the real frames are JPEG at quality {median:.0f} ({low:.0f}-{high:.0f} for 80% of "
-              "them), read off their DCT coefficients: the camera model codes each image at one of them")
-    return qualities
+    else None."""
+    return sensor.frame_qualities(np.asarray(real01)) if config.camera and config.jpeg else None
 
 
 @contextmanager
