@@ -1,8 +1,8 @@
 """What a camera's sensor adds to an image, measured: statistics of its finest detail that the
 sensor sets and a scene hardly does. The noise level at four brightnesses (a Poisson–Gaussian
-sensor's noise grows with the signal: Foi et al. 2008) and the noise's grain (how much of it
-survives a 2x2 average, and how alike neighbours are); and the JPEG quality each real frame
-was saved at, read off its DCT coefficients.
+sensor's noise grows with the signal: Foi et al. 2008), the noise's grain (how alike its
+neighbours are) and, for colour, how much of it differs between channels; and the JPEG
+quality each real frame was saved at, read off its DCT coefficients.
 
 Why the camera model needs them: the adversarial loss gives its noise no usable gradient.
 The first-order effect of a noise draw on the discriminator averages to zero; what is left is
@@ -50,8 +50,10 @@ def trimmed_sigma(values: torch.Tensor) -> torch.Tensor:
 
 class Statistics(NamedTuple):
     """``levels``: per channel the log noise sigma in each brightness bin, with ``weights`` (0
-    where the bin holds under ``MIN_SHARE`` of the pixels); ``shape``: the noise's shape, the
-    grain's two log ratios and, for colour, how much of it differs between channels."""
+    where the bin holds under ``MIN_SHARE`` of the pixels); ``shape``: the noise's shape, its
+    grain twice (how much of it survives a 2x2 average and how alike neighbours are, as log
+    ratios of sigmas; the noise filter's correlation 1 and 2 pixels apart) and, for colour, how
+    much of it differs between channels."""
     levels: torch.Tensor
     weights: torch.Tensor
     shape: torch.Tensor
@@ -71,10 +73,25 @@ def statistics(images01: torch.Tensor) -> Statistics:
     fine = trimmed_sigma(residual)
     coarse = trimmed_sigma(high_pass(F.avg_pool2d(images01, 2)))  # white noise: half of fine
     neighbours = trimmed_sigma(images01.diff(dim=3)) / 2 ** 0.5  # white noise: fine; correlated: less
-    shape = [(coarse / fine).log(), (neighbours / fine).log()]
+    shape = [(coarse / fine).log(), (neighbours / fine).log(), correlation(residual, 1), correlation(residual, 2)]
     if images01.shape[1] == 3:
         shape.append(colour_share(residual))
     return Statistics(torch.stack(levels), torch.tensor(weights, device=images01.device), torch.stack(shape))
+
+
+def correlation(residual: torch.Tensor, lag: int) -> torch.Tensor:
+    """How alike the noise filter's outputs ``lag`` pixels apart are, across and down: -0.42 and
+    0.07 for white noise (the filter's own shape, after trimming), nearer 0 the coarser the
+    grain. Over the pairs whose both values are among the ``TRIM`` smallest, so that edges,
+    whose residuals are large, do not count: on a grey dial world whose scenes dominate the
+    ratios of sigmas (1.27 where the noise alone gives 0.5), these still told its grain."""
+    limit = residual.detach().abs().flatten().kthvalue(max(1, int(TRIM * residual.numel()))).values
+    pairs = []
+    for dim in (2, 3):
+        first, second = residual.narrow(dim, 0, residual.shape[dim] - lag), residual.narrow(dim, lag, residual.shape[dim] - lag)
+        kept = (first.abs() <= limit) & (second.abs() <= limit)
+        pairs.append((first * second)[kept].mean() / ((first.square() + second.square()) / 2)[kept].mean().clamp(min=1e-12))
+    return torch.stack(pairs).mean()
 
 
 def colour_share(residual: torch.Tensor) -> torch.Tensor:
