@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from refiner.config import SimGANParams
+from refiner.errors import CheckpointError
 from refiner.simgan.camera import Camera, describe
 from refiner.simgan.refine_job import refine_in_process
 from refiner.simgan.trainer import SimGANTrainer, build_refiner, load_refiner
@@ -114,3 +115,20 @@ def test_the_camera_learns_the_shapes_examples_camera(tmp_path):
     assert before["camera_noise_sigma_levels"] < 0.3 * CAMERA["noise_sigma_levels"]  # learnt, not started there
     assert JPEG_QUALITY[0] <= learned["camera_jpeg_quality_low"] < learned["camera_jpeg_quality"] \
         < learned["camera_jpeg_quality_high"] <= JPEG_QUALITY[1], learned
+
+
+def test_a_camera_refiner_from_before_the_sensor_still_loads(tmp_path):
+    """Checkpoints of session 38 and earlier hold one noise sigma and no shot noise, grain or
+    colour share: they load, with white noise independent between channels, as they refined."""
+    config = SimGANParams(channels=4, num_blocks=1, disc_layers=((8, 1),), conditional=False, camera=True)
+    state = {key: value for key, value in build_refiner(config, 3).state_dict().items()
+             if key not in ("camera.log_shot", "camera.grain", "camera.colour_logit")}
+    checkpoint = {"state_dict": state, "config": config.model_dump(mode="json", by_alias=True), "in_channels": 3,
+                  "image_shape": [8, 8, 3]}
+    torch.save(checkpoint, tmp_path / "refiner.pt")
+    settings = load_refiner(tmp_path / "refiner.pt").camera.settings()
+    assert settings["noise_white_levels"] == pytest.approx(settings["noise_black_levels"], rel=1e-3)
+    assert settings["grain"] == 0 and settings["colour_noise"] > 0.999
+    torch.save({**checkpoint, "state_dict": {**state, "camera.stray": torch.zeros(1)}}, tmp_path / "stray.pt")
+    with pytest.raises(CheckpointError, match="stray"):
+        load_refiner(tmp_path / "stray.pt")

@@ -114,6 +114,16 @@ class Camera(nn.Module):
         self.log_noise.fill_(math.log(read))
         self.log_shot.fill_(math.log(shot))
 
+    @torch.no_grad()
+    def without_new_sensor(self) -> None:
+        """The sensor a checkpoint from before its shot noise, grain and colour share had:
+        white noise of one sigma, independent between channels (as it refined then, up to
+        rounding)."""
+        self.log_shot.fill_(-20.0)
+        self.grain.zero_()
+        if self.colour_logit is not None:
+            self.colour_logit.fill_(20.0)
+
     def grain_kernel(self) -> torch.Tensor:
         """The 5x5 kernel over white noise, scaled to unit energy: the grain changes how the
         noise looks, not how strong it is (that is the noise level's)."""

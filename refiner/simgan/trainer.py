@@ -291,6 +291,10 @@ class SimGANTrainer:
                 "in_channels": self.in_channels, "image_shape": list(image_shape)}
 
 
+# what a camera refiner trained before the sensor was completed (session 38 and earlier) lacks
+SENSOR_ADDED = {"camera.log_shot", "camera.grain", "camera.colour_logit"}
+
+
 def load_refiner(path, image_shape=None, device: str = "cpu") -> Refiner:
     """Load a refiner checkpoint safely; check it fits images of ``image_shape`` before any work."""
     try:
@@ -298,7 +302,11 @@ def load_refiner(path, image_shape=None, device: str = "cpu") -> Refiner:
         config = SimGANParams.model_validate(checkpoint["config"])
         jpeg = torch.empty(0) if "camera.jpeg_qualities" in checkpoint["state_dict"] else None
         model = build_refiner(config, checkpoint["in_channels"], jpeg)
-        model.load_state_dict(checkpoint["state_dict"])
+        keys = model.load_state_dict(checkpoint["state_dict"], strict=False)
+        if keys.unexpected_keys or not set(keys.missing_keys) <= SENSOR_ADDED:
+            model.load_state_dict(checkpoint["state_dict"])  # raises, naming what does not fit
+        if keys.missing_keys:
+            model.camera.without_new_sensor()
     except pickle.UnpicklingError as err:  # torch's text suggests weights_only=False: never for a file we did not write
         raise CheckpointError(f"{path}: not a usable refiner checkpoint (it holds Python objects, not only "
                               f"tensors; refusing to load it)") from err
