@@ -118,11 +118,12 @@ def test_the_camera_learns_the_shapes_examples_camera(tmp_path):
 
 
 def test_a_camera_refiner_from_before_the_sensor_still_loads(tmp_path):
-    """Checkpoints of session 38 and earlier hold one noise sigma and no shot noise, grain or
-    colour share: they load, with white noise independent between channels, as they refined."""
+    """Checkpoints of session 38 and earlier hold one noise sigma and no noise level by
+    brightness, grain or colour share: they load, with white noise independent between
+    channels, as they refined."""
     config = SimGANParams(channels=4, num_blocks=1, disc_layers=((8, 1),), conditional=False, camera=True)
     state = {key: value for key, value in build_refiner(config, 3).state_dict().items()
-             if key not in ("camera.log_shot", "camera.grain", "camera.colour_logit")}
+             if key not in ("camera.log_noise_white", "camera.grain", "camera.colour_logit")}
     checkpoint = {"state_dict": state, "config": config.model_dump(mode="json", by_alias=True), "in_channels": 3,
                   "image_shape": [8, 8, 3]}
     torch.save(checkpoint, tmp_path / "refiner.pt")

@@ -59,19 +59,19 @@ def scenes(count, rng, size=24) -> np.ndarray:
     return np.clip(gaussian_filter(rng.random((count, size, size)), (0, 2.5, 2.5)) * 4 - 1.5, 0, 1).astype(np.float32)
 
 
-def through_sensor(images, rng, grain) -> np.ndarray:
+def through_sensor(images, rng, grain, variance=lambda y: SHOT * y + READ ** 2) -> np.ndarray:
     white = rng.standard_normal(images.shape)
     if grain:
         white = np.stack([convolve(w, GRAIN / np.sqrt((GRAIN ** 2).sum()), mode="wrap") for w in white])
-    return np.round(np.clip(images + np.sqrt(SHOT * images + READ ** 2) * white, 0, 1) * 255).astype(np.float32) / 255
+    return np.round(np.clip(images + np.sqrt(variance(images)) * white, 0, 1) * 255).astype(np.float32) / 255
 
 
-def learnt_sensor(grain: bool, sensor_weight: float = 1.0, colour: str | None = None) -> dict:
+def learnt_sensor(grain: bool, sensor_weight: float = 1.0, colour: str | None = None, **sensor) -> dict:
     """The camera alone trained on grey scenes against other scenes through the known sensor;
     ``colour``: the scenes as RGB, their noise "independent" between channels or "grey" (one)."""
     rng = np.random.default_rng(2)
     synthetic, camera_scenes = scenes(400, rng), scenes(400, rng)
-    real = through_sensor(camera_scenes, rng, grain)
+    real = through_sensor(camera_scenes, rng, grain, **sensor)
     if colour:
         synthetic = np.repeat(synthetic[..., None], 3, -1)
         channels = [real] + ([through_sensor(camera_scenes, rng, grain) for _ in range(2)] if colour == "independent"
@@ -96,6 +96,15 @@ def test_the_camera_learns_a_known_sensors_noise(grain):
     assert learnt["noise_black_levels"] < 0.6 * learnt["noise_white_levels"], learnt  # it grows with the signal
     neighbours = 2 * GRAIN[1, 0] * GRAIN[1, 1] / (GRAIN ** 2).sum()  # the world's neighbour correlation: 0.55
     assert learnt["grain"] > 0.5 * neighbours if grain else abs(learnt["grain"]) < 0.2, learnt
+
+
+def test_a_noise_that_shrinks_towards_white_is_learnt_so():
+    """After a tone curve the noise is largest in the dark (12 levels in black, 4 in white here):
+    the camera's noise level is linear in variance between its black and white, either way."""
+    torch.manual_seed(0)
+    learnt = learnt_sensor(False, variance=lambda y: (12 / 255) ** 2 + ((4 / 255) ** 2 - (12 / 255) ** 2) * y)
+    assert learnt["noise_black_levels"] == pytest.approx(12, rel=0.3), learnt
+    assert learnt["noise_white_levels"] < 0.6 * learnt["noise_black_levels"], learnt
 
 
 def test_without_the_statistics_the_noise_does_not_learn():

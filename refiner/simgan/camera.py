@@ -4,8 +4,9 @@ synthetic data"), trained adversarially with the residual refiner.
 
 The optics, in order: lens blur (a Gaussian of learned sigma), a tone curve (per-channel
 gamma), white balance (per-channel gain and offset), radial vignetting (the corners' gain).
-Then the sensor: Poisson–Gaussian noise (a read noise plus a shot noise whose variance grows
-with the brightness; Foi et al. 2008), its grain (a learned isotropic 5x5 kernel over the
+Then the sensor: noise whose variance is linear in the brightness between its sigmas in black
+and in white (Poisson–Gaussian, Foi et al. 2008, where it grows: a read noise plus a shot
+noise; a tone curve after the sensor makes it shrink), its grain (a learned isotropic 5x5 kernel over the
 noise: neighbouring pixels' noise alike, as after demosaicing and denoising, or a fine
 texture) and, where the real frames show JPEG's 8x8 blocks, JPEG at a learned quality
 (kornia's differentiable codec). Each is a per-pixel map, a symmetric blur or a codec on a
@@ -48,11 +49,12 @@ class Camera(nn.Module):
         self.log_gain = nn.Parameter(torch.zeros(channels))
         self.offset = nn.Parameter(torch.zeros(channels))
         self.vignetting = nn.Parameter(torch.zeros(()))
-        # the sensor: the read noise's sigma and the shot noise's sigma in white (its variance
-        # grows with the brightness), both starting at 1 level, in log: each travels as far per
-        # step at 1 level as at 20; the grain's ring weights around a centre of 1 (0: white noise)
+        # the sensor: the noise's sigma in black and in white, its variance linear in the
+        # brightness between them (Poisson-Gaussian where it grows; a tone curve after the sensor
+        # makes it shrink), in log: each travels as far per step at 1 level as at 20; the grain's
+        # ring weights around a centre of 1 (0: white noise)
         self.log_noise = nn.Parameter(torch.tensor(math.log(1 / LEVELS)))
-        self.log_shot = nn.Parameter(torch.tensor(math.log(1 / LEVELS)))
+        self.log_noise_white = nn.Parameter(torch.tensor(math.log(1 / LEVELS)))
         self.grain = nn.Parameter(torch.zeros(len(GRAIN_RINGS)))
         # colour: the share of the noise's variance that differs between channels (a logit, from
         # 0.8); the rest is one grey noise, as after demosaicing, JPEG's chroma or on grey frames
@@ -77,7 +79,8 @@ class Camera(nn.Module):
 
     def sensor(self, image: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Noise (Poisson–Gaussian, grained) and JPEG on the optics' image; back to [-1, 1]."""
-        variance = self.log_shot.exp() ** 2 * image.clamp(0, 1) + self.log_noise.exp() ** 2
+        black, white = self.log_noise.exp() ** 2, self.log_noise_white.exp() ** 2
+        variance = black + (white - black) * image.clamp(0, 1)
         image = (image + variance.sqrt() * self.grained(self.coloured(self.noise_like(image, x), x))).clamp(0, 1)
         if self.jpeg_qualities is not None:
             image = jpeg(image, self.jpeg_qualities[self.quality_index(x)])
@@ -109,17 +112,17 @@ class Camera(nn.Module):
         return 1 - self.vignetting * 2 * (xx ** 2 + yy ** 2)
 
     @torch.no_grad()
-    def start_noise(self, read: float, shot: float) -> None:
-        """Start the noise at these sigmas ([0, 1] units: the read noise, the shot noise in white)."""
-        self.log_noise.fill_(math.log(read))
-        self.log_shot.fill_(math.log(shot))
+    def start_noise(self, black: float, white: float) -> None:
+        """Start the noise at these sigmas ([0, 1] units: in black, in white)."""
+        self.log_noise.fill_(math.log(black))
+        self.log_noise_white.fill_(math.log(white))
 
     @torch.no_grad()
     def without_new_sensor(self) -> None:
-        """The sensor a checkpoint from before its shot noise, grain and colour share had:
-        white noise of one sigma, independent between channels (as it refined then, up to
-        rounding)."""
-        self.log_shot.fill_(-20.0)
+        """The sensor a checkpoint from before its noise level by brightness, grain and colour
+        share had: white noise of one sigma, independent between channels (as it refined then,
+        up to rounding)."""
+        self.log_noise_white.copy_(self.log_noise)
         self.grain.zero_()
         if self.colour_logit is not None:
             self.colour_logit.fill_(20.0)
@@ -161,8 +164,8 @@ class Camera(nn.Module):
         (the noise's correlation between neighbouring pixels, 0: white), for colour the share
         of the noise that differs between channels, and the JPEG qualities."""
         names = "rgb" if len(self.log_gain) == 3 else [str(c) for c in range(len(self.log_gain))]
-        sigma = lambda brightness: math.sqrt(self.log_shot.exp().item() ** 2 * brightness  # noqa: E731
-                                             + self.log_noise.exp().item() ** 2) * LEVELS
+        black, white = self.log_noise.exp().item() ** 2, self.log_noise_white.exp().item() ** 2
+        sigma = lambda brightness: math.sqrt(black + (white - black) * brightness) * LEVELS  # noqa: E731
         kernel = self.grain_kernel()
         values = {"blur_sigma_px": self.blur_sigma().item(), "vignetting": self.vignetting.item(),
                   "noise_sigma_levels": sigma(0.5), "noise_black_levels": sigma(0), "noise_white_levels": sigma(1),
@@ -180,7 +183,7 @@ class Camera(nn.Module):
     def parameter_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """(the optics', the sensor's) parameters: the sensor's learn from its statistics, and
         faster (``SENSOR_LR``)."""
-        sensor = [self.log_noise, self.log_shot, self.grain] + ([self.colour_logit] if self.colour_logit is not None else [])
+        sensor = [self.log_noise, self.log_noise_white, self.grain] + ([self.colour_logit] if self.colour_logit is not None else [])
         return [p for p in self.parameters() if all(p is not q for q in sensor)], sensor
 
 

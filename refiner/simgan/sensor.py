@@ -1,6 +1,7 @@
 """What a camera's sensor adds to an image, measured: statistics of its finest detail that the
 sensor sets and a scene hardly does. The noise level at four brightnesses (a Poisson–Gaussian
-sensor's noise grows with the signal: Foi et al. 2008), the noise's grain (how alike its
+sensor's noise grows with the signal, Foi et al. 2008; a tone curve after it can make it
+shrink), the noise's grain (how alike its
 neighbours are) and, for colour, how much of it differs between channels; and the JPEG
 quality each real frame was saved at, read off its DCT coefficients.
 
@@ -119,21 +120,23 @@ TRIMMED_GAUSSIAN = 0.6616
 
 
 def noise_levels(target: Statistics) -> tuple[float, float]:
-    """(read sigma, shot sigma in white), in [0, 1] units, of white Poisson-Gaussian noise that
-    would give the noise levels of ``statistics``' ``target``: a least-squares fit of
-    sigma^2 = read^2 + shot^2 * brightness over the bins, each at its middle. Where the camera's
-    noise starts: the statistics then correct it for the grain and the JPEG (which hide noise)."""
+    """(sigma in black, sigma in white), in [0, 1] units, of white noise whose variance is linear
+    in the brightness and would give the noise levels of ``statistics``' ``target``: a
+    least-squares fit over the bins, each at its middle. Where the camera's noise starts: the
+    statistics then correct it for the grain and the JPEG (which hide noise)."""
     levels = target.levels.view(-1, len(BRIGHTNESS_EDGES) - 1)
     used = target.weights.view_as(levels)
     variances = ((levels.exp() / TRIMMED_GAUSSIAN) ** 2 * used).sum(0) / used.sum(0).clamp(min=1)
     seen = used.sum(0) > 0
-    middles = torch.tensor([(low + high) / 2 for low, high in zip(BRIGHTNESS_EDGES, BRIGHTNESS_EDGES[1:])])
-    design = torch.stack([torch.ones_like(middles), middles], 1)[seen].double()
-    solution = torch.linalg.lstsq(design, variances[seen].double().view(-1, 1)).solution.view(-1)
     floor = (0.5 / 255) ** 2  # half a level: no noise reads as a little, not as none (a log of 0)
     if not seen.any():
         return 0.5 / 255, 0.5 / 255
-    return float(solution[0].clamp(min=floor).sqrt()), float(solution[1].clamp(min=floor).sqrt())
+    middles = torch.tensor([(low + high) / 2 for low, high in zip(BRIGHTNESS_EDGES, BRIGHTNESS_EDGES[1:])])
+    design = torch.stack([torch.ones_like(middles), middles], 1)[seen].double()
+    if len(design) == 1:  # one brightness: one level
+        return (float(variances[seen].clamp(min=floor).sqrt()),) * 2
+    offset, slope = torch.linalg.lstsq(design, variances[seen].double().view(-1, 1)).solution.view(-1)
+    return float(offset.clamp(min=floor).sqrt()), float((offset + slope).clamp(min=floor).sqrt())
 
 
 @torch.no_grad()

@@ -292,7 +292,7 @@ class SimGANTrainer:
 
 
 # what a camera refiner trained before the sensor was completed (session 38 and earlier) lacks
-SENSOR_ADDED = {"camera.log_shot", "camera.grain", "camera.colour_logit"}
+SENSOR_ADDED = {"camera.log_noise_white", "camera.grain", "camera.colour_logit"}
 
 
 def load_refiner(path, image_shape=None, device: str = "cpu") -> Refiner:
