@@ -50,7 +50,7 @@ class SimGANParams(Section):
         "set false, with lambda 10, for a task without classes)"))
     camera: bool = Field(False, description=(
         "learn a camera model after the residual refiner: blur, tone curve, white balance, vignetting, "
-        "Poisson-Gaussian sensor noise with its grain, and JPEG as explicit parameters (refiner/simgan/camera.py); "
+        "sensor noise by brightness with its grain and colour, and JPEG as explicit parameters (refiner/simgan/camera.py); "
         "it moves no pixel, so labels hold by construction, and lambda holds the residual refiner only"))
     jpeg: bool = Field(True, description=(
         "the camera model codes JPEG where the real frames are JPEG-coded, each image at one of their own "
