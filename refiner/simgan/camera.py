@@ -6,17 +6,17 @@ The optics, in order: lens blur (a Gaussian of learned sigma), a tone curve (per
 gamma), white balance (per-channel gain and offset), radial vignetting (the corners' gain).
 Then the sensor: noise whose variance is linear in the brightness between its sigmas in black
 and in white (Poisson–Gaussian, Foi et al. 2008, where it grows: a read noise plus a shot
-noise; a tone curve after the sensor makes it shrink), its grain (a learned isotropic 5x5 kernel over the
-noise: neighbouring pixels' noise alike, as after demosaicing and denoising, or a fine
-texture) and, where the real frames show JPEG's 8x8 blocks, JPEG at a learned quality
+noise; a tone curve after the sensor makes it shrink), its grain (a learned isotropic 5x5
+kernel over the noise: neighbours' noise alike, as after demosaicing, or a fine texture), how
+much of it is colour, and, where the real frames are JPEG-coded, JPEG at their own qualities
 (kornia's differentiable codec). Each is a per-pixel map, a symmetric blur or a codec on a
 fixed block grid, so every pixel stays where it was: keypoints, boxes and masks stay valid by
 construction, and the self-regularization L1 need only hold the residual refiner.
 
-The sensor learns from ``refiner.simgan.sensor``'s statistics as well as the adversarial loss,
-which gives noise no usable gradient (that module says why). Its noise is random: drawn from
-torch's RNG while training, and in eval mode from a hash of each image's own pixels, so a
-refine job gives the same dataset whatever its batches.
+The optics learn from the adversarial loss, the sensor from ``refiner.simgan.sensor``'s
+statistics (the game gives noise no usable gradient: that module says why). Its noise is
+random: drawn from torch's RNG while training, and in eval mode from a hash of each image's
+own pixels, so a refine job gives the same dataset whatever its batches.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ class Camera(nn.Module):
         return image * self.vignette(*x.shape[-2:])
 
     def sensor(self, image: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Noise (Poisson–Gaussian, grained) and JPEG on the optics' image; back to [-1, 1]."""
+        """Noise (by brightness, grained, coloured) and JPEG on the optics' image; back to [-1, 1]."""
         black, white = self.log_noise.exp() ** 2, self.log_noise_white.exp() ** 2
         variance = black + (white - black) * image.clamp(0, 1)
         image = (image + variance.sqrt() * self.grained(self.coloured(self.noise_like(image, x), x))).clamp(0, 1)
@@ -160,7 +160,7 @@ class Camera(nn.Module):
     def settings(self) -> dict[str, float]:
         """The learned camera in plain numbers: blur sigma in pixels, gamma, gain and offset
         (8-bit levels) per channel, the corners' vignetting; the noise sigma in levels at
-        mid-grey (``noise_sigma_levels``), in black (the read noise) and in white, the grain
+        mid-grey (``noise_sigma_levels``), in black and in white, the grain
         (the noise's correlation between neighbouring pixels, 0: white), for colour the share
         of the noise that differs between channels, and the JPEG qualities."""
         names = "rgb" if len(self.log_gain) == 3 else [str(c) for c in range(len(self.log_gain))]
@@ -183,7 +183,8 @@ class Camera(nn.Module):
     def parameter_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """(the optics', the sensor's) parameters: the sensor's learn from its statistics, and
         faster (``SENSOR_LR``)."""
-        sensor = [self.log_noise, self.log_noise_white, self.grain] + ([self.colour_logit] if self.colour_logit is not None else [])
+        sensor = [self.log_noise, self.log_noise_white, self.grain, self.colour_logit]
+        sensor = [p for p in sensor if p is not None]
         return [p for p in self.parameters() if all(p is not q for q in sensor)], sensor
 
 

@@ -1,9 +1,9 @@
 """What a camera's sensor adds to an image, measured: statistics of its finest detail that the
-sensor sets and a scene hardly does. The noise level at four brightnesses (a Poisson–Gaussian
+sensor sets and a scene hardly does: the noise level at four brightnesses (a Poisson–Gaussian
 sensor's noise grows with the signal, Foi et al. 2008; a tone curve after it can make it
-shrink), the noise's grain (how alike its
-neighbours are) and, for colour, how much of it differs between channels; and the JPEG
-quality each real frame was saved at, read off its DCT coefficients.
+shrink), the noise's grain (how alike its neighbours are) and, for colour, how much of it
+differs between channels. And the JPEG quality each real frame was saved at, read off its DCT
+coefficients.
 
 Why the camera model needs them: the adversarial loss gives its noise no usable gradient.
 The first-order effect of a noise draw on the discriminator averages to zero; what is left is
