@@ -150,13 +150,15 @@ class Refine(RefineParams):
     options below are its refine keys)."""
     source: Annotated[str, tyro.conf.Positional] = Field(description=(
         "a simrefinery dataset (a directory or s3://bucket/prefix), a folder of images, or Parquet files with an "
-        "`image` column (a Hugging Face dataset's): frames are streamed, at the refiner's image size, into the "
-        "unlabelled dataset OUT-input first"))
+        "`image` column (a Hugging Face dataset's): frames of the refiner's size and colour (see --resize) are "
+        "streamed into the unlabelled dataset OUT-input first"))
     out: Annotated[str, tyro.conf.Positional] = Field(description="the refined dataset: a directory or s3://bucket/prefix")
     refiner: str = Field("models/refiner", description=(
         "train_refiner's model directory, its refiner.pt, or a registered refiner from the project's MLflow store, "
         "e.g. models:/simrefinery-refiner@champion"))
     image_encoding: Literal["raw", "png"] = Field("raw", description="how the refined dataset holds its images")
+    resize: bool = Field(False, description=(
+        "resize frames of another size, and convert those of another colour, to the refiner's (else refused)"))
 
     def run(self) -> None:
         from refiner import data
@@ -168,9 +170,11 @@ class Refine(RefineParams):
             source, checkpoint, self.out, producer="simrefinery refine", batch_size=self.batch_size,
             num_actors=self.num_actors, actor_num_cpus=self.actor_num_cpus, precision=self.precision,
             ray_address=self.ray_address, image_encoding=self.image_encoding,
-            params={"refiner": self.refiner, "refiner_sha256": digest},
+            # the weights, not the name they were given: one digest for one set of pixels
+            params={"refiner_sha256": digest},
             upstream={"synthetic": source.digest, "refiner": digest})
-        print(f"refine: {refined.num_rows} images -> {self.out} (digest {refined.digest[:12]})")
+        print(f"refine: {refined.num_rows} images -> {self.out} (digest {refined.digest[:12]}; refiner {self.refiner}, "
+              f"sha256 {digest[:12]})")
 
     def checkpoint(self) -> Path:
         """The refiner.pt to run: a path, or the one logged beside a registered model."""
@@ -196,16 +200,21 @@ class Refine(RefineParams):
 
     def frames(self, checkpoint: Path):
         """The source as a dataset the refine job reads (real rows refused: only evaluate reads
-        real labels); other frames are first streamed into one, at the refiner's size."""
+        real labels); other frames are first streamed into one. Images of another size or colour
+        than the refiner's are refused (frames: unless --resize)."""
         import pyarrow as pa
         import torch
         from refiner import data, frames
         from refiner.data import storage
+        shape = torch.load(checkpoint, map_location="cpu", weights_only=True).get("image_shape")
         if storage.is_remote(self.source) or (Path(self.source) / data.MANIFEST).is_file():
-            return data.open_training_set(self.source, pa.schema([]))
-        shape = list(torch.load(checkpoint, map_location="cpu", weights_only=True)["image_shape"])
-        return frames.write_frames(Path(self.source), f"{self.out.rstrip('/')}-input", shape, self.image_encoding,
-                                   params={"folder": _relative(self.source)})
+            source = data.open_training_set(self.source, pa.schema([]))
+            if shape is not None and list(source.manifest["image_shape"]) != list(shape):
+                raise Refused(f"refine: {self.source}: its images are {frames.shape_text(source.manifest['image_shape'])};"
+                              f" the refiner takes {frames.shape_text(shape)}")
+            return source
+        return frames.write_frames(Path(self.source), f"{self.out.rstrip('/')}-input", list(shape), self.image_encoding,
+                                   params={"folder": _relative(self.source)}, resize=self.resize)
 
 
 class Run(BaseModel):

@@ -16,12 +16,15 @@ import pyarrow.parquet as pq
 from refiner import data
 from refiner.errors import Refused
 from refiner.progress import bar
-from refiner.tasks.images import readers
+from refiner.tasks.images import pixels, readers
 from refiner.tasks.world import read_summary
 
 
-def write_frames(source: Path, out: str, shape: list[int], image_encoding: str, params: dict) -> data.ImageDataset:
-    """``source``'s frames as the dataset ``out`` (unreadable ones skipped and reported)."""
+def write_frames(source: Path, out: str, shape: list[int], image_encoding: str, params: dict,
+                 resize: bool = False) -> data.ImageDataset:
+    """``source``'s frames as the dataset ``out`` (unreadable ones skipped and reported). A
+    frame of another size or colour than ``shape`` is refused, naming both, unless ``resize``:
+    stretched or made grey, the refiner's output would not be the user's frame refined."""
     if not (source.is_dir() or source.suffix == ".parquet" and source.is_file()):
         raise Refused(f"refine: {source}: neither a simrefinery dataset, a folder of images nor Parquet")
     pre = readers.Preprocess(tuple(shape[:2]), "resize", "rgb" if len(shape) == 3 else "gray")
@@ -32,14 +35,29 @@ def write_frames(source: Path, out: str, shape: list[int], image_encoding: str, 
         for index, batch in enumerate(bar(stream_images(source), desc=f"refine: reading {source}")):
             if writer.has_part(index):  # a resumed run: read before the kill
                 continue
+            if not resize:
+                _refuse_other_shapes(source, batch, shape)
             read, _ = readers.assemble(None, "", batch, {}, pre, str(source))
             skipped += read.skipped
             rows += len(read.ids)
-            pixels = np.stack(read.images) if read.ids else np.zeros((0, *shape), np.uint8)
-            writer.write_part(index, data.make_table(read.ids, pixels, {}, "synthetic", pa.schema([]), image_encoding))
+            images = np.stack(read.images) if read.ids else np.zeros((0, *shape), np.uint8)
+            writer.write_part(index, data.make_table(read.ids, images, {}, "synthetic", pa.schema([]), image_encoding))
     print(read_summary(f"refine: {source}", rows, skipped))
     print(f"refine: {rows} frames -> {out}")
     return data.open_training_set(out, pa.schema([]))
+
+
+def _refuse_other_shapes(source: Path, batch: dict, shape: list[int]) -> None:
+    for name, image in batch.items():
+        found = None if isinstance(image, ValueError) else pixels.frame_shape(image)  # refused as read
+        if found is not None and (found := [*found[:2], *([3] if found[2] == "rgb" else [])]) != list(shape):
+            raise Refused(f"refine: {source}: {name} is {shape_text(found)}; the refiner takes {shape_text(shape)} "
+                          "frames (--resize resizes and converts them)")
+
+
+def shape_text(shape) -> str:
+    """8x8 (grey), 64x64x3 (RGB)."""
+    return f"{data.shape_text(shape)} ({'RGB' if len(shape) == 3 else 'grey'})"
 
 
 def stream_images(path: Path, batch_rows: int = 1024) -> Iterator[dict[str, Path | bytes]]:

@@ -242,8 +242,9 @@ def test_simrefinery_refine_takes_a_dataset_or_a_folder_of_frames_and_leaves_par
                                                                                           checkpoint, tmp_path,
                                                                                           monkeypatch):
     """The front door: `simrefinery refine SOURCE OUT --refiner DIR`, labels carried through;
-    a folder of images is read at the refiner's size; real rows are refused. (An interrupted
-    job resumes: test_killed_refine_resumes_and_completes_without_duplicates.)"""
+    frames of another size or colour than the refiner's are refused, naming both, or with
+    --resize read at its size; real rows are refused. (An interrupted job resumes:
+    test_killed_refine_resumes_and_completes_without_duplicates.)"""
     from PIL import Image
     from refiner.cli import main as cli
     monkeypatch.chdir(tmp_path)
@@ -252,11 +253,26 @@ def test_simrefinery_refine_takes_a_dataset_or_a_folder_of_frames_and_leaves_par
     assert list(out["id"]) == list(source["id"]) and np.array_equal(out["label"], source["label"])
     expected = refine_in_process(load_refiner(checkpoint, (8, 8)), source["image"])
     assert np.abs(out["image"] - expected).max() <= 0.5 / 255 + 1e-6
+    cli(["refine", str(synthetic.path), "by-file", "--refiner", str(checkpoint), "--batch-size", "64"])
+    assert data.open_dataset(tmp_path / "by-file").digest == data.open_dataset(tmp_path / "refined").digest  # one name
     frames = tmp_path / "frames"
     frames.mkdir()
-    for i in range(5):  # 16x16 frames: read at the refiner's 8x8
+    for i in range(5):  # 16x16 frames: read at the refiner's 8x8 when asked
         Image.fromarray(np.full((16, 16), 40 * i, np.uint8)).save(frames / f"f{i}.png")
-    cli(["refine", "frames", "out/frames", "--refiner", str(checkpoint)])
+    with pytest.raises(SystemExit, match=r"f0.png is 16x16 \(grey\); the refiner takes 8x8 \(grey\) frames \(--resize"):
+        cli(["refine", "frames", "out/frames", "--refiner", str(checkpoint)])
+    colour = tmp_path / "colour"
+    colour.mkdir()
+    Image.fromarray(np.stack([np.full((8, 8), 10 * c, np.uint8) for c in range(3)], -1)).save(colour / "c.png")
+    with pytest.raises(SystemExit, match=r"c.png is 8x8x3 \(RGB\); the refiner takes 8x8 \(grey\)"):
+        cli(["refine", "colour", "out/colour", "--refiner", str(checkpoint)])
+    wide = tmp_path / "wide"
+    data.write_dataset(wide, np.array(["w0"], dtype=object), np.zeros((1, 8, 12), np.uint8), {"label": np.array([1])},
+                       source="synthetic", producer="test")
+    with pytest.raises(SystemExit, match=r"its images are 8x12 \(grey\); the refiner takes 8x8 \(grey\)"):
+        cli(["refine", str(wide), "out/wide", "--refiner", str(checkpoint), "--resize"])
+    assert not any((tmp_path / "out" / name).exists() for name in ("frames", "frames-input", "colour", "wide"))
+    cli(["refine", "frames", "out/frames", "--refiner", str(checkpoint), "--resize"])
     refined = data.validate(tmp_path / "out/frames")
     assert refined.num_rows == 5 and refined.manifest["image_shape"] == [8, 8]
     frames_in = data.open_dataset(tmp_path / "out/frames-input").load()
@@ -266,7 +282,7 @@ def test_simrefinery_refine_takes_a_dataset_or_a_folder_of_frames_and_leaves_par
     hub.mkdir(parents=True)
     pngs = [{"bytes": data.encode_png(np.full((16, 16), 50 * i, np.uint8)), "path": None} for i in range(3)]
     pq.write_table(pa.table({"image": pngs, "label": [0, 1, 2]}), hub / "train-00000-of-00001.parquet")
-    cli(["refine", str(tmp_path / "hub"), "out/hub", "--refiner", str(checkpoint)])
+    cli(["refine", str(tmp_path / "hub"), "out/hub", "--refiner", str(checkpoint), "--resize"])
     hub_in = data.open_dataset(tmp_path / "out/hub-input").load()
     assert list(hub_in["id"]) == [f"data/train-00000-of-00001.parquet#{i}" for i in range(3)]
     assert np.allclose(hub_in["image"].mean(axis=(1, 2)), [50 * i / 255 for i in range(3)], atol=1 / 255)

@@ -203,6 +203,26 @@ def test_label_free_selection_for_classes_is_class_realism_with_no_gate():
     assert label_free.selection_score(no_classes, 0.97) is None  # no classes: rule 2, and 0.80 < 0.97 x 0.91
 
 
+def test_a_pipeline_run_is_named_by_its_invocation_to_the_second(tmp_path, monkeypatch):
+    """Real MLflow store (SQLite): `simrefinery run`'s parent run carries its whole time stamp
+    (cut to 8 characters, every parent was "pipeline-run-2026"); one per invocation."""
+    import mlflow
+    from refiner.tracking import PIPELINE_ID_ENV, runs
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        client = mlflow.MlflowClient()
+        experiment = client.create_experiment("names")
+        names = []
+        for stamp in ("run-20261207T215100Z", "run-20261207T215101Z", "run-20261207T215101Z"):
+            monkeypatch.setenv(PIPELINE_ID_ENV, stamp)
+            names.append(client.get_run(runs.pipeline_parent(experiment, tmp_path)).info.run_name)
+        assert names == ["pipeline-run-20261207T215100Z", "pipeline-run-20261207T215101Z", "pipeline-run-20261207T215101Z"]
+        assert len(client.search_runs([experiment])) == 2  # the second stage of an invocation joins its parent
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
 def test_the_champion_moves_by_the_selection_score_within_one_rule(tmp_path):
     """Real MLflow registry (SQLite). Scores of two rules do not compare: a champion chosen
     by reverse validation gives way to the first candidate scored by class realism."""

@@ -136,7 +136,9 @@ def pipeline_parent(experiment_id: str, root: Path) -> str:
     if found:
         return found[0].info.run_id
     tags = {"simrefinery.pipeline": key, "simrefinery.role": "pipeline", **git_state(root)}
-    return client.create_run(experiment_id, run_name=f"pipeline-{key[:8]}", tags=tags).info.run_id
+    # `simrefinery run`'s time to the second or the flow run's id, whole; a bare `dvc repro`'s hash, cut
+    name = f"pipeline-{key}" if os.environ.get(PIPELINE_ID_ENV) else f"pipeline-{key[:8]}"
+    return client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
 
 
 @contextmanager

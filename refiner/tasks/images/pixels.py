@@ -101,19 +101,34 @@ def common_size(sources: dict) -> tuple[int, int] | None:
 COLOR_SAMPLE = 64  # images whose pixels say whether a folder is grey
 
 
+def is_gray(image: Image.Image) -> bool:
+    """One channel, or three equal ones (only then are the pixels decoded)."""
+    if image.mode in ("1", "L", "LA", "I", "I;16", "F"):
+        return True
+    pixels = np.asarray(image.convert("RGB"))
+    return np.array_equal(pixels[..., 0], pixels[..., 1]) and np.array_equal(pixels[..., 1], pixels[..., 2])
+
+
+def frame_shape(source) -> tuple[int, int, str] | None:
+    """(height, width, "gray" or "rgb") of an image file or image bytes; None if unreadable
+    (its reader skips and reports it)."""
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+            return image.height, image.width, "gray" if is_gray(image) else "rgb"
+    except (UnidentifiedImageError, OSError, ValueError, TypeError, Image.DecompressionBombError):
+        return None
+
+
 def common_color(sources: dict) -> str | None:
     """"gray" when each of the first ``COLOR_SAMPLE`` readable images is grey (one channel, or
     three equal ones), else "rgb"; None when none is readable."""
     seen = 0
     for source in [s for s in sources.values() if not isinstance(s, ValueError)]:
-        try:
-            with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
-                if image.mode not in ("1", "L", "LA", "I", "I;16", "F"):
-                    pixels = np.asarray(image.convert("RGB"))
-                    if not (np.array_equal(pixels[..., 0], pixels[..., 1]) and np.array_equal(pixels[..., 1], pixels[..., 2])):
-                        return "rgb"
-        except (UnidentifiedImageError, OSError, ValueError, TypeError, Image.DecompressionBombError):
+        shape = frame_shape(source)
+        if shape is None:
             continue
+        if shape[2] == "rgb":
+            return "rgb"
         seen += 1
         if seen == COLOR_SAMPLE:
             break
