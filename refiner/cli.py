@@ -213,6 +213,8 @@ class Refine(RefineParams):
                 raise Refused(f"refine: {self.source}: its images are {frames.shape_text(source.manifest['image_shape'])};"
                               f" the refiner takes {frames.shape_text(shape)}")
             return source
+        if shape is None:
+            raise Refused(f"refine: {checkpoint}: the checkpoint records no image size (retrain it: dvc repro train_refiner)")
         return frames.write_frames(Path(self.source), f"{self.out.rstrip('/')}-input", list(shape), self.image_encoding,
                                    params={"folder": _relative(self.source)}, resize=self.resize)
 
