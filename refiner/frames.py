@@ -6,12 +6,14 @@ of frames pass without being held in memory, and a killed read resumes at its ne
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from PIL import Image, UnidentifiedImageError
 
 from refiner import data
 from refiner.errors import Refused
@@ -49,10 +51,26 @@ def write_frames(source: Path, out: str, shape: list[int], image_encoding: str, 
 
 def _refuse_other_shapes(source: Path, batch: dict, shape: list[int]) -> None:
     for name, image in batch.items():
-        found = None if isinstance(image, ValueError) else pixels.frame_shape(image)  # refused as read
-        if found is not None and (found := [*found[:2], *([3] if found[2] == "rgb" else [])]) != list(shape):
+        found = None if isinstance(image, ValueError) else _misfit(image, list(shape))  # refused as read
+        if found is not None:
             raise Refused(f"refine: {source}: {name} is {shape_text(found)}; the refiner takes {shape_text(shape)} "
                           "frames (--resize resizes and converts them)")
+
+
+def _misfit(image: Path | bytes, shape: list[int]) -> list[int] | None:
+    """The frame's shape where it is not ``shape``, else None (None too where unreadable: its
+    reader skips and reports it). From the file's header: the pixels are decoded only to tell
+    a grey frame saved as RGB for a grey refiner."""
+    try:
+        with Image.open(io.BytesIO(image) if isinstance(image, bytes) else image) as frame:
+            size = [frame.height, frame.width]
+            colour = frame.mode == "P" or len(frame.getbands()) >= 3
+            if colour and shape == size:  # a grey refiner: an RGB file may hold a grey frame
+                colour = not pixels.is_gray(frame)
+    except (UnidentifiedImageError, OSError, ValueError, TypeError, Image.DecompressionBombError):
+        return None
+    found = [*size, *([3] if colour else [])]
+    return None if found == shape else found
 
 
 def shape_text(shape) -> str:

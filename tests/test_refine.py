@@ -266,6 +266,10 @@ def test_simrefinery_refine_takes_a_dataset_or_a_folder_of_frames_and_leaves_par
     Image.fromarray(np.stack([np.full((8, 8), 10 * c, np.uint8) for c in range(3)], -1)).save(colour / "c.png")
     with pytest.raises(SystemExit, match=r"c.png is 8x8x3 \(RGB\); the refiner takes 8x8 \(grey\)"):
         cli(["refine", "colour", "out/colour", "--refiner", str(checkpoint)])
+    (tmp_path / "grey-rgb").mkdir()  # an RGB file holding a grey frame is a grey frame
+    Image.fromarray(np.full((8, 8, 3), 70, np.uint8)).save(tmp_path / "grey-rgb" / "g.png")
+    cli(["refine", "grey-rgb", "grey-rgb-out", "--refiner", str(checkpoint)])
+    assert data.validate(tmp_path / "grey-rgb-out").num_rows == 1
     wide = tmp_path / "wide"
     data.write_dataset(wide, np.array(["w0"], dtype=object), np.zeros((1, 8, 12), np.uint8), {"label": np.array([1])},
                        source="synthetic", producer="test")
