@@ -1,7 +1,7 @@
-"""Two worlds for `simrefinery init` whose cameras the camera model was not built beside (issue 39):
+"""Three worlds for `simrefinery init` whose cameras the camera model was not built beside (issue 39):
 each does something real sensors and real light do that the model has no parameter for.
 
-    python -m experiments.camera_worlds gauge /tmp/gauge        # or: conveyor /tmp/conveyor
+    python -m experiments.camera_worlds gauge /tmp/gauge        # or: conveyor, orchard
     simrefinery init --synthetic /tmp/gauge/synthetic/images --labels /tmp/gauge/synthetic/labels.csv \\
         --real /tmp/gauge/camera --test /tmp/gauge/camera_test/images --test-labels /tmp/gauge/camera_test/labels.csv --fast
     dvc repro
@@ -17,6 +17,14 @@ each does something real sensors and real light do that the model has no paramet
   exposure that flickers from frame to frame (fluorescent light, +-15%), Poisson-Gaussian
   noise in the output, JPEG at quality 20-50.
 
+- ``orchard`` (class and regression, RGB 40x40, JPEG; written after the camera model's last
+  change, to judge it): a fruit on a tray; labels its kind (apple, plum, pear), its grade on a
+  colour chart (1 green to 8 red: a regression read off colour) and its box. The camera: a
+  night stall's sodium light (a strong warm cast, the white balance off by up to 6% a channel
+  from frame to frame), flare that lifts the blacks, a brighter tone curve, lens blur, chromatic
+  aberration (red and blue magnified 1% apart), high-ISO noise with blotchy colour noise,
+  hot pixels, JPEG at quality 55-90.
+
 ``camera.json`` in each world's folder states its camera's noise as the learnt camera reports
 it: the noise sigma at mid-grey in 8-bit levels before any JPEG (``noise_at_mid_grey``).
 Sim-to-sim, like the shapes example: the "real" frames come from a second renderer.
@@ -31,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
-from scipy.ndimage import convolve, gaussian_filter, uniform_filter1d
+from scipy.ndimage import affine_transform, convolve, gaussian_filter, uniform_filter1d
 
 SUPERSAMPLE = 4
 
@@ -148,19 +156,85 @@ def conveyor_camera(scene: np.ndarray, rng: np.random.Generator) -> Image.Image:
     return Image.fromarray(np.round(image.clip(0, 1) * 255).astype(np.uint8))
 
 
-# ---- both ----------------------------------------------------------------------------------------
+# ---- orchard -------------------------------------------------------------------------------------
+ORCHARD_SIZE = 40
+FRUITS = ("apple", "plum", "pear")
+GRADE_COLOURS = np.array([[90, 160, 50], [200, 190, 40], [200, 40, 30]])  # grade 1, 4.5, 8
+
+
+def grade_colour(grade: float) -> np.ndarray:
+    share = (grade - 1) / 7 * 2  # 0..2 along the chart: green, yellow, red
+    low = min(int(share), 1)
+    return GRADE_COLOURS[low] + (share - low) * (GRADE_COLOURS[low + 1] - GRADE_COLOURS[low])
+
+
+def orchard_scene(rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+    kind, grade = int(rng.integers(len(FRUITS))), rng.uniform(1, 8)
+    size = rng.uniform(7, 11)
+    centre = rng.uniform(size + 3, ORCHARD_SIZE - size - 3, 2)
+    tray = np.array([150, 160, 175]) * rng.uniform(0.85, 1.15)
+    colour = (grade_colour(grade) * rng.uniform(0.9, 1.1)).clip(0, 255)
+    if kind == 0:
+        blobs = [(centre, size, size)]
+    elif kind == 1:
+        blobs = [(centre, 0.75 * size, size)]
+    else:  # a pear: a small blob above a large one
+        blobs = [(centre + [0, 0.3 * size], 0.75 * size, 0.7 * size), (centre - [0, 0.45 * size], 0.45 * size, 0.45 * size)]
+    lows = np.min([c - [rx, ry] for c, rx, ry in blobs], 0)
+    highs = np.max([c + [rx, ry] for c, rx, ry in blobs], 0)
+
+    def draw(canvas, s):
+        for c, rx, ry in blobs:
+            canvas.ellipse([(c[0] - rx) * s, (c[1] - ry) * s, (c[0] + rx) * s, (c[1] + ry) * s], fill=tuple(int(v) for v in colour))
+        top = np.array([centre[0], lows[1]])
+        canvas.line([tuple(top * s), tuple((top + [1.5, -2.5]) * s)], fill=(70, 45, 20), width=s)  # the stem
+        shine = centre - 0.35 * size
+        canvas.ellipse([*((shine - 1.2) * s), *((shine + 1.2) * s)], fill=tuple(int(v) for v in (colour + 255) / 2))
+    image = supersampled(ORCHARD_SIZE, tray.clip(0, 255).astype(int), draw)
+    box = [*np.round(lows, 3), *np.round(highs, 3)]
+    return np.asarray(image, np.float64) / 255, {"fruit": kind, "grade": round(grade, 4), "box": box}
+
+
+ORCHARD_GAINS = np.array([1.2, 0.98, 0.7])  # sodium light
+ORCHARD_SHOT, ORCHARD_READ = 0.0025, 0.012  # output signal: variance 0.0025 * signal + 0.012**2, per channel
+ORCHARD_BLOTCH = 3 / 255  # the blotchy colour noise's sigma
+ORCHARD_JPEG = (55, 90)
+
+
+def orchard_camera(scene: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """Blur, chromatic aberration, sodium light with a white balance off frame to frame, flare,
+    a brighter tone curve, high-ISO noise (white and blotchy colour), hot pixels; JPEG on saving."""
+    image = gaussian_filter(scene, (0.7, 0.7, 0), mode="nearest")
+    for channel, scale in ((0, 1.01), (2, 0.99)):  # red and blue magnified apart about the centre
+        image[..., channel] = affine_transform(image[..., channel], np.eye(2) / scale,
+                                               offset=(ORCHARD_SIZE - 1) / 2 * (1 - 1 / scale), mode="nearest")
+    image = image * ORCHARD_GAINS * rng.uniform(0.94, 1.06, 3)
+    image = 0.05 + 0.95 * image.clip(0, 1) ** 0.85
+    image = image + np.sqrt(ORCHARD_SHOT * image.clip(0, 1) + ORCHARD_READ ** 2) * rng.standard_normal(image.shape)
+    blotches = gaussian_filter(rng.standard_normal(image.shape), (1.5, 1.5, 0), mode="wrap")
+    image = image + blotches / blotches.std() * ORCHARD_BLOTCH
+    hot = rng.random(image.shape[:2]) < 0.0015
+    image[hot] = rng.uniform(0.7, 1, (hot.sum(), 3))
+    return Image.fromarray(np.round(image.clip(0, 1) * 255).astype(np.uint8))
+
+
+# ---- all ------------------------------------------------------------------------------------------------------------------------------------------------------------------------------
 def noise_at_mid_grey(name: str) -> float:
     """The camera's noise sigma in 8-bit levels where its frames come out mid-grey, before JPEG,
     with neither texture nor flicker: what the learnt camera's ``noise_sigma_levels`` is held
     against. The gauge's is through its tone curve (drawn: 200,000 samples)."""
     if name == "conveyor":
         return float(np.sqrt(CONVEYOR_SHOT * 0.5 + CONVEYOR_READ ** 2) * 255)
+    if name == "orchard":  # the white and the blotchy noise together
+        return float(np.sqrt(ORCHARD_SHOT * 0.5 + ORCHARD_READ ** 2 + ORCHARD_BLOTCH ** 2) * 255)
     linear = 0.5 ** (1 / GAUGE_GAMMA)
     draws = linear + np.sqrt(GAUGE_SHOT * linear + GAUGE_READ ** 2) * np.random.default_rng(0).standard_normal(200_000)
     return float((draws.clip(0, 1) ** GAUGE_GAMMA * 255).std())
 
 
-WORLDS = {"gauge": (gauge_scene, gauge_camera, "png"), "conveyor": (conveyor_scene, conveyor_camera, "jpg")}
+WORLDS = {"gauge": (gauge_scene, gauge_camera, "png"), "conveyor": (conveyor_scene, conveyor_camera, "jpg"),
+          "orchard": (orchard_scene, orchard_camera, "jpg")}
+QUALITIES = {"conveyor": CONVEYOR_JPEG, "orchard": ORCHARD_JPEG}
 
 
 def write_labels(path: Path, rows: list[dict]) -> None:
@@ -181,7 +255,7 @@ def make_world(name: str, out: Path, num_synthetic: int = 3000, num_camera: int 
     def save(pixels, path: Path):
         image = pixels if isinstance(pixels, Image.Image) else Image.fromarray(pixels)
         if suffix == "jpg":
-            image.save(path, quality=int(rng.integers(*CONVEYOR_JPEG)))
+            image.save(path, quality=int(rng.integers(*QUALITIES[name])))
         else:
             image.save(path)
     rows = []
