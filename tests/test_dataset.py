@@ -199,6 +199,22 @@ def test_hugging_face_datasets_loads_a_dataset_directory_as_it_is(tmp_path):
     assert first["label"] == 0 and first["box"] == [1.0, 1.0, 1.0, 1.0]
 
 
+def test_hugging_face_datasets_serves_each_folder_its_own_rows_and_a_rewrite_its_new_ones(tmp_path, monkeypatch):
+    """``datasets`` caches a local folder by its base name and config: two folders called
+    ``refined``, and a dataset rewritten in place as a rerun does, each get their own rows."""
+    import datasets
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf" / "datasets")
+
+    def write(where, num_rows):
+        write_dataset(where, np.array([f"r{i}" for i in range(num_rows)], dtype=object), uint8_images(num_rows),
+                      {"label": np.arange(num_rows) % 3}, source=str(num_rows), producer="t")
+        return datasets.load_dataset(str(where), split="train", cache_dir=str(tmp_path / "hf" / "datasets")).num_rows
+    assert write(tmp_path / "data" / "refined", 7) == 7
+    assert write(tmp_path / "out" / "refined", 4) == 4  # another folder of the same name
+    assert write(tmp_path / "data" / "refined", 5) == 5  # rewritten in place
+
+
 # ---------------------------------------------------------------- the raw image encoding
 
 @pytest.mark.parametrize("shape", [(8, 8), (6, 9, 3)])
