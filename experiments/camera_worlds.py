@@ -218,7 +218,7 @@ def orchard_camera(scene: np.ndarray, rng: np.random.Generator) -> Image.Image:
     return Image.fromarray(np.round(image.clip(0, 1) * 255).astype(np.uint8))
 
 
-# ---- all ------------------------------------------------------------------------------------------------------------------------------------------------------------------------------
+# ---- all -----------------------------------------------------------------------------------------
 def noise_at_mid_grey(name: str) -> float:
     """The camera's noise sigma in 8-bit levels where its frames come out mid-grey, before JPEG,
     with neither texture nor flicker: what the learnt camera's ``noise_sigma_levels`` is held

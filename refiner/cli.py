@@ -161,20 +161,33 @@ class Refine(RefineParams):
         "resize frames of another size, and convert those of another colour, to the refiner's (else refused)"))
 
     def run(self) -> None:
-        from refiner import data
+        import torch
+        from refiner import data, frames, tracking
         from refiner.simgan.refine_job import refine_dataset
         checkpoint = self.checkpoint()
-        source = self.frames(checkpoint)
         digest = data.file_sha256(checkpoint)
-        refined = refine_dataset(
-            source, checkpoint, self.out, producer="simrefinery refine", batch_size=self.batch_size,
-            num_actors=self.num_actors, actor_num_cpus=self.actor_num_cpus, precision=self.precision,
-            ray_address=self.ray_address, image_encoding=self.image_encoding,
-            # the weights, not the name they were given: one digest for one set of pixels
-            params={"refiner_sha256": digest},
-            upstream={"synthetic": source.digest, "refiner": digest})
+        params = {"source": _relative(self.source), "refiner": self.refiner, "refiner_sha256": digest,
+                  "batch_size": self.batch_size, "precision": self.precision, "resize": self.resize}
+        shape = torch.load(checkpoint, map_location="cpu", weights_only=True).get("image_shape")
+        with tracking.command_run("simrefinery refine", params) as tracked:
+            source, written = frames.refine_source(self.source, self.out, shape, self.image_encoding, self.resize,
+                                                   checkpoint, folder=_relative(self.source))
+            if tracked:
+                if written:  # frames this run streamed into a dataset first
+                    tracking.log_dataset(source, "output", "frames")
+                tracking.log_dataset(source, "input", "frames")
+                tracking.log_model_input(self.refiner if self.refiner.startswith("models:/") else checkpoint.parent)
+            refined = refine_dataset(
+                source, checkpoint, self.out, producer="simrefinery refine", batch_size=self.batch_size,
+                num_actors=self.num_actors, actor_num_cpus=self.actor_num_cpus, precision=self.precision,
+                ray_address=self.ray_address, image_encoding=self.image_encoding,
+                # the weights, not the name they were given: one digest for one set of pixels
+                params={"refiner_sha256": digest},
+                upstream={"synthetic": source.digest, "refiner": digest})
+            if tracked:
+                tracking.log_dataset(refined, "output", "refined")
         print(f"refine: {refined.num_rows} images -> {self.out} (digest {refined.digest[:12]}; refiner {self.refiner}, "
-              f"sha256 {digest[:12]})")
+              f"sha256 {digest[:12]})" + ("" if tracked else "; no MLflow store here (mlflow.db): not logged"))
 
     def checkpoint(self) -> Path:
         """The refiner.pt to run: a path, or the one logged beside a registered model."""
@@ -197,26 +210,6 @@ class Refine(RefineParams):
             raise Refused(f"refine: {self.refiner}: the model holds no refiner.pt (not a simrefinery refiner, or "
                           "registered before refiners carried their checkpoint)")
         return checkpoint
-
-    def frames(self, checkpoint: Path):
-        """The source as a dataset the refine job reads (real rows refused: only evaluate reads
-        real labels); other frames are first streamed into one. Images of another size or colour
-        than the refiner's are refused (frames: unless --resize)."""
-        import pyarrow as pa
-        import torch
-        from refiner import data, frames
-        from refiner.data import storage
-        shape = torch.load(checkpoint, map_location="cpu", weights_only=True).get("image_shape")
-        if storage.is_remote(self.source) or (Path(self.source) / data.MANIFEST).is_file():
-            source = data.open_training_set(self.source, pa.schema([]))
-            if shape is not None and list(source.manifest["image_shape"]) != list(shape):
-                raise Refused(f"refine: {self.source}: its images are {frames.shape_text(source.manifest['image_shape'])};"
-                              f" the refiner takes {frames.shape_text(shape)}")
-            return source
-        if shape is None:
-            raise Refused(f"refine: {checkpoint}: the checkpoint records no image size (retrain it: dvc repro train_refiner)")
-        return frames.write_frames(Path(self.source), f"{self.out.rstrip('/')}-input", list(shape), self.image_encoding,
-                                   params={"folder": _relative(self.source)}, resize=self.resize)
 
 
 class Run(BaseModel):
@@ -317,9 +310,9 @@ def _jsonable(values: dict) -> dict:
 
 
 def _relative(path: str | None) -> str | None:
-    """Paths inside the project stay relative, so the params work in any clone."""
-    if path is None:
-        return None
+    """Paths inside the project stay relative, so the params work in any clone (a URI as it is)."""
+    if path is None or "://" in path:
+        return path
     resolved = Path(path).resolve()
     try:
         return resolved.relative_to(Path.cwd().resolve()).as_posix()

@@ -22,6 +22,26 @@ from refiner.tasks.images import pixels, readers
 from refiner.tasks.world import read_summary
 
 
+def refine_source(source: str, out: str, shape: list[int] | None, image_encoding: str, resize: bool,
+                  checkpoint: Path, folder: str) -> tuple[data.ImageDataset, bool]:
+    """``simrefinery refine``'s source as a dataset the refine job reads, and whether it was
+    written here: a simrefinery dataset as it is (real rows refused: only evaluate reads real
+    labels), other frames streamed first into ``OUT-input`` (``folder``: the source as its
+    params record it). Images of another size or colour than the refiner's (``shape``, from
+    its ``checkpoint``) are refused (frames: unless ``resize``)."""
+    from refiner.data import storage
+    if storage.is_remote(source) or (Path(source) / data.MANIFEST).is_file():
+        dataset = data.open_training_set(source, pa.schema([]))
+        if shape is not None and list(dataset.manifest["image_shape"]) != list(shape):
+            raise Refused(f"refine: {source}: its images are {shape_text(dataset.manifest['image_shape'])}; "
+                          f"the refiner takes {shape_text(shape)}")
+        return dataset, False
+    if shape is None:
+        raise Refused(f"refine: {checkpoint}: the checkpoint records no image size (retrain it: dvc repro train_refiner)")
+    return write_frames(Path(source), f"{out.rstrip('/')}-input", list(shape), image_encoding,
+                        params={"folder": folder}, resize=resize), True
+
+
 def write_frames(source: Path, out: str, shape: list[int], image_encoding: str, params: dict,
                  resize: bool = False) -> data.ImageDataset:
     """``source``'s frames as the dataset ``out`` (unreadable ones skipped and reported). A

@@ -193,18 +193,24 @@ def why_label_free(world) -> str:
 
 
 def log_report(report: Report) -> None:
-    """The report's figures as MLflow metrics, to 4 decimals (the UI shows all 16 otherwise)."""
+    """The report's figures as MLflow metrics, to 4 decimals (the UI shows all 16 otherwise),
+    each under one name: the headline's as DVC shows them (``synthetic`` and ``refined``
+    before adaptation, ``end_to_end``, ``gain``, ``realism`` of the refined images), the
+    rest named apart (``end_to_end_synthetic``, ``realism_synthetic``, ...)."""
     import mlflow
-    figures = {f"{trained_on}_{report.metric}": r.mean for trained_on, r in report.results.items()}
+    figures = headline(report)
+    figures |= {f"end_to_end_{trained_on}": r.mean for trained_on, r in report.results.items()
+                if trained_on not in ("refined", "oracle")}  # those two are the headline's end_to_end, oracle
     if report.results:
-        figures |= {"refinery_gain": report.refinery_gain.gain, "end_to_end_gain": report.end_to_end_gain.gain}
+        figures["end_to_end_gain"] = report.end_to_end_gain.gain
         figures |= {f"adaptation_gain_{name}": gain.gain for name, gain in (report.adaptation_gain or {}).items()}
     if report.baseline:
         figures["baseline_gain"] = report.baseline.gain
     for figure in ("realism", "class_realism", "label_kept", "real_confidence", "reverse_score"):
         per_set = getattr(report, figure)
         if per_set is not None:
-            figures |= {f"{figure}_{trained_on}": value for trained_on, value in per_set.model_dump().items()}
+            figures |= {f"{figure}_{trained_on}": value for trained_on, value in per_set.model_dump().items()
+                        if (figure, trained_on) != ("realism", "refined")}  # the headline's realism
     mlflow.log_metrics({name: round(value, 4) for name, value in figures.items()})
 
 

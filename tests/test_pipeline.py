@@ -194,6 +194,11 @@ def test_every_stage_logged_an_mlflow_run_with_dataset_digests(project):
     assert ("synthetic", synthetic_digest[:36]) in inputs
     assert tags["simrefinery.output.refined"] == data.open_dataset(repo / "data/refined").digest
     assert len(tags["git.commit"]) == 40
+    with sqlite3.connect(repo / "mlflow.db") as db:  # one name per figure: DVC's headline, the same in MLflow
+        logged = dict(db.execute("select key, value from latest_metrics where run_uuid = ?", (runs["evaluate"],)))
+    shown = json.loads((repo / "metrics/headline.json").read_text())
+    assert {name: logged[name] for name in shown} == pytest.approx(shown, abs=1e-4)
+    assert "end_to_end_synthetic" in logged and not {"synthetic_accuracy", "realism_refined"} & set(logged)
     artifacts = repo / "mlartifacts"
     assert any(artifacts.rglob("samples.png")) and any(artifacts.rglob("confusion-refined.png"))
 
@@ -410,6 +415,12 @@ def test_simrefinery_refine_streams_a_folder_through_the_champion_refiner_and_re
     champion = load_refiner(repo / "models/refiner/refiner.pt", (8, 8))  # a fresh project: its refiner is champion
     expected = refine_in_process(champion, pixels.astype(np.float32) / 255)
     assert np.abs(refined["image"] - expected).max() <= 0.5 / 255 + 1e-6
+    # its own MLflow run: lineage goes from the output to the frames, and through the champion to its training
+    tree = sh(sys.executable, "-m", "refiner.cli", "lineage", str(tmp_path / "out"), cwd=repo, env=env)
+    [refine_run] = re.findall(r"run simrefinery refine ([0-9a-f]{32})", tree)
+    assert "simrefinery-refiner v1 @champion" in tree and "run train_refiner " in tree
+    assert re.search(r"dataset frames [0-9a-f]{16}\n *└─ run simrefinery refine " + refine_run, tree)
+    assert "no run in this store produced it" not in tree.split("run train_refiner")[0]
 
 
 @pytest.mark.slow

@@ -104,6 +104,29 @@ def test_ray_refine_reads_from_and_writes_to_s3_with_the_local_runs_digest(s3_en
     assert data.validate(f"s3://{BUCKET}/refined").digest == remote.digest == refined.digest
 
 
+def test_a_small_refine_on_two_actors_warns_of_nothing(local_ray, checkpoint, tmp_path):
+    """One part smaller than a batch, two actors asked for: no deprecated Ray call of the
+    project's (``ray_remote_args``), no warning that an actor got no input, no notice that
+    Ray's progress bars are off (the job's own bar counts the rows)."""
+    import logging
+    import warnings
+    data.write_dataset(tmp_path / "small", np.array([f"s{i}" for i in range(10)], dtype=object),
+                       np.zeros((10, 8, 8), np.uint8), {"label": np.arange(10)}, source="synthetic", producer="test")
+    records, handler = [], logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    logging.getLogger("ray.data").addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            refine_dataset(data.open_dataset(tmp_path / "small"), checkpoint, tmp_path / "out", batch_size=32,
+                           num_actors=2, actor_num_cpus=0.5, progress=False)
+    finally:
+        logging.getLogger("ray.data").removeHandler(handler)
+    assert [str(w.message) for w in caught] == []
+    assert [r.getMessage() for r in records] == []
+    assert data.validate(tmp_path / "out").num_rows == 10
+
+
 def test_mismatched_checkpoint_fails_before_any_work(local_ray, checkpoint, tmp_path):
     wide = tmp_path / "wide"
     data.write_dataset(wide, np.array(["a"], dtype=object), np.zeros((1, 35, 55), np.uint8),
@@ -292,6 +315,7 @@ def test_simrefinery_refine_takes_a_dataset_or_a_folder_of_frames_and_leaves_par
     assert np.allclose(hub_in["image"].mean(axis=(1, 2)), [50 * i / 255 for i in range(3)], atol=1 / 255)
     assert data.validate(tmp_path / "out/hub").num_rows == 3
     assert not (tmp_path / "params.yaml").exists()
+    assert not (tmp_path / "mlflow.db").exists()  # outside a project: nothing logged, no store made
     real = tmp_path / "real"
     data.write_dataset(real, np.array(["r0"], dtype=object), np.zeros((1, 8, 8), np.uint8), {"label": np.array([1])},
                        source="real", producer="test")

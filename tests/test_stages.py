@@ -223,6 +223,30 @@ def test_a_pipeline_run_is_named_by_its_invocation_to_the_second(tmp_path, monke
         mlflow.set_tracking_uri(previous)
 
 
+
+def test_a_run_is_dirty_for_changed_code_or_params_not_for_the_results_a_run_rewrites(tmp_path):
+    """A real git repository: `make run` rewrites dvc.lock, metrics/ and plots/, which lineage
+    must not take for a change to the code (every run was "dirty"); a change to code or params is one."""
+    import subprocess
+    from refiner.tracking.runs import git_state
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+    for name in ("dvc.lock", "metrics/eval.json", "plots/refiner/losses.csv", "params.yaml", "stages/train.py"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("0\n")
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "first")
+    for name in ("dvc.lock", "metrics/eval.json", "plots/refiner/losses.csv"):
+        (tmp_path / name).write_text("1\n")
+    assert git_state(tmp_path)["git.dirty"] == "false"
+    for name in ("params.yaml", "stages/train.py"):
+        (tmp_path / name).write_text("1\n")
+        assert git_state(tmp_path)["git.dirty"] == "true"
+        git("checkout", "--", name)
+
 def test_the_champion_moves_by_the_selection_score_within_one_rule(tmp_path):
     """Real MLflow registry (SQLite). Scores of two rules do not compare: a champion chosen
     by reverse validation gives way to the first candidate scored by class realism."""
@@ -244,7 +268,8 @@ def test_the_champion_moves_by_the_selection_score_within_one_rule(tmp_path):
         assert promote(3, -0.70, "class_realism")
         champion = client.get_model_version_by_alias(tracking.ESTIMATOR_MODEL, "champion")
         assert champion.version == versions[3] and champion.tags["selection_rule"] == "class_realism"
-        assert champion.description.startswith("selection score -0.7000: minus the class realism")  # said in words
+        assert champion.tags["class_realism"] == "0.7000"  # the figure as the report has it, not minus it
+        assert champion.description.startswith("chosen by class realism: 0.7000, lower is better; the class realism")
         assert "label-free selection score" in client.get_registered_model(tracking.ESTIMATOR_MODEL).description
     finally:
         mlflow.set_tracking_uri(previous)

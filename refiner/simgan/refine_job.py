@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import sys
 from contextlib import nullcontext
@@ -191,17 +192,18 @@ def _refined_batches(source, todo, checkpoint_bytes, batch_size, num_actors, act
         filesystem, files = storage.resolve(source.path)[0], [storage.resolve(source.files[i])[1] for i in todo]
     else:
         filesystem, files = None, [str(source.files[i].resolve()) for i in todo]
+    if not context.enable_progress_bars:  # _write_parts' bar counts the rows: Ray's notice about its own is noise
+        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+    # no more actors than batches: an actor with no batch to take only warns (a small input)
+    num_actors = max(1, min(num_actors, -(-sum(source.manifest["files"][i]["rows"] for i in todo) // batch_size)))
     rows = ray.data.read_parquet(files, filesystem=filesystem).repartition(target_num_rows_per_block=batch_size)
     refined = rows.map_batches(
         RefinerPredictor, fn_constructor_kwargs={"checkpoint": checkpoint_bytes, "precision": precision,
                                                  "image_shape": source.manifest["image_shape"],
                                                  "image_encoding": image_encoding},
-        batch_size=batch_size, batch_format="pyarrow", **actor_resources(num_actors, actor_num_cpus),
-        # Ray Data restarts a lost actor, and so logs an error-looking core_worker line on every
-        # job (its constructor's arguments live in the object store). On one machine a lost actor
-        # is a crash a restart repeats: fail the job instead (a rerun resumes). A cluster, where
-        # nodes come and go, keeps the restarts (and that line: README, "Refining on a cluster").
-        **({} if ray_address or os.environ.get("RAY_ADDRESS") else {"max_restarts": 0}))
+        # Ray Data's own restarts of a lost actor are kept: turning them off locally took
+        # `max_restarts=0` through `ray_remote_args`, which Ray 2.60 deprecates and 2.64 removes
+        batch_size=batch_size, batch_format="pyarrow", **actor_resources(num_actors, actor_num_cpus))
     return refined.iter_batches(batch_size=None, batch_format="pyarrow")
 
 

@@ -3,8 +3,8 @@
 artifact to its params and code version (``lineage``). Import from ``refiner.tracking``."""
 
 from refiner.tracking.registry import ESTIMATOR_MODEL, REFINER_MODEL, promote_champion
-from refiner.tracking.runs import (OUTPUT_TAG, PIPELINE_ID_ENV, end_dead_runs, log_dataset, log_model, log_model_input,
+from refiner.tracking.runs import (OUTPUT_TAG, PIPELINE_ID_ENV, command_run, end_dead_runs, log_dataset, log_model, log_model_input,
                                    model_record, setup, stage_run)
 
-__all__ = ["ESTIMATOR_MODEL", "REFINER_MODEL", "promote_champion", "OUTPUT_TAG", "PIPELINE_ID_ENV", "end_dead_runs",
+__all__ = ["ESTIMATOR_MODEL", "REFINER_MODEL", "promote_champion", "OUTPUT_TAG", "PIPELINE_ID_ENV", "command_run", "end_dead_runs",
            "log_dataset", "log_model", "log_model_input", "model_record", "setup", "stage_run"]

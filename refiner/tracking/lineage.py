@@ -59,15 +59,7 @@ class Lineage:
 
     def model(self, uri: str):
         """A logged model from models:/<name>@<alias>, models:/<name>/<version> or models:/<model id>."""
-        name_ref = uri[len("models:/"):]
-        if "@" in name_ref:
-            version = self.client.get_model_version_by_alias(*name_ref.split("@", 1))
-        elif "/" in name_ref:
-            version = self.client.get_model_version(*name_ref.split("/", 1))
-        else:
-            return self.client.get_logged_model(name_ref)
-        # a version registered from a logged model has source models:/<model id>
-        return self.client.get_logged_model(version.model_id or version.source[len("models:/"):])
+        return self.client.get_logged_model(runs.logged_model_id(self.client, uri))
 
     # ------------------------------------------------------------ the tree
     def dataset_lines(self, digest: str, depth: int, name: str | None = None, seen=None) -> list[str]:

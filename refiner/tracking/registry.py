@@ -9,13 +9,15 @@ DESCRIPTIONS = {
     REFINER_MODEL: "The SimGAN refiner: uint8 images in (N x H x W, or N x H x W x C), refined uint8 images out. "
                    "@champion: the refiner of the champion estimator.",
     ESTIMATOR_MODEL: "The task's estimator, trained on synthetic or refined images (tag training_data.*). "
-                     "@champion: the best label-free selection score (tags selection_rule, selection_score); "
+                     "@champion: the best label-free selection score (tags selection_rule, the rule's figure under its "
+                     "own name, and selection_score: that figure where higher is better, minus it where lower is); "
                      "real_test_score is reported, never chosen by."}
-# what a selection score is, for the people who read it in the registry (higher is better)
-RULES = {"class_realism": "minus the class realism of the refined images (a logistic regression telling them from "
-                          "the real pool's images of the same pseudo-class; 0.5 = indistinguishable)",
-         "reverse_validation": "reverse validation: the real pool labelled by these estimators, scored back on "
-                               "the synthetic images"}
+# what each rule's figure is, for the people who read it in the registry; its selection score
+# is the figure where higher is better, minus the figure where lower is
+RULES = {"class_realism": ("the class realism of the refined images (a logistic regression telling them from the "
+                           "real pool's images of the same pseudo-class; 0.5 = indistinguishable)", "lower"),
+         "reverse_validation": ("reverse validation: the real pool labelled by these estimators, scored back on "
+                                "the synthetic images", "higher")}
 
 
 def promote_champion(models: dict[str, dict | None], reported: dict[str, float], score: float | None,
@@ -36,8 +38,13 @@ def promote_champion(models: dict[str, dict | None], reported: dict[str, float],
         return False
     client.set_model_version_tag(ESTIMATOR_MODEL, candidate["version"], "selection_score", f"{score:.6f}")
     client.set_model_version_tag(ESTIMATOR_MODEL, candidate["version"], "selection_rule", rule)
+    # the rule's own figure under its own name, as the report has it (the score is minus a
+    # class realism: a negative number that reads as a bad one)
+    about, better = RULES.get(rule, (rule, "higher"))
+    figure = -score if better == "lower" else score
+    client.set_model_version_tag(ESTIMATOR_MODEL, candidate["version"], rule, f"{figure:.4f}")
     client.update_model_version(ESTIMATOR_MODEL, candidate["version"],
-                                description=f"selection score {score:.4f}: {RULES.get(rule, rule)}; higher is better")
+                                description=f"chosen by {rule.replace('_', ' ')}: {figure:.4f}, {better} is better; {about}")
     for name in (ESTIMATOR_MODEL, REFINER_MODEL) if models.get("refiner") else (ESTIMATOR_MODEL,):
         client.update_registered_model(name, description=DESCRIPTIONS[name])
     try:

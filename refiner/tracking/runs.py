@@ -54,12 +54,20 @@ def params_hash(params: dict) -> str:
     return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+# what a run of the pipeline itself rewrites among the files git tracks: a change there is a
+# result, not a change to the code or params that made it
+PIPELINE_RESULTS = ("dvc.lock", "metrics", "plots")
+
+
 def git_state(root: Path) -> dict[str, str]:
+    """The commit, and whether code or params differ from it (``git.dirty``; the pipeline's
+    own results, ``PIPELINE_RESULTS``, do not count: every run rewrites them)."""
     def git(*args):
         result = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
         return result.stdout.strip() if result.returncode == 0 else ""
     commit = git("rev-parse", "HEAD")
-    dirty = git("status", "--porcelain", "--untracked-files=no")
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                *(f":(exclude){path}" for path in PIPELINE_RESULTS))
     return {"git.commit": commit or "unknown", "git.dirty": str(bool(dirty)).lower(), **source_url(git("remote", "get-url", "origin"))}
 
 
@@ -142,16 +150,17 @@ def pipeline_parent(experiment_id: str, root: Path) -> str:
 
 
 @contextmanager
-def stage_run(stage: str, params: dict, root: Path | str = "."):
-    """An MLflow run for one stage execution, a child of its pipeline invocation's run. It
+def stage_run(stage: str, params: dict, root: Path | str = ".", grouped: bool = True):
+    """An MLflow run for one stage execution, a child of its pipeline invocation's run
+    (``grouped``; else a run of its own, as a command outside the pipeline makes). It
     ends FINISHED, FAILED on an error, KILLED on Ctrl-C or SIGTERM; a run whose process
     died without a word (SIGKILL, power loss) is marked KILLED when the next stage starts."""
     import mlflow
     root = Path(root)
     experiment_id = setup(root)
     end_dead_runs(experiment_id)
-    parent = pipeline_parent(experiment_id, root)
-    tags = {"simrefinery.stage": stage, "dvc.stage": stage, "simrefinery.role": "stage",
+    parent = pipeline_parent(experiment_id, root) if grouped else None
+    tags = {"simrefinery.stage": stage, **({"dvc.stage": stage} if grouped else {}), "simrefinery.role": "stage",
             "simrefinery.params_hash": params_hash(params), **git_state(root), **_process_tags(),
             "mlflow.source.name": _relative(Path(sys.argv[0]))}  # MLflow would record the absolute path
     previous = signal.signal(signal.SIGTERM, _interrupt) if _main_thread() else None
@@ -167,7 +176,20 @@ def stage_run(stage: str, params: dict, root: Path | str = "."):
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-        mlflow.MlflowClient().set_terminated(parent)  # the parent shows the time of its latest stage
+        if parent is not None:
+            mlflow.MlflowClient().set_terminated(parent)  # the parent shows the time of its latest stage
+
+
+@contextmanager
+def command_run(command: str, params: dict):
+    """A run of its own (no pipeline parent) for a command run in a project, so `simrefinery
+    lineage` finds what it made; yields whether it logs: outside a project (no ``mlflow.db``,
+    no ``MLFLOW_TRACKING_URI``) nothing is logged and no store is made."""
+    if not (Path("mlflow.db").is_file() or os.environ.get("MLFLOW_TRACKING_URI")):
+        yield False
+        return
+    with stage_run(command, params, grouped=False):
+        yield True
 
 
 def _main_thread() -> bool:
@@ -253,19 +275,37 @@ def log_model(model, name: str, registered_name: str, example, training_data: di
     return record
 
 
+def logged_model_id(client, uri: str) -> str:
+    """The logged model of models:/<name>@<alias>, models:/<name>/<version> or models:/<model id>."""
+    name_ref = uri[len("models:/"):]
+    if "@" in name_ref:
+        version = client.get_model_version_by_alias(*name_ref.split("@", 1))
+    elif "/" in name_ref:
+        version = client.get_model_version(*name_ref.split("/", 1))
+    else:
+        return name_ref
+    # a version registered from a logged model has source models:/<model id>
+    return version.model_id or version.source[len("models:/"):]
+
+
 def model_record(model_dir: Path) -> Path:
     """models/refiner -> models/refiner.mlflow.json (the MLflow ids of the model saved there)."""
     return Path(model_dir).with_name(f"{Path(model_dir).name}.mlflow.json")
 
 
-def log_model_input(model_dir: Path) -> dict | None:
-    """Name the model saved in ``model_dir`` as an input of the active run."""
+def log_model_input(model: Path | str) -> dict | None:
+    """Name as an input of the active run the model saved in the directory ``model`` (by the
+    record beside it), or a registered one (``models:/<name>@<alias>``, ``models:/<name>/<version>``)."""
     import mlflow
     from mlflow.entities import LoggedModelInput
-    record_path = model_record(model_dir)
-    if not record_path.exists():
-        return None
-    record = json.loads(record_path.read_text())
+    if str(model).startswith("models:/"):
+        record = {"model_id": logged_model_id(mlflow.MlflowClient(), str(model)), "model_uri": str(model)}
+        record_path = model
+    else:
+        record_path = model_record(Path(model))
+        if not record_path.exists():
+            return None
+        record = json.loads(record_path.read_text())
     try:
         mlflow.log_input(model=LoggedModelInput(record["model_id"]))
     except mlflow.exceptions.MlflowException as err:  # a model from another tracking store
