@@ -1,7 +1,7 @@
-"""Three worlds for `simrefinery init` whose cameras the camera model was not built beside (issue 39):
+"""Four worlds for `simrefinery init` whose cameras the camera model was not built beside (issue 39):
 each does something real sensors and real light do that the model has no parameter for.
 
-    python -m experiments.camera_worlds gauge /tmp/gauge        # or: conveyor, orchard
+    python -m experiments.camera_worlds gauge /tmp/gauge        # or: conveyor, orchard, signs
     simrefinery init --synthetic /tmp/gauge/synthetic/images --labels /tmp/gauge/synthetic/labels.csv \\
         --real /tmp/gauge/camera --test /tmp/gauge/camera_test/images --test-labels /tmp/gauge/camera_test/labels.csv --fast
     dvc repro
@@ -24,6 +24,13 @@ each does something real sensors and real light do that the model has no paramet
   from frame to frame), flare that lifts the blacks, a brighter tone curve, lens blur, chromatic
   aberration (red and blue magnified 1% apart), high-ISO noise with blotchy colour noise,
   hot pixels, JPEG at quality 55-90.
+
+- ``signs`` (class, point and regression, RGB 48x48, JPEG; written before the optics' tone
+  statistics were tried, to judge them): a road sign against sky and hedge; labels its kind
+  (a round, a triangular or a diamond sign), its centre and its size (px). The camera: a
+  dashcam at dusk: a colour matrix that desaturates (a quarter of each channel is the grey), an
+  S-shaped contrast curve, strong radial vignetting, lens blur, Poisson-Gaussian noise with
+  row banding (a read-out offset per row), JPEG at quality 35-65.
 
 ``camera.json`` in each world's folder states its camera's noise as the learnt camera reports
 it: the noise sigma at mid-grey in 8-bit levels before any JPEG (``noise_at_mid_grey``).
@@ -218,6 +225,55 @@ def orchard_camera(scene: np.ndarray, rng: np.random.Generator) -> Image.Image:
     return Image.fromarray(np.round(image.clip(0, 1) * 255).astype(np.uint8))
 
 
+# ---- signs ---------------------------------------------------------------------------------------
+SIGNS_SIZE = 48
+SIGNS = ("round", "triangle", "diamond")
+
+
+def signs_scene(rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+    kind, size = int(rng.integers(len(SIGNS))), rng.uniform(7, 13)
+    centre = rng.uniform(size + 2, SIGNS_SIZE - size - 2, 2)
+    sky = np.array([120, 150, 200]) * rng.uniform(0.8, 1.15)
+    hedge = np.array([50, 95, 45]) * rng.uniform(0.8, 1.2)
+    horizon = rng.uniform(0.55, 0.8) * SIGNS_SIZE
+    red, white, yellow = np.array([200, 30, 35]), np.array([235, 235, 230]), np.array([235, 190, 30])
+
+    def draw(canvas, s):
+        canvas.rectangle([0, horizon * s, SIGNS_SIZE * s, SIGNS_SIZE * s], fill=tuple(int(v) for v in hedge.clip(0, 255)))
+        c = centre * s
+        canvas.line([(c[0], c[1]), (c[0], SIGNS_SIZE * s)], fill=(90, 90, 95), width=2 * s)  # the post
+        if kind == 0:
+            canvas.ellipse([*(c - size * s), *(c + size * s)], fill=tuple(int(v) for v in red))
+            canvas.ellipse([*(c - 0.7 * size * s), *(c + 0.7 * size * s)], fill=tuple(int(v) for v in white))
+        else:
+            turns = np.radians([-90, 30, 150]) if kind == 1 else np.radians([-90, 0, 90, 180])
+            outer = [tuple(c + size * s * np.array([np.cos(t), np.sin(t)])) for t in turns]
+            inner = [tuple(c + 0.6 * size * s * np.array([np.cos(t), np.sin(t)])) for t in turns]
+            canvas.polygon(outer, fill=tuple(int(v) for v in (red if kind == 1 else yellow)))
+            canvas.polygon(inner, fill=tuple(int(v) for v in (white if kind == 1 else yellow * 0.8)))
+    image = supersampled(SIGNS_SIZE, sky.clip(0, 255).astype(int), draw)
+    return np.asarray(image, np.float64) / 255, {"sign": kind, "centre_keypoint": list(np.round(centre, 3)),
+                                                  "size": round(size, 4)}
+
+
+SIGNS_MIX = 0.75 * np.eye(3) + 0.25 / 3  # a quarter of each channel is the grey: desaturated
+SIGNS_SHOT, SIGNS_READ = 0.002, 0.01
+SIGNS_BANDING = 1.5 / 255  # the sigma of each row's offset
+SIGNS_JPEG = (35, 65)
+
+
+def signs_camera(scene: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """Blur, the desaturating colour matrix, an S-curve, vignetting, noise and row banding; JPEG on saving."""
+    image = gaussian_filter(scene, (0.9, 0.9, 0), mode="nearest") @ SIGNS_MIX.T
+    image = image.clip(0, 1)
+    image = 0.5 * image + 0.5 * image * image * (3 - 2 * image)  # half way to smoothstep: more contrast
+    yy, xx = np.mgrid[:SIGNS_SIZE, :SIGNS_SIZE] / (SIGNS_SIZE - 1) - 0.5
+    image = image * (1 - 0.7 * (xx ** 2 + yy ** 2))[..., None]  # 35% darker corners
+    image = image + np.sqrt(SIGNS_SHOT * image.clip(0, 1) + SIGNS_READ ** 2) * rng.standard_normal(image.shape)
+    image = image + SIGNS_BANDING * rng.standard_normal((SIGNS_SIZE, 1, 1))
+    return Image.fromarray(np.round(image.clip(0, 1) * 255).astype(np.uint8))
+
+
 # ---- all -----------------------------------------------------------------------------------------
 def noise_at_mid_grey(name: str) -> float:
     """The camera's noise sigma in 8-bit levels where its frames come out mid-grey, before JPEG,
@@ -225,6 +281,8 @@ def noise_at_mid_grey(name: str) -> float:
     against. The gauge's is through its tone curve (drawn: 200,000 samples)."""
     if name == "conveyor":
         return float(np.sqrt(CONVEYOR_SHOT * 0.5 + CONVEYOR_READ ** 2) * 255)
+    if name == "signs":  # the white noise (the row banding apart)
+        return float(np.sqrt(SIGNS_SHOT * 0.5 + SIGNS_READ ** 2) * 255)
     if name == "orchard":  # the white and the blotchy noise together
         return float(np.sqrt(ORCHARD_SHOT * 0.5 + ORCHARD_READ ** 2 + ORCHARD_BLOTCH ** 2) * 255)
     linear = 0.5 ** (1 / GAUGE_GAMMA)
@@ -233,8 +291,8 @@ def noise_at_mid_grey(name: str) -> float:
 
 
 WORLDS = {"gauge": (gauge_scene, gauge_camera, "png"), "conveyor": (conveyor_scene, conveyor_camera, "jpg"),
-          "orchard": (orchard_scene, orchard_camera, "jpg")}
-QUALITIES = {"conveyor": CONVEYOR_JPEG, "orchard": ORCHARD_JPEG}
+          "orchard": (orchard_scene, orchard_camera, "jpg"), "signs": (signs_scene, signs_camera, "jpg")}
+QUALITIES = {"conveyor": CONVEYOR_JPEG, "orchard": ORCHARD_JPEG, "signs": SIGNS_JPEG}
 
 
 def write_labels(path: Path, rows: list[dict]) -> None:
