@@ -168,7 +168,10 @@ class Refine(RefineParams):
         digest = data.file_sha256(checkpoint)
         params = {"source": _relative(self.source), "refiner": self.refiner, "refiner_sha256": digest,
                   "batch_size": self.batch_size, "precision": self.precision, "resize": self.resize}
-        shape = torch.load(checkpoint, map_location="cpu", weights_only=True).get("image_shape")
+        try:
+            shape = torch.load(checkpoint, map_location="cpu", weights_only=True).get("image_shape")
+        except Exception as err:  # torch's advice (weights_only=False) would run the file's code
+            raise Refused(f"refine: {checkpoint}: not a refiner checkpoint ({type(err).__name__})") from None
         with tracking.command_run("simrefinery refine", params) as tracked:
             source, written = frames.refine_source(self.source, self.out, shape, self.image_encoding, self.resize,
                                                    checkpoint, folder=_relative(self.source))

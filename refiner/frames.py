@@ -50,12 +50,13 @@ def write_frames(source: Path, out: str, shape: list[int], image_encoding: str, 
     if not (source.is_dir() or source.suffix == ".parquet" and source.is_file()):
         raise Refused(f"refine: {source}: neither a simrefinery dataset, a folder of images nor Parquet")
     pre = readers.Preprocess(tuple(shape[:2]), "resize", "rgb" if len(shape) == 3 else "gray")
-    rows, skipped = 0, []
+    rows, skipped, resumed = 0, [], False
     with data.open_writer(out, label_schema=pa.schema([]), producer="simrefinery refine", params=params,
                           image_encoding=image_encoding, image_shape=shape,
                           resume_key=_listing_key(source, shape, image_encoding)) as writer:
         for index, batch in enumerate(bar(stream_images(source), desc=f"refine: reading {source}")):
             if writer.has_part(index):  # a resumed run: read before the kill
+                resumed = True
                 continue
             if not resize:
                 _refuse_other_shapes(source, batch, shape)
@@ -64,6 +65,8 @@ def write_frames(source: Path, out: str, shape: list[int], image_encoding: str, 
             rows += len(read.ids)
             images = np.stack(read.images) if read.ids else np.zeros((0, *shape), np.uint8)
             writer.write_part(index, data.make_table(read.ids, images, {}, "synthetic", pa.schema([]), image_encoding))
+        if not rows and not resumed:  # refused here, naming the source, before the writer names its output
+            raise Refused(f"refine: {source}: no readable frame in it ({len(skipped)} skipped)")
     print(read_summary(f"refine: {source}", rows, skipped))
     print(f"refine: {rows} frames -> {out}")
     return data.open_training_set(out, pa.schema([]))
@@ -117,16 +120,25 @@ def stream_images(path: Path, batch_rows: int = 1024) -> Iterator[dict[str, Path
 
 
 def _parquet_images(file: Path, name: str, batch_rows: int) -> Iterator[dict[str, bytes]]:
+    try:
+        yield from _parquet_batches(file, name, batch_rows)
+    except (pa.ArrowException, OSError) as err:  # truncated, or not Parquet at all
+        raise data.DatasetError(f"{file}: not a readable Parquet file ({str(err).splitlines()[0]})") from None
+
+
+def _parquet_batches(file: Path, name: str, batch_rows: int) -> Iterator[dict[str, bytes]]:
     parquet = pq.ParquetFile(file)
     names = parquet.schema_arrow.names
     if "image" not in names:
         raise data.DatasetError(f"{file}: a table of images needs an 'image' column (has {names})")
     row = 0
     for batch in parquet.iter_batches(batch_size=batch_rows, columns=["image", *(["id"] if "id" in names else [])]):
-        images = batch.column("image")
-        images = images.field("bytes") if pa.types.is_struct(images.type) else images
+        images = readers.image_bytes(batch.column("image"), file)
         keys = ([str(key) for key in batch.column("id").to_pylist()] if "id" in names else
                 [f"{name}#{row + i}" for i in range(batch.num_rows)])
+        if len(set(keys)) < len(keys):  # one frame would silently replace another
+            repeated = next(key for index, key in enumerate(keys) if key in keys[:index])
+            raise data.DatasetError(f"{file}: id {repeated!r} names two frames")
         row += batch.num_rows
         yield {key: value or b"" for key, value in zip(keys, images.to_pylist())}  # a null: skipped as unreadable
 

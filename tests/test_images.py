@@ -167,6 +167,17 @@ def test_a_parquet_dataset_and_a_hugging_face_directory_are_sources(tmp_path):
         assert no_images == {} and list(frame.columns) == ["file", "label", "keypoints"] and len(frame) == 4
 
 
+def test_a_table_whose_image_cells_are_file_paths_is_refused_not_followed(tmp_path):
+    """A file outside every folder landed in data/synthetic when a Parquet source's image
+    strings were opened as paths (the reliability audit): strings are refused, naming the file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    save(tmp_path / "outside.png")
+    pq.write_table(pa.table({"image": [str(tmp_path / "outside.png")], "label": [1]}), tmp_path / "table.parquet")
+    with pytest.raises(DatasetError, match=r"table.parquet: its image column holds string, not image bytes"):
+        readers.read_labelled(tmp_path / "table.parquet", None, "file", None, RGB)
+
+
 def test_the_world_is_built_from_params_and_its_checkpoints_refuse_another_world(tmp_path):
     from refiner.estimator.checkpoint import load_model, save_model
     from refiner.tasks import task_for

@@ -322,3 +322,37 @@ def test_simrefinery_refine_takes_a_dataset_or_a_folder_of_frames_and_leaves_par
     with pytest.raises(SystemExit, match="real data must not"):
         cli(["refine", str(real), "laundered", "--refiner", str(checkpoint)])
     assert not (tmp_path / "laundered").exists()
+
+
+def test_simrefinery_refine_refuses_bad_frames_naming_the_source_and_writes_nothing(checkpoint, tmp_path,
+                                                                                    monkeypatch):
+    """The reliability audit's front-door cases, each refused in one line before any Ray job:
+    two frames under one id (one silently replaced the other), a truncated Parquet file
+    (pyarrow's traceback), image cells that are file paths (read wherever they pointed), a file that is not a checkpoint (torch's unpickling advice), a
+    source with no readable frame (refused naming the output)."""
+    from refiner.cli import main as cli
+    monkeypatch.chdir(tmp_path)
+    frames = [{"bytes": data.encode_png(np.full((8, 8), 10 * i, np.uint8)), "path": None} for i in range(6)]
+    (tmp_path / "twice").mkdir()
+    pq.write_table(pa.table({"image": frames, "id": ["r0", "r1", "r2", "r3", "r4", "r4"]}), "twice/frames.parquet")
+    with pytest.raises(SystemExit, match=r"twice/frames.parquet: id 'r4' names two frames"):
+        cli(["refine", "twice", "out/twice", "--refiner", str(checkpoint)])
+    (tmp_path / "cut").mkdir()
+    pq.write_table(pa.table({"image": frames}), "cut/frames.parquet")
+    whole = (tmp_path / "cut/frames.parquet").read_bytes()
+    (tmp_path / "cut/frames.parquet").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(SystemExit, match=r"cut/frames.parquet: not a readable Parquet file"):
+        cli(["refine", "cut", "out/cut", "--refiner", str(checkpoint)])
+    (tmp_path / "weights.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(SystemExit, match=r"weights.pt: not a refiner checkpoint \(UnpicklingError\)"):
+        cli(["refine", "twice", "out/weights", "--refiner", "weights.pt"])
+    (tmp_path / "paths").mkdir()  # strings, opened as paths, would read any file on the machine
+    (tmp_path / "elsewhere.png").write_bytes(frames[0]["bytes"])
+    pq.write_table(pa.table({"image": [str(tmp_path / "elsewhere.png")]}), "paths/frames.parquet")
+    with pytest.raises(SystemExit, match=r"paths/frames.parquet: its image column holds string, not image bytes"):
+        cli(["refine", "paths", "out/paths", "--refiner", str(checkpoint)])
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty/notes.png").write_text("not an image")
+    with pytest.raises(SystemExit, match=r"refine: empty: no readable frame in it \(1 skipped\)"):
+        cli(["refine", "empty", "out/empty", "--refiner", str(checkpoint)])
+    assert not (tmp_path / "out").exists() or not any(p.name == "_manifest.json" for p in (tmp_path / "out").rglob("*"))

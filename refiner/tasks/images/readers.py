@@ -248,13 +248,25 @@ def table_source(path: Path, with_images: bool = True) -> tuple[pd.DataFrame, di
         return frame, {}
     images = table.column("image").combine_chunks()
     if pa.types.is_struct(images.type):
-        return frame, dict(zip(keys, images.field("bytes").to_pylist()))
+        return frame, dict(zip(keys, image_bytes(images, path).to_pylist()))
+    image_bytes(images, path)  # refuses strings
     manifest = path / MANIFEST if path.is_dir() else path.parent / MANIFEST
     if manifest.is_file() and json.loads(manifest.read_text()).get("image_encoding") == "raw":
         # a simrefinery dataset with raw pixels: PNG bytes, as every other source gives
         pixels = decode_image_column_uint8(table, str(path), json.loads(manifest.read_text())["image_shape"])
         return frame, dict(zip(keys, map(encode_png, pixels)))
     return frame, dict(zip(keys, images.to_pylist()))
+
+
+def image_bytes(images: pa.Array, where) -> pa.Array:
+    """A table's ``image`` column as image bytes: a Hugging Face ``{bytes, path}`` struct's
+    bytes (a row with a path alone is unreadable, and skipped as such), or bytes as they are.
+    Strings are refused: opened as file paths they would read any file on the machine."""
+    images = images.field("bytes") if pa.types.is_struct(images.type) else images
+    if not (pa.types.is_binary(images.type) or pa.types.is_large_binary(images.type) or pa.types.is_null(images.type)):
+        raise DatasetError(f"{where}: its image column holds {images.type}, not image bytes (PNG, JPEG, ...); "
+                           "file paths are not followed")
+    return images
 
 
 def read_labelled(images: Path, labels: Path | None, key: str, kinds: dict[str, str] | None,
