@@ -119,6 +119,8 @@ MANIFEST_CORPUS = {
     "rows that do not add up": (lambda m: m.update(num_rows=5000), r"num_rows 5000, but its files list 3 rows"),
     "an unknown key": (lambda m: m.update(owner="me"), r"owner: Extra inputs are not permitted"),
     "a string row count": (lambda m: m["files"][0].update(rows="3"), r"files\.0\.rows: Input should be a valid integer"),
+    "the image as a label": (lambda m: m["label_columns"].append("image"),  # training crashed on it
+                             r"label_columns \['label', 'image'\]: image is the contract's own column, not a label"),
 }
 
 

@@ -83,6 +83,10 @@ class Manifest(BaseModel):
         if len({f.name for f in self.files}) != len(self.files):
             raise ValueError("a file is listed twice")
         columns = {**CONTRACT_COLUMNS, "image": IMAGE_COLUMN[self.image_encoding]}
+        taken = sorted(set(columns) & set(self.label_columns))
+        if taken or len(set(self.label_columns)) != len(self.label_columns):
+            raise ValueError(f"label_columns {self.label_columns}: " + (
+                f"{', '.join(taken)} is the contract's own column, not a label" if taken else "a column is listed twice"))
         for name, type_ in columns.items():
             if self.schema_.get(name) != type_:
                 raise ValueError(f"schema: column {name!r} is {self.schema_.get(name)!r}, the contract's is {type_!r} "
