@@ -98,6 +98,45 @@ def report(results: dict[str, dict]) -> str:
                       f"## MLflow runs (local store: `make ui`, then {base})", *links])
 
 
+DVC_MAIN = re.compile(r"\S*dvc/__main__\.py")  # how a lock names `dvc`: by its module's path
+
+
+@contextmanager
+def workspace_lock():
+    """DVC's repository lock (.dvc/tmp/lock) held for the whole flow, so that a `dvc repro`
+    started during it is refused; and a flow started during a `dvc repro` is refused at once.
+    DVC lets go of its repository lock while a stage's command runs, so a repro mid-stage is
+    seen by its stage locks (.dvc/tmp/rwlock), whatever paths they hold: with the stage locks
+    alone, a flow started while a repro ran its estimator stages rewrote data/synthetic under
+    it (the reliability audit: a mixed workspace)."""
+    from dvc.lock import LockError
+    repo = common.dvc_stages()[0].repo
+    holders = stage_lock_holders(Path(repo.tmp_dir) / "rwlock")
+    try:
+        if holders:
+            raise LockError("held")
+        repo.lock.lock()
+    except LockError:
+        raise Refused(f"the workspace is in use by another DVC process ({'; '.join(holders) or 'DVC: .dvc/tmp/lock'}),"
+                      " a running `dvc repro`?; wait for it to finish or stop it") from None
+    try:
+        yield
+    finally:
+        repo.lock.unlock()
+
+
+def stage_lock_holders(rwlock: Path) -> list[str]:
+    """The live processes other than this one holding DVC's stage locks: "PID n: command"."""
+    import psutil
+    try:
+        held = json.loads(rwlock.read_text())
+    except (OSError, ValueError):
+        return []
+    entries = [*held.get("write", {}).values(), *(entry for read in held.get("read", {}).values() for entry in read)]
+    return sorted({f"PID {entry['pid']}: " + DVC_MAIN.sub("dvc", entry.get("cmd", "?"))
+                   for entry in entries if entry.get("pid") != os.getpid() and psutil.pid_exists(entry.get("pid", 0))})
+
+
 @contextmanager
 def stage_lock(stage):
     """DVC's own read/write locks on a stage's deps and outs (.dvc/tmp/rwlock), held while it
@@ -113,7 +152,7 @@ def stage_lock(stage):
         held.__enter__()
     except LockError as err:
         # DVC's message names the stage's last path, not the busy one: name the holders only
-        holders = "; ".join(re.sub(r"\S*dvc/__main__\.py", "dvc", line.strip())
+        holders = "; ".join(DVC_MAIN.sub("dvc", line.strip())
                             for line in str(err).splitlines() if line.strip().startswith("(PID"))
         raise Refused(f"{stage.name}: what it reads or writes is in use by {holders or str(err)}; wait for it to "
                       "finish or stop it (DVC's locks: .dvc/tmp/rwlock)") from None
@@ -131,14 +170,15 @@ def pipeline(params: Params | None = None, ray_address: str | None = None, force
         params = params.model_copy(update={"refine": params.refine.model_copy(update={"ray_address": ray_address})})
     os.environ[tracking.PIPELINE_ID_ENV] = f"prefect-{flow_run.get_id()}"
     results = {}
-    for stage in common.dvc_stages():
-        module_name, _ = common.stage_command(stage)
-        configured = run_stage.with_options(task_run_name=stage.name, retries=RETRIES.get(module_name, 0),
-                                            retry_delay_seconds=RETRY_DELAY_SECONDS,
-                                            refresh_cache=force or outputs_missing(stage))
-        with stage_lock(stage):
-            state = configured(stage.name, params, return_state=True)
-        results[stage.name] = {**state.result(), "cached": state.name == "Cached"}
+    with workspace_lock():
+        for stage in common.dvc_stages():
+            module_name, _ = common.stage_command(stage)
+            configured = run_stage.with_options(task_run_name=stage.name, retries=RETRIES.get(module_name, 0),
+                                                retry_delay_seconds=RETRY_DELAY_SECONDS,
+                                                refresh_cache=force or outputs_missing(stage))
+            with stage_lock(stage):
+                state = configured(stage.name, params, return_state=True)
+            results[stage.name] = {**state.result(), "cached": state.name == "Cached"}
     create_markdown_artifact(report(results), key="simrefinery-evaluation",
                              description="Accuracy on real test data and the MLflow runs behind it")
     return results

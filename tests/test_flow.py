@@ -190,15 +190,17 @@ def test_a_bad_flow_parameter_is_refused_before_anything_runs(flow_project, sect
 
 @pytest.mark.slow
 def test_the_flow_and_dvc_repro_on_one_workspace_the_second_is_refused(flow_project):
-    """A real `dvc repro` running a stage: the flow is refused at the first stage that writes
-    what that stage reads (render: data/synthetic), and the repro finishes; the flow holding a
-    stage: `dvc repro` of it is refused. Both through DVC's own locks (.dvc/tmp/rwlock).
-    (Last in this module: the forced stage rewrites a model the cached reruns above read.)"""
+    """A real `dvc repro` running a stage that shares no path with the flow's first (the
+    reliability audit's case: the flow's render rewrote data/synthetic under it): the flow is
+    refused before any stage, by the lock `dvc repro` holds for its whole run (.dvc/tmp/lock),
+    and the repro finishes; the flow holding a stage: `dvc repro` of it is refused
+    (.dvc/tmp/rwlock). (Last in this module: the forced stage rewrites a model the cached
+    reruns above read.)"""
     import psutil
     from flows.pipeline import dvc_stage, stage_lock
     from refiner.errors import Refused
     repo, pipeline, _, _ = flow_project
-    stage = "train_estimator@synthetic"
+    stage = "train_estimator@refined"  # reads data/refined and the pool, not what render writes
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}  # dvc.yaml's `python`
     before = stage_runs(repo)
     dvc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--force", "--single-item", stage], cwd=repo,
@@ -208,7 +210,7 @@ def test_the_flow_and_dvc_repro_on_one_workspace_the_second_is_refused(flow_proj
                   for child in psutil.Process(dvc.pid).children(recursive=True)):
         assert dvc.poll() is None and time.monotonic() < deadline, "dvc repro never started its stage"
         time.sleep(0.2)
-    with pytest.raises(Refused, match=rf"^render: what it reads or writes is in use by \(PID {dvc.pid}\): dvc repro --force"):
+    with pytest.raises(Refused, match=rf"^the workspace is in use by another DVC process \(PID {dvc.pid}: dvc repro --force"):
         pipeline()
     output, _ = dvc.communicate(timeout=300)
     assert dvc.returncode == 0, output
