@@ -6,7 +6,6 @@ of frames pass without being held in memory, and a killed read resumes at its ne
 from __future__ import annotations
 
 import hashlib
-import io
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -85,7 +84,7 @@ def _misfit(image: Path | bytes, shape: list[int]) -> list[int] | None:
     reader skips and reports it). From the file's header: the pixels are decoded only to tell
     a grey frame saved as RGB for a grey refiner."""
     try:
-        with Image.open(io.BytesIO(image) if isinstance(image, bytes) else image) as frame:
+        with pixels.open_image(image) as frame:
             size = [frame.height, frame.width]
             colour = frame.mode == "P" or len(frame.getbands()) >= 3
             if colour and shape == size:  # a grey refiner: an RGB file may hold a grey frame

@@ -98,6 +98,7 @@ def test_a_users_folder_cannot_reach_outside_itself_or_pass_what_the_contract_re
     save(camera / "0-tiny.png", size=(1, 1))
     Image.fromarray(np.full((10, 20), 40000, np.uint16)).save(camera / "deep.png")
     save(camera / "bomb.png", size=(60, 70))
+    save(camera / "large.png", size=(50, 50))  # between the limit and twice it: Pillow only warned, naming no file
     outside = save(tmp_path / "elsewhere" / "secret.png", size=(20, 10), colour=(1, 2, 3))
     (camera / "linked.png").symlink_to(outside)
     read = readers.read_unlabelled(camera, RGB)
@@ -106,6 +107,7 @@ def test_a_users_folder_cannot_reach_outside_itself_or_pass_what_the_contract_re
     assert "1x1 pixels, far from the 20x10" in reasons["0-tiny.png"]
     assert "I;16" in reasons["deep.png"] and "16-bit" in reasons["deep.png"]
     assert "decompression bomb" in reasons["bomb.png"].lower()
+    assert "50x50 pixels, over Pillow's decompression-bomb limit of 2000" in reasons["large.png"]
     assert "outside" in reasons["linked.png"] and "secret.png" in reasons["linked.png"]
     masks = tmp_path / "sim"
     save(masks / "a.png", size=(20, 10))

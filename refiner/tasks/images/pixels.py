@@ -7,6 +7,7 @@ skip and report it."""
 from __future__ import annotations
 
 import io
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,14 @@ def move_points(values: list[float], box, size) -> list[float]:
 HIGH_DEPTH_MODES = ("I", "F", "I;16", "I;16B", "I;16L", "I;16N")  # what an 8-bit conversion would clip
 
 
+def open_image(source) -> Image.Image:
+    """Pillow's open (the header only) of a path or image bytes. Its decompression-bomb warning,
+    which names no file, is silenced: ``load_image`` refuses such an image, naming it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+
+
 def load_image(source, pre: Preprocess, mode: str | None = None, resample=Image.Resampling.BILINEAR):
     """(uint8 pixels, the box of the source that became them, the source's width and height).
     ``source``: a path or image bytes. 16-bit and float images are refused (an 8-bit
@@ -68,7 +77,10 @@ def load_image(source, pre: Preprocess, mode: str | None = None, resample=Image.
     palette and alpha images are converted (the alpha dropped), as docs/your-own-world.md says."""
     if isinstance(source, ValueError):  # list_images' refusal (a link out of the folder)
         raise source
-    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+    with open_image(source) as image:
+        if image.width * image.height > Image.MAX_IMAGE_PIXELS:
+            raise ValueError(f"{image.width}x{image.height} pixels, over Pillow's decompression-bomb limit of "
+                             f"{Image.MAX_IMAGE_PIXELS} (PIL.Image.MAX_IMAGE_PIXELS)")
         if image.mode in HIGH_DEPTH_MODES:
             raise ValueError(f"a {image.mode} image (16-bit or float): the contract takes 8-bit images; convert it")
         size = pre.size or (image.height, image.width)
@@ -91,7 +103,7 @@ def common_size(sources: dict) -> tuple[int, int] | None:
     sizes = Counter()
     for source in [s for s in sources.values() if not isinstance(s, ValueError)][:SIZE_SAMPLE]:
         try:
-            with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+            with open_image(source) as image:
                 sizes[(image.height, image.width)] += 1
         except (UnidentifiedImageError, OSError, ValueError, TypeError, Image.DecompressionBombError):
             continue
@@ -113,7 +125,7 @@ def frame_shape(source) -> tuple[int, int, str] | None:
     """(height, width, "gray" or "rgb") of an image file or image bytes; None if unreadable
     (its reader skips and reports it)."""
     try:
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+        with open_image(source) as image:
             return image.height, image.width, "gray" if is_gray(image) else "rgb"
     except (UnidentifiedImageError, OSError, ValueError, TypeError, Image.DecompressionBombError):
         return None
