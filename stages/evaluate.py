@@ -173,6 +173,7 @@ def run(params: Params, args: Args) -> dict:
         plain = {name: load_estimators(world, d, inputs[name], "plain") if learns else []
                  for name, d in args.estimators.items()}
         report, plots = evaluate(params, world, inputs, estimators, plain, args.pool_labels, args.plots, args.refiner)
+        report = report.model_copy(update={"datasets": {name: dataset.digest for name, dataset in inputs.items()}})
         text = table(report, world.head.metric) if report.results else label_free_table(report, why_label_free(world))
         common.write_json(args.report, report.model_dump(mode="json"))
         common.write_json(args.headline, headline(report))

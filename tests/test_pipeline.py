@@ -193,6 +193,8 @@ def test_every_stage_logged_an_mlflow_run_with_dataset_digests(project):
     synthetic_digest = data.open_dataset(repo / "data/synthetic").digest
     assert ("synthetic", synthetic_digest[:36]) in inputs
     assert tags["simrefinery.output.refined"] == data.open_dataset(repo / "data/refined").digest
+    recorded = report_of(repo).datasets  # the contract digests, where DVC users look too
+    assert recorded["refined"] == tags["simrefinery.output.refined"] and recorded["synthetic"] == synthetic_digest
     assert len(tags["git.commit"]) == 40
     with sqlite3.connect(repo / "mlflow.db") as db:  # one name per figure: DVC's headline, the same in MLflow
         logged = dict(db.execute("select key, value from latest_metrics where run_uuid = ?", (runs["evaluate"],)))

@@ -328,7 +328,8 @@ def test_simrefinery_refine_refuses_bad_frames_naming_the_source_and_writes_noth
                                                                                     monkeypatch):
     """The reliability audit's front-door cases, each refused in one line before any Ray job:
     two frames under one id (one silently replaced the other), a truncated Parquet file
-    (pyarrow's traceback), image cells that are file paths (read wherever they pointed), a file that is not a checkpoint (torch's unpickling advice), a
+    (pyarrow's traceback), image cells that are file paths (read wherever they pointed), a file
+    that is not a checkpoint (torch's unpickling advice), a
     source with no readable frame (refused naming the output)."""
     from refiner.cli import main as cli
     monkeypatch.chdir(tmp_path)

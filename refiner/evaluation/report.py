@@ -74,6 +74,9 @@ class Report(_Model):
     diversity_ratio: float | None = None
     selection_score: float | None = None
     selection_rule: str | None = None
+    # each dataset it read by its contract digest (the name the logs and MLflow give it; DVC's
+    # hashes in dvc.lock are of the files)
+    datasets: dict[str, str] = {}
 
     @model_validator(mode="before")
     @classmethod
