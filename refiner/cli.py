@@ -175,10 +175,10 @@ class Refine(RefineParams):
         with tracking.command_run("simrefinery refine", params) as tracked:
             source, written = frames.refine_source(self.source, self.out, shape, self.image_encoding, self.resize,
                                                    checkpoint, folder=_relative(self.source))
-            if tracked:
+            if tracked:  # an input first: MLflow keeps a dataset's first context in a run
+                tracking.log_dataset(source, "input", "frames")
                 if written:  # frames this run streamed into a dataset first
                     tracking.log_dataset(source, "output", "frames")
-                tracking.log_dataset(source, "input", "frames")
                 tracking.log_model_input(self.refiner if self.refiner.startswith("models:/") else checkpoint.parent)
             refined = refine_dataset(
                 source, checkpoint, self.out, producer="simrefinery refine", batch_size=self.batch_size,

@@ -419,7 +419,7 @@ def test_simrefinery_refine_streams_a_folder_through_the_champion_refiner_and_re
     assert np.abs(refined["image"] - expected).max() <= 0.5 / 255 + 1e-6
     # its own MLflow run: lineage goes from the output to the frames, and through the champion to its training
     tree = sh(sys.executable, "-m", "refiner.cli", "lineage", str(tmp_path / "out"), cwd=repo, env=env)
-    [refine_run] = re.findall(r"run simrefinery refine ([0-9a-f]{32})", tree)
+    [refine_run] = set(re.findall(r"run simrefinery refine ([0-9a-f]{32})", tree))  # it made the frames' dataset too
     assert "simrefinery-refiner v1 @champion" in tree and "run train_refiner " in tree
     assert re.search(r"dataset frames [0-9a-f]{16}\n *└─ run simrefinery refine " + refine_run, tree)
     assert "no run in this store produced it" not in tree.split("run train_refiner")[0]
