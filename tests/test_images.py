@@ -101,6 +101,7 @@ def test_a_users_folder_cannot_reach_outside_itself_or_pass_what_the_contract_re
     save(camera / "large.png", size=(50, 50))  # between the limit and twice it: Pillow only warned, naming no file
     outside = save(tmp_path / "elsewhere" / "secret.png", size=(20, 10), colour=(1, 2, 3))
     (camera / "linked.png").symlink_to(outside)
+    (camera / "more").symlink_to(outside.parent, target_is_directory=True)  # a linked folder: not followed, said so
     read = readers.read_unlabelled(camera, RGB)
     assert read.ids == [f"frame{i}.png" for i in range(4)] and read.images[0].shape == (10, 20, 3)
     reasons = dict(read.skipped)
@@ -109,6 +110,7 @@ def test_a_users_folder_cannot_reach_outside_itself_or_pass_what_the_contract_re
     assert "decompression bomb" in reasons["bomb.png"].lower()
     assert "50x50 pixels, over Pillow's decompression-bomb limit of 2000" in reasons["large.png"]
     assert "outside" in reasons["linked.png"] and "secret.png" in reasons["linked.png"]
+    assert "a linked folder" in reasons["more/"] and "not followed" in reasons["more/"]
     masks = tmp_path / "sim"
     save(masks / "a.png", size=(20, 10))
     save(masks / "b.png", size=(20, 10))

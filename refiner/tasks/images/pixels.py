@@ -31,11 +31,15 @@ FAR = 4.0  # an image over 4x larger or smaller than the common size, in either 
 
 def list_images(folder: Path) -> dict[str, Path | ValueError]:
     """Image files under ``folder`` (recursively), keyed by their path relative to it; a link
-    that resolves outside the folder is listed as the refusal ``load_image`` raises for it."""
+    that resolves outside the folder, and a linked folder (not followed: it was skipped without
+    a word), are listed as the refusal ``load_image`` raises for them."""
     inside = folder.resolve()
-    return {p.relative_to(folder).as_posix(): p if p.resolve().is_relative_to(inside) else
-            ValueError(f"a link to {p.resolve()}, outside {folder}")
-            for p in sorted(folder.rglob("*")) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES}
+    found = {p.relative_to(folder).as_posix(): p if p.resolve().is_relative_to(inside) else
+             ValueError(f"a link to {p.resolve()}, outside {folder}")
+             for p in sorted(folder.rglob("*")) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES}
+    return found | {f"{p.relative_to(folder).as_posix()}/": ValueError(f"a linked folder ({p.resolve()}): not followed; "
+                                                                       "copy its images in, or link each file")
+                    for p in sorted(folder.rglob("*")) if p.is_symlink() and p.is_dir()}
 
 
 def fit_box(width: int, height: int, pre: Preprocess) -> tuple[float, float, float, float]:
