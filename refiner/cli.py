@@ -166,7 +166,8 @@ class Refine(RefineParams):
         from refiner.simgan.refine_job import refine_dataset
         checkpoint = self.checkpoint()
         digest = data.file_sha256(checkpoint)
-        params = {"source": _relative(self.source), "refiner": self.refiner, "refiner_sha256": digest,
+        source_name = _relative(self.source)
+        params = {"source": source_name, "refiner": self.refiner, "refiner_sha256": digest,
                   "batch_size": self.batch_size, "precision": self.precision, "resize": self.resize}
         try:
             shape = torch.load(checkpoint, map_location="cpu", weights_only=True).get("image_shape")
@@ -174,7 +175,7 @@ class Refine(RefineParams):
             raise Refused(f"refine: {checkpoint}: not a refiner checkpoint ({type(err).__name__})") from None
         with tracking.command_run("simrefinery refine", params) as tracked:
             source, written = frames.refine_source(self.source, self.out, shape, self.image_encoding, self.resize,
-                                                   checkpoint, folder=_relative(self.source))
+                                                   checkpoint, folder=source_name)
             if tracked:  # an input first: MLflow keeps a dataset's first context in a run
                 tracking.log_dataset(source, "input", "frames")
                 if written:  # frames this run streamed into a dataset first

@@ -6,6 +6,7 @@ of frames pass without being held in memory, and a killed read resumes at its ne
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -135,9 +136,9 @@ def _parquet_batches(file: Path, name: str, batch_rows: int) -> Iterator[dict[st
         images = readers.image_bytes(batch.column("image"), file)
         keys = ([str(key) for key in batch.column("id").to_pylist()] if "id" in names else
                 [f"{name}#{row + i}" for i in range(batch.num_rows)])
-        if len(set(keys)) < len(keys):  # one frame would silently replace another
-            repeated = next(key for index, key in enumerate(keys) if key in keys[:index])
-            raise data.DatasetError(f"{file}: id {repeated!r} names two frames")
+        repeated = [key for key, count in Counter(keys).items() if count > 1]
+        if repeated:  # one frame would silently replace another
+            raise data.DatasetError(f"{file}: id {repeated[0]!r} names two frames")
         row += batch.num_rows
         yield {key: value or b"" for key, value in zip(keys, images.to_pylist())}  # a null: skipped as unreadable
 
